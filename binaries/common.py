@@ -1,0 +1,155 @@
+"""Flags shared by the binaries, and the objects built from them.
+
+Every flag is validated when it is parsed (absl validators), so a bad value
+stops the program before any data is loaded or any model is built, with a
+message that names the flag and the value.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # Quiet TF by default.
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+import tasks  # pylint: disable=g-import-not-at-top
+from tff_kd.algorithms import registry  # pylint: disable=g-import-not-at-top
+
+# Task and data.
+TASK = flags.DEFINE_enum('task', 'digits', tasks.TASK_NAMES, 'Task (dataset).')
+MODEL = flags.DEFINE_enum(
+    'model', 'cnn', tasks.MODEL_NAMES, 'Model architecture of our tasks.'
+)
+DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'tensorflow_datasets directory holding prepared data '
+    '(tasks mnist, emnist, cifar10, cifar100).'
+)
+USE_SYNTHETIC_DATA = flags.DEFINE_bool(
+    'use_synthetic_data', True,
+    'TFF baseline tasks (emnist_character, cifar100_image): use TFF synthetic '
+    'data (the real data must be downloaded, which needs internet).'
+)
+PARTITION = flags.DEFINE_enum(
+    'partition', 'dirichlet', ['iid', 'dirichlet', 'shards', 'quantity'],
+    'How training data is split over clients.'
+)
+ALPHA = flags.DEFINE_float(
+    'alpha', 0.5, 'Dirichlet concentration (partition=dirichlet: label skew; '
+    'partition=quantity: size skew). Smaller is more skewed.'
+)
+CLASSES_PER_CLIENT = flags.DEFINE_integer(
+    'classes_per_client', 2, 'partition=shards: classes per client.'
+)
+NUM_CLIENTS = flags.DEFINE_integer('num_clients', 20, 'Number of clients K.')
+
+# Training.
+CLIENTS_PER_ROUND = flags.DEFINE_integer(
+    'clients_per_round', 10, 'Clients sampled per round (C * K).'
+)
+LOCAL_EPOCHS = flags.DEFINE_integer('local_epochs', 1, 'Local epochs E.')
+BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Client batch size B.')
+CLIENT_LEARNING_RATE = flags.DEFINE_float(
+    'client_learning_rate', 0.05, 'Client SGD learning rate.'
+)
+SERVER_LEARNING_RATE = flags.DEFINE_float(
+    'server_learning_rate', 1.0, 'Server SGD learning rate (1 = FedAvg).'
+)
+ROUNDS = flags.DEFINE_integer('rounds', 30, 'Training rounds.')
+ROUNDS_PER_EVAL = flags.DEFINE_integer(
+    'rounds_per_eval', 1, 'Evaluate on the test set every this many rounds.'
+)
+ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
+    'rounds_per_checkpoint', 1, 'Checkpoint every this many rounds.'
+)
+SEED = flags.DEFINE_integer('seed', 0, 'Seed of data split, init, sampling.')
+
+# Output.
+ROOT_OUTPUT_DIR = flags.DEFINE_string(
+    'root_output_dir', '/tmp/tff_kd', 'Root of checkpoints/, results/, logdir/.'
+)
+RESUME = flags.DEFINE_bool(
+    'resume', False, 'Continue from the last checkpoint of the experiment.'
+)
+
+# Each registered algorithm's own hyperparameters, one flag each.
+ALGORITHM_HPARAM_FLAGS = {}
+for _algorithm in registry.ALGORITHMS.values():
+  for _name, _hparam in _algorithm.hparams.items():
+    _define = {
+        bool: flags.DEFINE_bool,
+        int: flags.DEFINE_integer,
+        float: flags.DEFINE_float,
+        str: flags.DEFINE_string,
+    }[type(_hparam.default)]
+    ALGORITHM_HPARAM_FLAGS[_name] = _define(_name, _hparam.default, _hparam.help)
+
+_POSITIVE = [
+    'num_clients', 'clients_per_round', 'local_epochs', 'batch_size', 'rounds',
+    'rounds_per_eval', 'rounds_per_checkpoint', 'classes_per_client',
+]
+for _name in _POSITIVE:
+  flags.register_validator(
+      _name, lambda v: v is not None and v >= 1, f'--{_name} must be >= 1.'
+  )
+for _name in ['alpha', 'client_learning_rate', 'server_learning_rate']:
+  flags.register_validator(
+      _name, lambda v: v is not None and v > 0, f'--{_name} must be > 0.'
+  )
+
+
+@flags.multi_flags_validator(
+    ['clients_per_round', 'num_clients'],
+    message='--clients_per_round must be <= --num_clients.',
+)
+def _check_clients_per_round(values):
+  return values['clients_per_round'] <= values['num_clients']
+
+
+def create_task() -> tff.simulation.baselines.BaselineTask:
+  """The task of the flags; data errors surface as `flags.ValidationError`."""
+  spec = tff.simulation.baselines.ClientSpec(
+      num_epochs=LOCAL_EPOCHS.value, batch_size=BATCH_SIZE.value
+  )
+  try:
+    return tasks.create_task(
+        TASK.value,
+        train_client_spec=spec,
+        model=MODEL.value,
+        partition=PARTITION.value,
+        alpha=ALPHA.value,
+        classes_per_client=CLASSES_PER_CLIENT.value,
+        num_clients=NUM_CLIENTS.value,
+        seed=SEED.value,
+        data_dir=DATA_DIR.value,
+        use_synthetic_data=USE_SYNTHETIC_DATA.value,
+    )
+  except (ValueError, FileNotFoundError) as e:
+    raise flags.ValidationError(str(e)) from e
+
+
+def algorithm_hparams(algorithm: registry.Algorithm) -> dict:
+  """The algorithm's own hyperparameters, read from their flags."""
+  return {name: ALGORITHM_HPARAM_FLAGS[name].value for name in algorithm.hparams}
+
+
+def build_process(task, algorithm: registry.Algorithm):
+  return algorithm.build(
+      task,
+      client_learning_rate=CLIENT_LEARNING_RATE.value,
+      server_learning_rate=SERVER_LEARNING_RATE.value,
+      **algorithm_hparams(algorithm),
+  )
+
+
+def run_hparams(algorithm: registry.Algorithm) -> dict:
+  """Everything that defines a run, for hparams.json."""
+  names = [
+      'task', 'model', 'data_dir', 'use_synthetic_data', 'partition', 'alpha',
+      'classes_per_client', 'num_clients', 'clients_per_round', 'local_epochs',
+      'batch_size', 'client_learning_rate', 'server_learning_rate', 'rounds',
+      'rounds_per_eval', 'rounds_per_checkpoint', 'seed',
+  ]
+  values = {name: flags.FLAGS[name].value for name in names}
+  values['algorithm'] = algorithm.name
+  values.update(algorithm_hparams(algorithm))
+  return values

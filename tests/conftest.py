@@ -1,0 +1,20 @@
+"""Test-session setup: quiet TF, and one owned TFF worker for the whole session.
+
+Every TFF computation in the tests runs on a worker that `tff_kd.runtime`
+started and stops at the end of the session (TFF's default local context would
+leak its worker at exit).
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+from tff_kd import runtime  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture(scope='session', autouse=True)
+def tff_runtime():
+  with runtime.LocalRuntime() as local_runtime:
+    yield local_runtime

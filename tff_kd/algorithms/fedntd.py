@@ -1,0 +1,59 @@
+"""FedNTD: federated not-true distillation (Lee et al., NeurIPS 2022).
+
+FedAvg whose clients add beta * tau^2 * KL between the frozen broadcast
+(global) model and the local model, both restricted to the not-true classes
+(`tff_kd.losses.not_true_distillation_loss`): the client keeps the global
+model's knowledge of the classes it does not see while it fits its own labels.
+The server is FedAvg. Defaults beta=1, tau=1 (the paper; official code
+`Lee-Gihun/FedNTD`). With beta=0 the process is FedAvg exactly.
+"""
+
+from collections.abc import Callable
+from typing import Optional
+
+import tensorflow_federated as tff
+
+from tff_kd import losses
+from tff_kd.algorithms import fedavg
+
+
+def build_fedntd(
+    model_fn: Callable[[], tff.learning.models.VariableModel],
+    client_optimizer_fn: tff.learning.optimizers.Optimizer,
+    server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
+    *,
+    beta: float = 1.0,
+    temperature: float = 1.0,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+) -> tff.learning.templates.LearningProcess:
+  """Builds FedNTD; arguments as `build_fedavg`, plus beta and temperature.
+
+  Args:
+    model_fn: no-arg function returning a `tff.learning.models.VariableModel`
+      whose predictions are logits.
+    client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
+    server_optimizer_fn: server optimizer; default SGD with learning rate 1.
+    beta: weight of the not-true distillation term, >= 0.
+    temperature: softmax temperature tau > 0.
+    model_aggregator: as in `build_fedavg`.
+
+  Returns:
+    A `tff.learning.templates.LearningProcess`.
+  """
+  if beta < 0:
+    raise ValueError(f'beta must be >= 0; got {beta}.')
+  if temperature <= 0:
+    raise ValueError(f'temperature must be > 0; got {temperature}.')
+
+  def distillation_fn(labels, student_logits, teacher_logits):
+    return beta * losses.not_true_distillation_loss(
+        labels, student_logits, teacher_logits, temperature
+    )
+
+  return fedavg.build_fedavg(
+      model_fn,
+      client_optimizer_fn,
+      server_optimizer_fn,
+      model_aggregator=model_aggregator,
+      distillation_fn=distillation_fn,
+  )

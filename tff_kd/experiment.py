@@ -1,0 +1,190 @@
+"""Runs a learning process on a task, with checkpoints, metrics and resume.
+
+The loop is `tff.simulation.run_training_process` with `tff.program` managers,
+all under one root directory:
+
+  ROOT/checkpoints/NAME/program_state_R/      FileProgramStateManager
+  ROOT/results/NAME/experiment.metrics.csv    CSVFileReleaseManager
+  ROOT/results/NAME/hparams.json              the run's hyperparameters
+  ROOT/logdir/NAME/                           TensorBoardReleaseManager
+
+Client sampling is a pure function of (seed, round), so a resumed run samples
+the same clients as an uninterrupted one.
+"""
+
+import collections
+import csv
+from collections.abc import Callable, Mapping
+import json
+import os
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_kd import evaluation
+
+ACCURACY_KEY = 'evaluation/test/sparse_categorical_accuracy'
+
+
+class ProgressReleaseManager(tff.program.ReleaseManager):
+  """Prints one line per round: round, test accuracy (when evaluated), seconds."""
+
+  def __init__(self, total_rounds: int, print_fn: Callable[[str], None]):
+    self._total_rounds = total_rounds
+    self._print = print_fn
+
+  async def release(self, value, key):
+    metrics = flatten(value)
+    line = f'round {key:4d}/{self._total_rounds}'
+    if ACCURACY_KEY in metrics:
+      line += f'  test accuracy {metrics[ACCURACY_KEY]:.4f}'
+    if tff.simulation.TRAINING_TIME_KEY in metrics:
+      line += f'  {metrics[tff.simulation.TRAINING_TIME_KEY]:.2f} s'
+    self._print(line)
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """Flattens nested metrics to `/`-joined keys, as the CSV manager does."""
+  flat = {}
+  for key, value in metrics.items():
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, f'{prefix}{key}/'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def read_metrics(metrics_csv: str) -> list[dict[str, str]]:
+  """The rows of an experiment's metrics CSV, one per released round."""
+  with tf.io.gfile.GFile(metrics_csv, 'r') as f:
+    return list(csv.DictReader(f))
+
+
+def output_paths(root_output_dir: str, experiment_name: str) -> dict[str, str]:
+  """The files and directories of one experiment."""
+  results = os.path.join(root_output_dir, 'results', experiment_name)
+  return dict(
+      checkpoints=os.path.join(root_output_dir, 'checkpoints', experiment_name),
+      results=results,
+      metrics_csv=os.path.join(results, 'experiment.metrics.csv'),
+      hparams=os.path.join(results, 'hparams.json'),
+      logdir=os.path.join(root_output_dir, 'logdir', experiment_name),
+  )
+
+
+def client_sampler(
+    client_ids: list[str], clients_per_round: int, seed: int
+) -> Callable[[int], list[str]]:
+  """Returns `round -> client ids`, sampled without replacement by (seed, round)."""
+  if not 1 <= clients_per_round <= len(client_ids):
+    raise ValueError(
+        f'clients_per_round must be in [1, {len(client_ids)}] (the number of'
+        f' clients); got {clients_per_round}.'
+    )
+
+  def sample(round_num: int) -> list[str]:
+    rng = np.random.default_rng([seed, round_num])
+    chosen = rng.choice(len(client_ids), size=clients_per_round, replace=False)
+    return [client_ids[i] for i in sorted(chosen)]
+
+  return sample
+
+
+def run_experiment(
+    process: tff.learning.templates.LearningProcess,
+    task: tff.simulation.baselines.BaselineTask,
+    *,
+    total_rounds: int,
+    clients_per_round: int,
+    root_output_dir: str,
+    experiment_name: str,
+    seed: int = 0,
+    rounds_per_eval: int = 1,
+    rounds_per_checkpoint: int = 1,
+    resume: bool = False,
+    hparams: Optional[Mapping[str, Any]] = None,
+    print_fn: Callable[[str], None] = print,
+) -> list[dict[str, str]]:
+  """Trains `process` on `task` and returns the last round's metrics.
+
+  Args:
+    process: a `LearningProcess` whose `next` takes the sampled clients'
+      preprocessed datasets.
+    task: a `BaselineTask` (ours or TFF's); its centralized test data is
+      evaluated every `rounds_per_eval` rounds.
+    total_rounds: number of training rounds, >= 1.
+    clients_per_round: clients sampled per round.
+    root_output_dir: root of the output layout (see module docstring).
+    experiment_name: name of this run under the root.
+    seed: seed of the client sampling.
+    rounds_per_eval: evaluate every this many rounds.
+    rounds_per_checkpoint: checkpoint every this many rounds.
+    resume: continue from the last checkpoint of `experiment_name`. Without it
+      an existing checkpoint directory is an error (nothing is overwritten).
+    hparams: written to `hparams.json`.
+    print_fn: receives the progress line of each round.
+
+  Returns:
+    The rows of the metrics CSV (`read_metrics`), round 0 first.
+  """
+  for name, value in (
+      ('total_rounds', total_rounds),
+      ('rounds_per_eval', rounds_per_eval),
+      ('rounds_per_checkpoint', rounds_per_checkpoint),
+  ):
+    if value < 1:
+      raise ValueError(f'{name} must be >= 1; got {value}.')
+  if not experiment_name:
+    raise ValueError('experiment_name must not be empty.')
+  paths = output_paths(root_output_dir, experiment_name)
+  if not resume and tf.io.gfile.exists(paths['checkpoints']):
+    raise FileExistsError(
+        f'{paths["checkpoints"]} exists: pass resume=True (--resume) to'
+        ' continue that run, or choose another experiment_name.'
+    )
+  client_ids = list(task.datasets.train_data.client_ids)
+  sample = client_sampler(client_ids, clients_per_round, seed)
+  train_data = task.datasets.train_data
+  preprocess = task.datasets.train_preprocess_fn
+
+  def training_selection_fn(round_num):
+    return [
+        preprocess(train_data.create_tf_dataset_for_client(c))
+        for c in sample(round_num)
+    ]
+
+  evaluate = evaluation.build_evaluator(task.model_fn)
+  test_data = task.datasets.get_centralized_test_data()
+
+  def evaluation_fn(state, dataset):
+    return collections.OrderedDict(
+        test=evaluate(process.get_model_weights(state), dataset)
+    )
+
+  tf.io.gfile.makedirs(paths['results'])
+  with tf.io.gfile.GFile(paths['hparams'], 'w') as f:
+    json.dump(dict(hparams or {}), f, indent=2, sort_keys=True, default=str)
+
+  metrics_managers = [
+      tff.program.CSVFileReleaseManager(
+          file_path=paths['metrics_csv'], key_fieldname='round_num'
+      ),
+      tff.program.TensorBoardReleaseManager(summary_dir=paths['logdir']),
+      ProgressReleaseManager(total_rounds, print_fn),
+  ]
+  tff.simulation.run_training_process(
+      training_process=process,
+      training_selection_fn=training_selection_fn,
+      total_rounds=total_rounds,
+      evaluation_fn=evaluation_fn,
+      evaluation_selection_fn=lambda round_num: test_data,
+      rounds_per_evaluation=rounds_per_eval,
+      program_state_manager=tff.program.FileProgramStateManager(
+          root_dir=paths['checkpoints'], keep_total=2, keep_first=False
+      ),
+      rounds_per_saving_program_state=rounds_per_checkpoint,
+      metrics_managers=metrics_managers,
+  )
+  return read_metrics(paths['metrics_csv'])

@@ -1,0 +1,128 @@
+"""The client's local training loop, in pure TensorFlow.
+
+One loop serves FedAvg and every client-side distillation algorithm: the loss
+of a batch is the model's own loss (cross-entropy for our tasks) plus, when a
+`distillation_fn` is given, a term that compares the student's logits with the
+logits of a frozen teacher model on the same batch. The loop is a
+`tf.function` that iterates the client dataset with `Dataset.reduce`, so no
+Python runs per batch.
+
+No `tff` import here: `model` is anything with the interface of
+`tff.learning.models.VariableModel` and `optimizer` a
+`tff.learning.optimizers.Optimizer`.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+import tensorflow as tf
+
+# (labels, student_logits, teacher_logits) -> scalar loss added to the model's.
+DistillationFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def batch_inputs(batch: Any) -> Any:
+  """The model inputs of a batch: `batch['x']`, or `batch[0]` for tuples."""
+  return batch['x'] if isinstance(batch, Mapping) else batch[0]
+
+
+def batch_labels(batch: Any) -> Any:
+  """The labels of a batch: `batch['y']`, or `batch[1]` for tuples."""
+  return batch['y'] if isinstance(batch, Mapping) else batch[1]
+
+
+def trainable_variables(model) -> tuple[tf.Variable, ...]:
+  return tuple(model.trainable_variables)
+
+
+def assign(variables, values) -> None:
+  for variable, value in zip(variables, tf.nest.flatten(values)):
+    variable.assign(value)
+
+
+def build_client_update(
+    model,
+    optimizer,
+    *,
+    teacher=None,
+    distillation_fn: Optional[DistillationFn] = None,
+) -> Callable[..., Any]:
+  """Builds `client_update(initial_weights, dataset, optimizer_hparams)`.
+
+  Args:
+    model: the student, a `VariableModel`-like object built once per trace.
+    optimizer: a `tff.learning.optimizers.Optimizer`.
+    teacher: optional second model of the same architecture whose weights are
+      set to the initial (broadcast) weights and then frozen.
+    distillation_fn: with `teacher`, the extra loss term of each batch.
+
+  Returns:
+    A `tf.function` returning `(delta, weight, is_finite, unfinalized_metrics)`:
+    `delta = initial_trainable - final_trainable` as in TFF's FedAvg, `weight`
+    the number of examples trained on (float32). A client whose delta has a
+    NaN or Inf sends a zero delta with weight 0 and `is_finite = 0`, so the
+    weighted mean ignores it (as TFF's model-delta client work does), and its
+    training metrics are reset.
+  """
+  if (teacher is None) != (distillation_fn is None):
+    raise ValueError('teacher and distillation_fn must be given together.')
+  student_vars = model.trainable_variables
+  non_trainable_vars = model.non_trainable_variables
+
+  @tf.function
+  def client_update(initial_weights, dataset, optimizer_hparams):
+    trainable, non_trainable = initial_weights
+    assign(student_vars, trainable)
+    assign(non_trainable_vars, non_trainable)
+    if teacher is not None:
+      assign(teacher.trainable_variables, trainable)
+      assign(teacher.non_trainable_variables, non_trainable)
+    specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in student_vars)
+    optimizer_state = optimizer.set_hparams(
+        optimizer.initialize(specs), optimizer_hparams
+    )
+
+    def reduce_fn(state, batch):
+      num_examples, optimizer_state = state
+      with tf.GradientTape() as tape:
+        output = model.forward_pass(batch, training=True)
+        loss = output.loss
+        if teacher is not None:
+          teacher_logits = tf.stop_gradient(
+              teacher.predict_on_batch(batch_inputs(batch), training=False)
+          )
+          loss += distillation_fn(
+              batch_labels(batch), output.predictions, teacher_logits
+          )
+      gradients = tape.gradient(loss, student_vars)
+      optimizer_state, updated = optimizer.next(
+          optimizer_state, tuple(student_vars), tuple(gradients)
+      )
+      assign(student_vars, updated)
+      if output.num_examples is None:
+        num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
+      else:
+        num_examples += tf.cast(output.num_examples, tf.int64)
+      return num_examples, optimizer_state
+
+    num_examples, _ = dataset.reduce(
+        (tf.constant(0, tf.int64), optimizer_state), reduce_fn
+    )
+    delta = tf.nest.map_structure(
+        tf.subtract, tuple(tf.nest.flatten(trainable)), tuple(student_vars)
+    )
+    is_finite = tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(d)) for d in delta]
+    )
+    if not is_finite:
+      delta = tf.nest.map_structure(tf.zeros_like, delta)
+      model.reset_metrics()
+    weight = tf.where(is_finite, tf.cast(num_examples, tf.float32), 0.0)
+    return (
+        delta,
+        weight,
+        tf.cast(is_finite, tf.int32),
+        model.report_local_unfinalized_metrics(),
+    )
+
+  return client_update
