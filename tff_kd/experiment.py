@@ -25,7 +25,7 @@ import tensorflow_federated as tff
 
 from tff_kd import evaluation
 
-ACCURACY_KEY = 'evaluation/test/sparse_categorical_accuracy'
+ACCURACY_KEY = 'evaluation/test/accuracy'
 
 
 class ProgressReleaseManager(tff.program.ReleaseManager):

@@ -8,6 +8,10 @@ teardown, after the `subprocess` module is gone, so the worker outlives Python
 ourselves, with its output sent to a log file, and stop it explicitly: through
 `close()`, the context manager, or an `atexit` hook registered at start.
 
+Importing this module replaces TFF's leaking default context by "no
+context", so a computation run outside a `LocalRuntime` (or a context set
+here) fails at once instead of silently starting an unowned worker.
+
 The context itself is TFF's: a `SyncExecutionContext` over a
 `tff.framework.RemoteExecutor` that talks to the worker over gRPC.
 """
@@ -25,6 +29,7 @@ import portpicker
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.native import compiler
 from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+from tensorflow_federated.python.core.impl.context_stack import set_default_context
 
 _GRPC_OPTIONS = [
     ('grpc.max_message_length', 2 * 1000 * 1000 * 1000),
@@ -32,6 +37,8 @@ _GRPC_OPTIONS = [
     ('grpc.max_send_message_length', 2 * 1000 * 1000 * 1000),
 ]
 _STARTUP_TIMEOUT_SECONDS = 120.0
+
+set_default_context.set_no_default_context()
 
 
 def worker_binary_path() -> str:
@@ -138,18 +145,21 @@ class LocalRuntime:
   with runtime.LocalRuntime():
     state = process.initialize()
   ```
-  On exit (or at interpreter exit) the worker is stopped.
+  On exit (or at interpreter exit) the worker is stopped and the context that
+  was the default before is the default again, so runtimes nest.
   """
 
   def __init__(self):
+    self._previous_context = tff.framework.get_context_stack().current
     self.worker = LocalWorker()
     try:
       set_remote_context(self.worker.address)
     except Exception:
-      self.worker.close()
+      self.close()
       raise
 
   def close(self) -> None:
+    tff.framework.set_default_context(self._previous_context)
     self.worker.close()
 
   def __enter__(self) -> 'LocalRuntime':
