@@ -10,6 +10,7 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # Quiet TF by default.
 
 from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
 import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
 import tasks  # pylint: disable=g-import-not-at-top
@@ -46,10 +47,10 @@ NUM_CLIENTS = flags.DEFINE_integer('num_clients', 20, 'Number of clients K.')
 CLIENTS_PER_ROUND = flags.DEFINE_integer(
     'clients_per_round', 10, 'Clients sampled per round (C * K).'
 )
-LOCAL_EPOCHS = flags.DEFINE_integer('local_epochs', 1, 'Local epochs E.')
+LOCAL_EPOCHS = flags.DEFINE_integer('local_epochs', 5, 'Local epochs E.')
 BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Client batch size B.')
 CLIENT_LEARNING_RATE = flags.DEFINE_float(
-    'client_learning_rate', 0.05, 'Client SGD learning rate.'
+    'client_learning_rate', 0.1, 'Client SGD learning rate.'
 )
 SERVER_LEARNING_RATE = flags.DEFINE_float(
     'server_learning_rate', 1.0, 'Server SGD learning rate (1 = FedAvg).'
@@ -103,6 +104,12 @@ for _name in ['alpha', 'client_learning_rate', 'server_learning_rate']:
 )
 def _check_clients_per_round(values):
   return values['clients_per_round'] <= values['num_clients']
+
+
+def quiet_logging() -> None:
+  """Logs warnings and errors only, unless --verbosity was given."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def create_task() -> tff.simulation.baselines.BaselineTask:

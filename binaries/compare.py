@@ -52,6 +52,7 @@ def _final_accuracy(rows):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  common.quiet_logging()
   root = common.ROOT_OUTPUT_DIR.value
   results = {name: [] for name in ALGORITHMS.value}
   with runtime.LocalRuntime():

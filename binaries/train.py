@@ -30,6 +30,7 @@ EXPERIMENT_NAME = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  common.quiet_logging()
   algorithm = registry.get(ALGORITHM.value)
   name = EXPERIMENT_NAME.value or (
       f'{common.TASK.value}_{algorithm.name}_{common.PARTITION.value}'

@@ -39,29 +39,7 @@ def build_evaluator(model_fn: Callable[[], Any]) -> Callable[..., dict]:
 
   @tff.tensorflow.computation(weights_type, data_type)
   def accumulate(model_weights, dataset):
-    model = model_fn()
-    local_training.assign(model.trainable_variables, model_weights.trainable)
-    local_training.assign(
-        model.non_trainable_variables, model_weights.non_trainable
-    )
-
-    def reduce_fn(totals, batch):
-      correct, loss_sum, count = totals
-      output = model.forward_pass(batch, training=False)
-      labels = tf.reshape(
-          tf.cast(local_training.batch_labels(batch), tf.int64), [-1]
-      )
-      size = tf.shape(labels, out_type=tf.int64)[0]
-      predicted = tf.argmax(output.predictions, axis=-1)
-      correct += tf.reduce_sum(tf.cast(predicted == labels, tf.int64))
-      loss_sum += tf.cast(output.loss, tf.float64) * tf.cast(size, tf.float64)
-      return correct, loss_sum, count + size
-
-    return dataset.reduce(
-        (tf.constant(0, tf.int64), tf.constant(0.0, tf.float64),
-         tf.constant(0, tf.int64)),
-        reduce_fn,
-    )
+    return _build_accumulate(model_fn())(model_weights, dataset)
 
   def evaluate(model_weights, dataset) -> dict:
     correct, loss_sum, count = accumulate(model_weights, dataset)
@@ -75,3 +53,34 @@ def build_evaluator(model_fn: Callable[[], Any]) -> Callable[..., dict]:
     )
 
   return evaluate
+
+
+def _build_accumulate(model):
+  """A `tf.function` (weights, dataset) -> (correct, loss sum, count)."""
+
+  @tf.function
+  def accumulate(model_weights, dataset):
+    local_training.assign(model.trainable_variables, model_weights.trainable)
+    local_training.assign(
+        model.non_trainable_variables, model_weights.non_trainable
+    )
+
+    def reduce_fn(totals, batch):
+      correct, loss_sum, count = totals
+      output = model.forward_pass(batch, training=False)
+      labels = tf.reshape(
+          tf.cast(local_training.batch_labels(batch), tf.int64), [-1]
+      )
+      size = tf.shape(labels, out_type=tf.int64)[0]
+      predicted = tf.argmax(output.predictions, axis=-1)
+      correct += tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int64))
+      loss_sum += tf.cast(output.loss, tf.float64) * tf.cast(size, tf.float64)
+      return correct, loss_sum, count + size
+
+    return dataset.reduce(
+        (tf.constant(0, tf.int64), tf.constant(0.0, tf.float64),
+         tf.constant(0, tf.int64)),
+        reduce_fn,
+    )
+
+  return accumulate

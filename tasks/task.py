@@ -1,0 +1,251 @@
+"""Tasks: data split over clients, server splits, and models, as a BaselineTask.
+
+`create_task` returns a `tff.simulation.baselines.BaselineTask` (so a task of
+ours and one of TFF's baselines are interchangeable) extended with what the
+distillation algorithms need: a labelled validation split and an unlabeled
+public split, both held by the server and disjoint from the clients' data,
+and model builders for every architecture (prototypes).
+
+Split of a task's canonical training examples (see `tasks.data`), by `seed`:
+`validation_fraction` -> validation, `public_fraction` -> public (labels
+dropped), the rest -> clients with `tasks.partition`. The test set is the
+dataset's own test split (centralized).
+"""
+
+import collections
+from collections.abc import Callable
+from typing import Optional
+
+import attrs
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tasks import data
+from tasks import models
+from tasks import partition as partition_lib
+
+OUR_TASKS = tuple(data.SPECS)
+TFF_BASELINE_TASKS = ('emnist_character', 'cifar100_image')
+TASK_NAMES = OUR_TASKS + TFF_BASELINE_TASKS
+
+
+def _keras_model(model_name, input_shape, num_classes, seed):
+  return models.build_keras_model(
+      model_name, input_shape=input_shape, num_classes=num_classes, seed=seed
+  )
+
+
+def _model_fn(model_name, input_shape, num_classes, seed, input_spec):
+  """A no-arg `model_fn` building a new `VariableModel` of `model_name`."""
+  if model_name not in models.MODEL_NAMES:
+    raise ValueError(
+        f'Unknown model {model_name!r}; choose one of {models.MODEL_NAMES}.'
+    )
+
+  def model_fn():
+    return tff.learning.models.from_keras_model(
+        _keras_model(model_name, input_shape, num_classes, seed),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        input_spec=input_spec,
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+    )
+
+  return model_fn
+
+
+@attrs.define(frozen=True, kw_only=True)
+class Task(tff.simulation.baselines.BaselineTask):
+  """A `BaselineTask` with server-side splits and per-architecture models.
+
+  Attributes (beyond `datasets` and `model_fn`):
+    name, model_name, num_classes, input_shape, seed.
+    arrays: the task's `tasks.data.Arrays` (canonical order).
+    client_indices: per client, indices into `arrays.x_train`.
+    validation: (x, y) numpy arrays, labelled, held by the server.
+    public_x: numpy array of unlabeled server (distillation) inputs.
+  """
+
+  name: str
+  model_name: str
+  num_classes: int
+  input_shape: tuple[int, ...]
+  seed: int
+  arrays: data.Arrays
+  client_indices: list[np.ndarray]
+  validation: tuple[np.ndarray, np.ndarray]
+  public_x: np.ndarray
+
+  @property
+  def test(self) -> tuple[np.ndarray, np.ndarray]:
+    return self.arrays.x_test, self.arrays.y_test
+
+  def keras_model_fn(self, model_name: Optional[str] = None) -> tf.keras.Model:
+    """A new Keras model (logits out), initialized by the task's seed."""
+    return _keras_model(
+        model_name or self.model_name, self.input_shape, self.num_classes,
+        self.seed,
+    )
+
+  def model_fn_for(
+      self, model_name: str
+  ) -> Callable[[], tff.learning.models.VariableModel]:
+    """A no-arg `model_fn` for architecture `model_name` (a prototype)."""
+    return _model_fn(
+        model_name, self.input_shape, self.num_classes, self.seed,
+        self.datasets.element_type_structure,
+    )
+
+
+def _client_data(x, y, parts) -> tff.simulation.datasets.ClientData:
+  """ClientData '0'..'K-1' over the rows `parts[k]` of (x, y)."""
+  order = np.concatenate(parts)
+  offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
+  x_all = tf.constant(x[order])
+  y_all = tf.constant(y[order])
+  offsets = tf.constant(offsets, tf.int64)
+
+  def dataset_fn(client_id):
+    k = tf.strings.to_number(client_id, tf.int64)
+    start, end = offsets[k], offsets[k + 1]
+    return tf.data.Dataset.from_tensor_slices(
+        collections.OrderedDict(x=x_all[start:end], y=y_all[start:end])
+    )
+
+  return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
+      [str(k) for k in range(len(parts))], dataset_fn
+  )
+
+
+def _centralized(x, y) -> tf.data.Dataset:
+  return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y))
+
+
+def _tff_baseline(name, train_client_spec, use_synthetic_data):
+  if name == 'emnist_character':
+    return tff.simulation.baselines.emnist.create_character_recognition_task(
+        train_client_spec, model_id='cnn_dropout', only_digits=False,
+        use_synthetic_data=use_synthetic_data,
+    )
+  return tff.simulation.baselines.cifar100.create_image_classification_task(
+      train_client_spec, model_id='resnet18',
+      use_synthetic_data=use_synthetic_data,
+  )
+
+
+def create_task(
+    name: str,
+    *,
+    train_client_spec: tff.simulation.baselines.ClientSpec,
+    model: str = 'cnn',
+    partition: str = 'dirichlet',
+    alpha: float = 0.5,
+    classes_per_client: int = 2,
+    num_clients: int = 20,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    public_fraction: float = 0.1,
+    data_dir: Optional[str] = None,
+    eval_batch_size: int = 256,
+    use_synthetic_data: bool = True,
+) -> tff.simulation.baselines.BaselineTask:
+  """Creates task `name` (see `TASK_NAMES`).
+
+  Args:
+    name: one of `TASK_NAMES`. `emnist_character` and `cifar100_image` are
+      TFF's own baseline tasks, returned as TFF builds them (naturally
+      partitioned; no public split); the other arguments but
+      `train_client_spec` and `use_synthetic_data` do not apply to them.
+    train_client_spec: a `tff.simulation.baselines.ClientSpec` (epochs, batch
+      size, max elements, shuffle buffer) for client training data.
+    model: architecture, one of `tasks.MODEL_NAMES`.
+    partition: one of `tasks.partition.METHODS`.
+    alpha: Dirichlet concentration for `dirichlet` and `quantity`, > 0.
+    classes_per_client: classes per client for `shards`.
+    num_clients: number of clients K.
+    seed: seed of the splits, the partition, model init and local shuffling.
+    validation_fraction: share of training examples held out, labelled.
+    public_fraction: share of training examples held out, unlabeled.
+    data_dir: tensorflow-datasets directory (tasks mnist, emnist, cifar*).
+    eval_batch_size: batch size of the centralized test/validation data.
+    use_synthetic_data: TFF baseline tasks only.
+
+  Returns:
+    A `Task` (a `tff.simulation.baselines.BaselineTask`), or TFF's
+    `BaselineTask` for the TFF baseline names.
+  """
+  if name not in TASK_NAMES:
+    raise ValueError(f'Unknown task {name!r}; choose one of {TASK_NAMES}.')
+  if name in TFF_BASELINE_TASKS:
+    return _tff_baseline(name, train_client_spec, use_synthetic_data)
+  if model not in models.MODEL_NAMES:
+    raise ValueError(
+        f'Unknown model {model!r}; choose one of {models.MODEL_NAMES}.'
+    )
+  for arg, value in (('validation_fraction', validation_fraction),
+                     ('public_fraction', public_fraction)):
+    if not 0 <= value < 1:
+      raise ValueError(f'{arg} must be in [0, 1); got {value}.')
+  if validation_fraction + public_fraction >= 1:
+    raise ValueError(
+        'validation_fraction + public_fraction must be < 1; got'
+        f' {validation_fraction} + {public_fraction}.'
+    )
+  if eval_batch_size < 1:
+    raise ValueError(f'eval_batch_size must be >= 1; got {eval_batch_size}.')
+  if partition in ('dirichlet', 'quantity') and not alpha > 0:
+    raise ValueError(f'alpha must be > 0; got {alpha}.')
+  input_shape, num_classes = data.SPECS[name]
+  arrays = data.load_arrays(name, data_dir=data_dir)
+
+  rng = np.random.default_rng([seed, 1])
+  order = rng.permutation(len(arrays.y_train))
+  num_validation = int(round(validation_fraction * len(order)))
+  num_public = int(round(public_fraction * len(order)))
+  validation_idx = np.sort(order[:num_validation])
+  public_idx = np.sort(order[num_validation:num_validation + num_public])
+  client_pool = np.sort(order[num_validation + num_public:])
+  parts = partition_lib.partition(
+      arrays.y_train[client_pool],
+      num_clients=num_clients,
+      method=partition,
+      seed=seed,
+      alpha=alpha,
+      classes_per_client=classes_per_client,
+  )
+  client_indices = [client_pool[p] for p in parts]
+  validation = (arrays.x_train[validation_idx], arrays.y_train[validation_idx])
+
+  spec = train_client_spec
+  shuffle_buffer = spec.shuffle_buffer_size or 10_000
+
+  def train_preprocess_fn(dataset):
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    dataset = dataset.repeat(spec.num_epochs).batch(spec.batch_size)
+    if spec.max_elements is not None and spec.max_elements > 0:
+      dataset = dataset.take(spec.max_elements)
+    return dataset
+
+  datasets = tff.simulation.baselines.BaselineTaskDatasets(
+      train_data=_client_data(arrays.x_train, arrays.y_train, client_indices),
+      test_data=_centralized(arrays.x_test, arrays.y_test),
+      validation_data=_centralized(*validation),
+      train_preprocess_fn=train_preprocess_fn,
+      eval_preprocess_fn=lambda dataset: dataset.batch(eval_batch_size),
+  )
+  return Task(
+      name=name,
+      datasets=datasets,
+      model_fn=_model_fn(
+          model, input_shape, num_classes, seed,
+          datasets.element_type_structure,
+      ),
+      model_name=model,
+      num_classes=num_classes,
+      input_shape=input_shape,
+      seed=seed,
+      arrays=arrays,
+      client_indices=client_indices,
+      validation=validation,
+      public_x=arrays.x_train[public_idx],
+  )
