@@ -108,6 +108,15 @@ def _mnist1d() -> Arrays:
   )
 
 
+def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
+  """(images, labels) of a supervised tf.data.Dataset, in order."""
+  images, labels = [], []
+  for x, y in dataset.batch(10_000).as_numpy_iterator():
+    images.append(x)
+    labels.append(y)
+  return np.concatenate(images), np.concatenate(labels)
+
+
 def _tfds(name: str, data_dir) -> Arrays:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -120,9 +129,7 @@ def _tfds(name: str, data_dir) -> Arrays:
   try:
     builder = tfds.builder(tfds_name, data_dir=data_dir)
     splits = {
-        split: tfds.as_numpy(
-            builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
-        )
+        split: _to_numpy(builder.as_dataset(split=split, as_supervised=True))
         for split in ('train', 'test')
     }
   except (AssertionError, FileNotFoundError, ValueError) as e:

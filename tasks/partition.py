@@ -8,8 +8,12 @@ lands on exactly one client. Methods:
   p ~ Dir(alpha * 1_K) over the K clients and the class's examples split by p.
   Smaller alpha, more skew. Redrawn (up to 1,000 times) until every client
   has at least `min_client_size` examples.
-- `shards`: pathological label skew (McMahan et al. 2017): examples sorted by
-  label, cut into K * k shards, k random shards per client.
+- `shards`: pathological label skew (McMahan et al. 2017): each client holds
+  exactly k classes. The classes are permuted by the seed and dealt round-robin
+  (client c gets classes c*k .. c*k+k-1 mod C), and each class's examples are
+  split evenly among the clients holding it. (McMahan's sorted shards of equal
+  size straddle class boundaries unless they divide the class sizes; this
+  keeps "k classes per client" exact.) Needs K * k >= C.
 - `quantity`: quantity skew (Li et al., NIID-Bench 2022): client sizes
   proportional to q ~ Dir(alpha * 1_K), labels IID.
 """
@@ -57,10 +61,24 @@ def partition(
           f'classes_per_client must be in [1, {num_classes}]; got'
           f' {classes_per_client}.'
       )
-    order = np.argsort(labels, kind='stable')
-    shards = np.array_split(order, num_clients * classes_per_client)
-    chosen = rng.permutation(len(shards)).reshape(num_clients, -1)
-    parts = [np.concatenate([shards[s] for s in row]) for row in chosen]
+    if num_clients * classes_per_client < num_classes:
+      raise ValueError(
+          f'shards: num_clients * classes_per_client = {num_clients} *'
+          f' {classes_per_client} must be >= the {num_classes} classes, or'
+          ' some examples would land on no client.'
+      )
+    classes = rng.permutation(np.unique(labels))
+    holders = {c: [] for c in classes}
+    for client in range(num_clients):
+      for j in range(classes_per_client):
+        holders[classes[(client * classes_per_client + j) % num_classes]].append(
+            client
+        )
+    parts = [[] for _ in range(num_clients)]
+    for label, clients in holders.items():
+      members = rng.permutation(np.flatnonzero(labels == label))
+      for client, piece in zip(clients, np.array_split(members, len(clients))):
+        parts[client].extend(piece)
   else:
     parts = _draw_until_large_enough(
         labels, num_clients, method, alpha, min_client_size, rng

@@ -1,4 +1,4 @@
-"""Test-session setup: quiet TF, and one owned TFF worker for the whole session.
+"""Test-session setup: quiet TF, parsed absl flags, and one owned TFF worker for the whole session.
 
 Every TFF computation in the tests runs on a worker that `tff_kd.runtime`
 started and stops at the end of the session (TFF's default local context would
@@ -9,9 +9,16 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from absl import flags  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from tff_kd import runtime  # pylint: disable=g-import-not-at-top
+
+
+# absltest helpers (create_tempdir, flagsaver) need parsed absl flags; pytest
+# does not parse them, so the defaults stand.
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()
 
 
 @pytest.fixture(scope='session', autouse=True)

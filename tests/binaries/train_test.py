@@ -21,11 +21,6 @@ _SMALL = dict(
 )
 
 
-def setUpModule():
-  if not FLAGS.is_parsed():
-    FLAGS.mark_as_parsed()
-
-
 def _rows(root, name):
   return experiment.read_metrics(
       experiment.output_paths(root, name)['metrics_csv']
@@ -80,10 +75,11 @@ class TrainTest(tf.test.TestCase):
 class BadFlagsTest(tf.test.TestCase):
 
   def _assert_rejected(self, pattern, **values):
+    """Parses a command line with `values`, as the binary would."""
+    argv = ['train'] + [f'--{name}={value}' for name, value in values.items()]
     with flagsaver.flagsaver():
       with self.assertRaisesRegex(flags.IllegalFlagValueError, pattern):
-        for name, value in values.items():
-          setattr(FLAGS, name, value)
+        FLAGS(argv)
 
   def test_unknown_task(self):
     self._assert_rejected('task', task='imagenet')
