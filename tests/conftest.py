@@ -6,7 +6,9 @@ leak its worker at exit).
 """
 
 import os
+import sys
 
+sys.path.insert(0, os.path.dirname(__file__))  # Shared helpers: tests/tiny.py.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags  # pylint: disable=g-import-not-at-top

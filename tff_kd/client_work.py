@@ -9,11 +9,15 @@ Type signature of `next`:
 `(<S@SERVER, W@CLIENTS, {B*}@CLIENTS> -> <state=S@SERVER,
 result=ClientResult(update=T, update_weight=float32)@CLIENTS,
 measurements=<train=M, non_finite_clients=int32>@SERVER>)`,
-W the model weights, T their trainable part, B a batch.
+T the trainable part of the model weights, B a batch, and W what the
+distributor broadcasts: the model weights, or, when the `Distillation` asks
+for more, `OrderedDict(model=..., teacher=..., extra=...)` (see
+`broadcast_type`).
 """
 
 import collections
 from collections.abc import Callable
+import dataclasses
 from typing import Optional
 
 import tensorflow as tf
@@ -22,11 +26,47 @@ import tensorflow_federated as tff
 from tff_kd import local_training
 
 
+@dataclasses.dataclass(frozen=True)
+class Distillation:
+  """The client-side distillation term, and what it needs in the broadcast.
+
+  Attributes:
+    loss_fn: `(labels, student_logits, teacher_logits, extra) -> scalar`,
+      added to the model's loss on every batch.
+    separate_teacher: the teacher's weights are broadcast beside the model
+      (FedGKD); otherwise the teacher is the broadcast model itself.
+    extra_type: the TFF type of an extra payload broadcast to the clients and
+      passed to `loss_fn` as `extra` (FedSSD's class credibility), or None.
+  """
+
+  loss_fn: local_training.DistillationFn
+  separate_teacher: bool = False
+  extra_type: Optional[tff.Type] = None
+
+  @property
+  def needs_struct(self) -> bool:
+    return self.separate_teacher or self.extra_type is not None
+
+
+def broadcast_type(
+    model_weights_type: tff.Type, distillation: Optional[Distillation]
+) -> tff.Type:
+  """What the distributor must broadcast for `distillation` (unplaced)."""
+  if distillation is None or not distillation.needs_struct:
+    return model_weights_type
+  fields = collections.OrderedDict(model=model_weights_type)
+  if distillation.separate_teacher:
+    fields['teacher'] = model_weights_type
+  if distillation.extra_type is not None:
+    fields['extra'] = distillation.extra_type
+  return tff.StructWithPythonType(fields, collections.OrderedDict)
+
+
 def build_client_work(
     model_fn: Callable[[], tff.learning.models.VariableModel],
     client_optimizer: tff.learning.optimizers.Optimizer,
     *,
-    distillation_fn: Optional[local_training.DistillationFn] = None,
+    distillation: Optional[Distillation] = None,
 ) -> tff.learning.templates.ClientWorkProcess:
   """Builds local training with an optional distillation term.
 
@@ -34,8 +74,9 @@ def build_client_work(
     model_fn: no-arg function returning a new `tff.learning.models.
       VariableModel` (for example a TFF `BaselineTask.model_fn`).
     client_optimizer: a `tff.learning.optimizers.Optimizer`.
-    distillation_fn: optional `(labels, student_logits, teacher_logits) ->
-      loss`; when given, the broadcast model (frozen) is the teacher.
+    distillation: optional `Distillation`: the loss term toward a frozen
+      teacher, and whether the broadcast carries teacher weights or an extra
+      payload beside the model.
 
   Returns:
     A `tff.learning.templates.ClientWorkProcess`.
@@ -78,18 +119,31 @@ def build_client_work(
     del state
     return hparams
 
-  @tff.tensorflow.computation(hparams_type, weights_type, data_type)
-  def client_update(hparams, initial_weights, dataset):
-    teacher = model_fn() if distillation_fn is not None else None
-    update_fn = local_training.build_client_update(
-        model_fn(),
-        client_optimizer,
-        teacher=teacher,
-        distillation_fn=distillation_fn,
-    )
-    delta, weight, is_finite, metrics = update_fn(
-        initial_weights, dataset, hparams
-    )
+  input_type = broadcast_type(weights_type, distillation)
+
+  @tff.tensorflow.computation(hparams_type, input_type, data_type)
+  def client_update(hparams, broadcast, dataset):
+    if distillation is None:
+      update_fn = local_training.build_client_update(
+          model_fn(), client_optimizer
+      )
+      result = update_fn(broadcast, dataset, hparams)
+    else:
+      update_fn = local_training.build_client_update(
+          model_fn(),
+          client_optimizer,
+          teacher=model_fn(),
+          distillation_fn=distillation.loss_fn,
+      )
+      if distillation.needs_struct:
+        result = update_fn(
+            broadcast['model'], dataset, hparams,
+            teacher_weights=broadcast.get('teacher'),
+            extra=broadcast.get('extra'),
+        )
+      else:
+        result = update_fn(broadcast, dataset, hparams)
+    delta, weight, is_finite, metrics = result
     return (
         tff.learning.templates.ClientResult(update=delta, update_weight=weight),
         1 - is_finite,
@@ -98,7 +152,7 @@ def build_client_work(
 
   @tff.federated_computation(
       init_fn.type_signature.result,
-      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(input_type, tff.CLIENTS),
       tff.FederatedType(data_type, tff.CLIENTS),
   )
   def next_fn(state, weights, client_data):

@@ -3,7 +3,9 @@
 One loop serves FedAvg and every client-side distillation algorithm: the loss
 of a batch is the model's own loss (cross-entropy for our tasks) plus, when a
 `distillation_fn` is given, a term that compares the student's logits with the
-logits of a frozen teacher model on the same batch. The loop is a
+logits of a frozen teacher model on the same batch. The teacher's weights are
+the broadcast model's (FedNTD, FedSSD) or weights sent beside it (FedGKD), and
+`extra` is whatever else the server sent (FedSSD's class credibility). The loop is a
 `tf.function` that iterates the client dataset with `Dataset.reduce`, so no
 Python runs per batch.
 
@@ -17,8 +19,9 @@ from typing import Any, Optional
 
 import tensorflow as tf
 
-# (labels, student_logits, teacher_logits) -> scalar loss added to the model's.
-DistillationFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+# (labels, student_logits, teacher_logits, extra) -> scalar loss added to the
+# model's own loss; `extra` is the broadcast payload or None.
+DistillationFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, Any], tf.Tensor]
 
 
 def batch_inputs(batch: Any) -> Any:
@@ -52,13 +55,15 @@ def build_client_update(
   Args:
     model: the student, a `VariableModel`-like object built once per trace.
     optimizer: a `tff.learning.optimizers.Optimizer`.
-    teacher: optional second model of the same architecture whose weights are
-      set to the initial (broadcast) weights and then frozen.
+    teacher: optional second model of the same architecture, frozen, with the
+      `teacher_weights` passed to `client_update` (default: the initial
+      weights, i.e. the broadcast global model).
     distillation_fn: with `teacher`, the extra loss term of each batch.
 
   Returns:
-    A `tf.function` returning `(delta, weight, is_finite, unfinalized_metrics)`:
-    `delta = initial_trainable - final_trainable` as in TFF's FedAvg, `weight`
+    A `tf.function` `client_update(initial_weights, dataset, optimizer_hparams,
+    teacher_weights=None, extra=None)` returning `(delta, weight, is_finite,
+    unfinalized_metrics)`: `delta = initial_trainable - final_trainable` as in TFF's FedAvg, `weight`
     the number of examples trained on (float32). A client whose delta has a
     NaN or Inf sends a zero delta with weight 0 and `is_finite = 0`, so the
     weighted mean ignores it (as TFF's model-delta client work does), and its
@@ -70,13 +75,19 @@ def build_client_update(
   non_trainable_vars = model.non_trainable_variables
 
   @tf.function
-  def client_update(initial_weights, dataset, optimizer_hparams):
+  def client_update(
+      initial_weights, dataset, optimizer_hparams, teacher_weights=None,
+      extra=None,
+  ):
     trainable, non_trainable = initial_weights
     assign(student_vars, trainable)
     assign(non_trainable_vars, non_trainable)
     if teacher is not None:
-      assign(teacher.trainable_variables, trainable)
-      assign(teacher.non_trainable_variables, non_trainable)
+      teacher_trainable, teacher_non_trainable = (
+          initial_weights if teacher_weights is None else teacher_weights
+      )
+      assign(teacher.trainable_variables, teacher_trainable)
+      assign(teacher.non_trainable_variables, teacher_non_trainable)
     specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in student_vars)
     optimizer_state = optimizer.set_hparams(
         optimizer.initialize(specs), optimizer_hparams
@@ -92,7 +103,7 @@ def build_client_update(
               teacher.predict_on_batch(batch_inputs(batch), training=False)
           )
           loss += distillation_fn(
-              batch_labels(batch), output.predictions, teacher_logits
+              batch_labels(batch), output.predictions, teacher_logits, extra
           )
       gradients = tape.gradient(loss, student_vars)
       optimizer_state, updated = optimizer.next(

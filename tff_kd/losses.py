@@ -117,3 +117,30 @@ def not_true_distillation_loss(
       not_true_logits(student_logits, labels),
       temperature,
   )
+
+
+def selective_distillation_loss(
+    labels: tf.Tensor,
+    student_logits: tf.Tensor,
+    teacher_logits: tf.Tensor,
+    class_credibility: tf.Tensor,
+    temperature: float = 1.0,
+) -> tf.Tensor:
+  """FedSSD's credibility-weighted self-distillation term.
+
+  tau^2 * mean_i w_i KL(q_T,tau(x_i) || q_S,tau(x_i)) with the sample weight
+  w_i = c[y_i] * q_T(y_i | x_i): c is the class-wise credibility of the global
+  (teacher) model (its per-class accuracy on the server's validation split)
+  and q_T(y_i | x_i) (at tau = 1) its confidence in the true label, so
+  knowledge of classes, and of samples, the global model gets wrong is
+  distilled less (He et al., "Learning Critically: Selective Self
+  Distillation in Federated Learning on Non-IID Data"; no official code, this
+  is our reading of the paper).
+  """
+  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+  true_class_confidence = tf.gather(
+      tf.nn.softmax(teacher_logits, axis=-1), labels, batch_dims=1
+  )
+  weights = tf.gather(class_credibility, labels) * true_class_confidence
+  kl = kl_divergence(teacher_logits, student_logits, temperature)
+  return temperature**2 * tf.reduce_mean(tf.stop_gradient(weights) * kl)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 from absl import flags
 from absl.testing import flagsaver
@@ -111,18 +112,23 @@ class BadFlagsTest(tf.test.TestCase):
         train.main(['train'])
 
 
-def _worker_pids():
-  return {
-      p.pid
-      for p in psutil.process_iter(['cmdline'])
-      if p.info['cmdline'] and 'worker_binary' in ' '.join(p.info['cmdline'])
-  }
+def _workers_with(marker):
+  """Worker processes whose environment carries `marker` (inherited)."""
+  found = []
+  for process in psutil.process_iter(['cmdline']):
+    try:
+      if ('worker_binary' in ' '.join(process.info['cmdline'] or [])
+          and process.environ().get('TFF_KD_TEST_MARKER') == marker):
+        found.append(process.pid)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+      pass
+  return found
 
 
 class NoLeakedWorkerTest(tf.test.TestCase):
 
   def test_a_run_leaves_no_worker_process(self):
-    before = _worker_pids()
+    marker = uuid.uuid4().hex
     root = self.create_tempdir().full_path
     # stdout is a pipe: a leaked worker holding it would block communicate().
     result = subprocess.run(
@@ -131,10 +137,11 @@ class NoLeakedWorkerTest(tf.test.TestCase):
          '--rounds=1', f'--root_output_dir={root}'],
         capture_output=True, text=True, timeout=300, check=False,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        env=dict(os.environ, TFF_KD_TEST_MARKER=marker),
     )
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
     self.assertIn('round    1/1', result.stdout)
-    self.assertEqual(_worker_pids() - before, set())
+    self.assertEqual(_workers_with(marker), [])
 
 
 if __name__ == '__main__':

@@ -116,3 +116,33 @@ class NotTrueDistillationTest(tf.test.TestCase):
         0.0,
         atol=1e-6,
     )
+
+
+class SelectiveDistillationTest(tf.test.TestCase):
+
+  def test_matches_numpy(self):
+    rng = np.random.default_rng(2)
+    student = rng.normal(size=(6, 3)).astype(np.float32)
+    teacher = rng.normal(size=(6, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 2, 1, 0], np.int32)
+    credibility = np.array([0.9, 0.2, 0.5], np.float32)
+    tau = 2.0
+    p_t, p_s = _np_softmax(teacher, tau), _np_softmax(student, tau)
+    kl = (p_t * np.log(p_t / p_s)).sum(axis=1)
+    confidence = _np_softmax(teacher, 1.0)[np.arange(6), labels]
+    expected = tau**2 * np.mean(credibility[labels] * confidence * kl)
+    self.assertAllClose(
+        losses.selective_distillation_loss(
+            labels, student, teacher, credibility, tau
+        ),
+        expected,
+        rtol=1e-5,
+    )
+
+  def test_zero_credibility_class_is_not_distilled(self):
+    student = np.array([[0.0, 1.0], [2.0, 0.0]], np.float32)
+    teacher = np.array([[3.0, -1.0], [-2.0, 1.0]], np.float32)
+    loss = losses.selective_distillation_loss(
+        np.array([1, 1]), student, teacher, np.array([1.0, 0.0], np.float32)
+    )
+    self.assertAllClose(loss, 0.0)

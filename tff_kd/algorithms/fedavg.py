@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow_federated as tff
 
 from tff_kd import client_work as client_work_lib
-from tff_kd import local_training
 from tff_kd.aggregators import weighted_mean
 
 
@@ -25,7 +24,7 @@ def build_fedavg(
     *,
     model_distributor: Optional[tff.learning.templates.DistributionProcess] = None,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-    distillation_fn: Optional[local_training.DistillationFn] = None,
+    distillation: Optional[client_work_lib.Distillation] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Builds FedAvg as a composed `tff.learning.templates.LearningProcess`.
 
@@ -43,9 +42,10 @@ def build_fedavg(
     model_distributor: default `tff.learning.templates.build_broadcast_process`.
     model_aggregator: a `tff.aggregators.WeightedAggregationFactory`; default
       `tff_kd.aggregators.WeightedMeanFactory()` (n_k / n weights).
-    distillation_fn: optional client-side distillation term toward the
-      broadcast model (see `tff_kd.client_work.build_client_work`); client-side
-      KD algorithms are FedAvg with this set.
+    distillation: optional client-side distillation
+      (`tff_kd.client_work.Distillation`); client-side KD algorithms are FedAvg
+      with this set, and with a `model_distributor` that broadcasts what the
+      distillation needs beside the model (teacher weights, extra payload).
 
   Returns:
     A `tff.learning.templates.LearningProcess` with `initialize`:
@@ -67,7 +67,15 @@ def build_fedavg(
     return tff.learning.models.ModelWeights.from_model(model_fn())
 
   model_weights_type = initial_model_weights_fn.type_signature.result
+  expected_broadcast = client_work_lib.broadcast_type(
+      model_weights_type, distillation
+  )
   if model_distributor is None:
+    if expected_broadcast != model_weights_type:
+      raise ValueError(
+          'This distillation broadcasts more than the model weights; pass a '
+          f'model_distributor whose result is {expected_broadcast}@CLIENTS.'
+      )
     model_distributor = tff.learning.templates.build_broadcast_process(
         model_weights_type
     )
@@ -75,7 +83,7 @@ def build_fedavg(
       model_weights_type.trainable, tff.TensorType(np.float32)
   )
   client_work = client_work_lib.build_client_work(
-      model_fn, client_optimizer_fn, distillation_fn=distillation_fn
+      model_fn, client_optimizer_fn, distillation=distillation
   )
   finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
       server_optimizer_fn, model_weights_type

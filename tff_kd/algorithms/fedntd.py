@@ -13,6 +13,7 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from tff_kd import client_work
 from tff_kd import losses
 from tff_kd.algorithms import fedavg
 
@@ -45,7 +46,8 @@ def build_fedntd(
   if temperature <= 0:
     raise ValueError(f'temperature must be > 0; got {temperature}.')
 
-  def distillation_fn(labels, student_logits, teacher_logits):
+  def loss_fn(labels, student_logits, teacher_logits, extra):
+    del extra  # The teacher is the broadcast model; nothing else is sent.
     return beta * losses.not_true_distillation_loss(
         labels, student_logits, teacher_logits, temperature
     )
@@ -55,5 +57,5 @@ def build_fedntd(
       client_optimizer_fn,
       server_optimizer_fn,
       model_aggregator=model_aggregator,
-      distillation_fn=distillation_fn,
+      distillation=client_work.Distillation(loss_fn),
   )

@@ -13,7 +13,9 @@ from typing import Any
 import tensorflow_federated as tff
 
 from tff_kd.algorithms import fedavg
+from tff_kd.algorithms import fedgkd
 from tff_kd.algorithms import fedntd
+from tff_kd.algorithms import fedssd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,39 @@ def _build_fedntd(
   )
 
 
+def _build_fedgkd(
+    task, *, client_learning_rate, server_learning_rate, gkd_buffer_size,
+    gkd_gamma, gkd_temperature,
+):
+  return fedgkd.build_fedgkd(
+      task.model_fn,
+      *_optimizers(client_learning_rate, server_learning_rate),
+      buffer_size=gkd_buffer_size,
+      gamma=gkd_gamma,
+      temperature=gkd_temperature,
+  )
+
+
+def _build_fedssd(
+    task, *, client_learning_rate, server_learning_rate, ssd_kd_weight,
+    ssd_temperature,
+):
+  if getattr(task, 'validation', None) is None:
+    raise ValueError(
+        'fedssd needs a task with a labelled server validation split; '
+        f'{type(task).__name__} has none.'
+    )
+  return fedssd.build_fedssd(
+      task.model_fn,
+      *_optimizers(client_learning_rate, server_learning_rate),
+      validation_x=task.validation[0],
+      validation_y=task.validation[1],
+      num_classes=task.num_classes,
+      kd_weight=ssd_kd_weight,
+      temperature=ssd_temperature,
+  )
+
+
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in [
@@ -74,6 +109,30 @@ ALGORITHMS: dict[str, Algorithm] = {
                 'ntd_beta': Hparam(1.0, 'FedNTD: weight beta of the not-true'
                                    ' distillation term.'),
                 'ntd_temperature': Hparam(1.0, 'FedNTD: temperature tau.'),
+            },
+        ),
+        Algorithm(
+            'fedgkd',
+            'FedGKD (Yao et al. 2023): FedAvg + distillation from the average'
+            ' of the last M global models on the client.',
+            _build_fedgkd,
+            {
+                'gkd_buffer_size': Hparam(5, 'FedGKD: M, past global models'
+                                          ' averaged into the teacher.'),
+                'gkd_gamma': Hparam(0.1, 'FedGKD: weight gamma of the KD'
+                                    ' term.'),
+                'gkd_temperature': Hparam(1.0, 'FedGKD: temperature tau.'),
+            },
+        ),
+        Algorithm(
+            'fedssd',
+            'FedSSD (He et al. 2022): FedAvg + self-distillation from the'
+            ' global model weighted by its class and sample credibility.',
+            _build_fedssd,
+            {
+                'ssd_kd_weight': Hparam(1.0, 'FedSSD: weight lambda of the'
+                                        ' KD term.'),
+                'ssd_temperature': Hparam(1.0, 'FedSSD: temperature tau.'),
             },
         ),
     ]

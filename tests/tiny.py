@@ -1,0 +1,58 @@
+"""A tiny softmax-regression model and client data, for algorithm tests."""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+NUM_FEATURES, NUM_CLASSES = 4, 3
+_SPEC = collections.OrderedDict(
+    x=tf.TensorSpec([None, NUM_FEATURES], tf.float32),
+    y=tf.TensorSpec([None], tf.int32),
+)
+
+
+def model_fn():
+  keras_model = tf.keras.Sequential([
+      tf.keras.layers.InputLayer((NUM_FEATURES,)),
+      tf.keras.layers.Dense(
+          NUM_CLASSES,
+          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=1),
+          bias_initializer=tf.keras.initializers.RandomNormal(seed=2),
+      ),
+  ])
+  return tff.learning.models.from_keras_model(
+      keras_model,
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      input_spec=_SPEC,
+      metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+  )
+
+
+def client_arrays(sizes, seed=0):
+  rng = np.random.default_rng(seed)
+  return [
+      (
+          rng.normal(size=(n, NUM_FEATURES)).astype(np.float32),
+          rng.integers(0, NUM_CLASSES, size=n).astype(np.int32),
+      )
+      for n in sizes
+  ]
+
+
+def datasets(arrays, batch_size):
+  return [
+      tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y))
+      .batch(batch_size)
+      for x, y in arrays
+  ]
+
+
+def np_softmax(z):
+  e = np.exp(z - z.max(axis=1, keepdims=True))
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def sgd(optimizer_lr=0.1):
+  return tff.learning.optimizers.build_sgdm(learning_rate=optimizer_lr)

@@ -1,0 +1,156 @@
+"""FedSSD: selective self-distillation (He, Xiao, Wu, "Learning Critically:
+Selective Self Distillation in Federated Learning on Non-IID Data", IEEE
+Transactions on Big Data 2022). No official code exists; the exact weighting
+used here is documented in `tff_kd.losses.selective_distillation_loss`.
+
+FedAvg whose clients distill from the frozen broadcast global model, each
+sample's KL term weighted by the global model's credibility: the class-wise
+credibility c (the global model's per-class accuracy on the server's labelled
+validation split, computed by the server every round and broadcast with the
+model) times the global model's probability of the sample's true label.
+"""
+
+import collections
+from collections.abc import Callable
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_kd import client_work
+from tff_kd import local_training
+from tff_kd import losses
+from tff_kd.algorithms import fedavg
+
+
+def class_accuracy(logits, labels, num_classes):
+  """Per-class accuracy (0 for a class absent from `labels`)."""
+  labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+  correct = tf.cast(
+      tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
+      tf.float32,
+  )
+  hits = tf.math.unsorted_segment_sum(correct, labels, num_classes)
+  counts = tf.math.unsorted_segment_sum(
+      tf.ones_like(correct), labels, num_classes
+  )
+  return tf.math.divide_no_nan(hits, counts)
+
+
+def build_credibility_distributor(
+    model_fn: Callable[[], tff.learning.models.VariableModel],
+    validation_x: np.ndarray,
+    validation_y: np.ndarray,
+    num_classes: int,
+) -> tff.learning.templates.DistributionProcess:
+  """Broadcasts `OrderedDict(model=w, extra=per-class validation accuracy of w)`."""
+  if len(validation_y) == 0:
+    raise ValueError('FedSSD needs a non-empty validation split.')
+
+  @tff.tensorflow.computation()
+  def model_weights():
+    return tff.learning.models.ModelWeights.from_model(model_fn())
+
+  weights_type = model_weights.type_signature.result
+
+  @tff.tensorflow.computation(weights_type)
+  def credibility(weights):
+    model = model_fn()
+
+    @tf.function
+    def evaluate(weights):
+      local_training.assign(model.trainable_variables, weights.trainable)
+      local_training.assign(
+          model.non_trainable_variables, weights.non_trainable
+      )
+      logits = model.predict_on_batch(
+          tf.constant(validation_x), training=False
+      )
+      return class_accuracy(logits, tf.constant(validation_y), num_classes)
+
+    return evaluate(weights)
+
+  @tff.federated_computation()
+  def init_fn():
+    return tff.federated_value((), tff.SERVER)
+
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(weights_type, tff.SERVER),
+  )
+  def next_fn(state, weights):
+    credibility_at_server = tff.federated_map(credibility, weights)
+    broadcast = tff.federated_zip(
+        collections.OrderedDict(model=weights, extra=credibility_at_server)
+    )
+    return tff.templates.MeasuredProcessOutput(
+        state,
+        tff.federated_broadcast(broadcast),
+        tff.federated_zip(
+            collections.OrderedDict(class_credibility=credibility_at_server)
+        ),
+    )
+
+  return tff.learning.templates.DistributionProcess(init_fn, next_fn)
+
+
+def build_fedssd(
+    model_fn: Callable[[], tff.learning.models.VariableModel],
+    client_optimizer_fn: tff.learning.optimizers.Optimizer,
+    server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
+    *,
+    validation_x: np.ndarray,
+    validation_y: np.ndarray,
+    num_classes: int,
+    kd_weight: float = 1.0,
+    temperature: float = 1.0,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+) -> tff.learning.templates.LearningProcess:
+  """Builds FedSSD; arguments as `build_fedavg`, plus:
+
+  Args:
+    model_fn: no-arg function returning a `tff.learning.models.VariableModel`
+      whose predictions are logits.
+    client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
+    server_optimizer_fn: server optimizer; default SGD with learning rate 1.
+    validation_x: the server's labelled validation inputs.
+    validation_y: their labels, in [0, num_classes).
+    num_classes: number of classes.
+    kd_weight: weight lambda of the distillation term (>= 0); 0 is FedAvg.
+    temperature: tau > 0.
+    model_aggregator: as in `build_fedavg`.
+
+  Returns:
+    A `LearningProcess`; its metrics report `distributor/class_credibility`.
+  """
+  if kd_weight < 0:
+    raise ValueError(f'kd_weight must be >= 0; got {kd_weight}.')
+  if temperature <= 0:
+    raise ValueError(f'temperature must be > 0; got {temperature}.')
+  validation_y = np.asarray(validation_y)
+  if validation_y.size and not (
+      0 <= validation_y.min() and validation_y.max() < num_classes
+  ):
+    raise ValueError(
+        f'validation_y must lie in [0, {num_classes}); found labels from '
+        f'{validation_y.min()} to {validation_y.max()}.'
+    )
+
+  def loss_fn(labels, student_logits, teacher_logits, credibility):
+    return kd_weight * losses.selective_distillation_loss(
+        labels, student_logits, teacher_logits, credibility, temperature
+    )
+
+  return fedavg.build_fedavg(
+      model_fn,
+      client_optimizer_fn,
+      server_optimizer_fn,
+      model_distributor=build_credibility_distributor(
+          model_fn, validation_x, validation_y, num_classes
+      ),
+      model_aggregator=model_aggregator,
+      distillation=client_work.Distillation(
+          loss_fn, extra_type=tff.TensorType(np.float32, [num_classes])
+      ),
+  )
