@@ -144,6 +144,7 @@ def build_process(task, algorithm: registry.Algorithm):
       task,
       client_learning_rate=CLIENT_LEARNING_RATE.value,
       server_learning_rate=SERVER_LEARNING_RATE.value,
+      clients_per_round=CLIENTS_PER_ROUND.value,
       **algorithm_hparams(algorithm),
   )
 

@@ -6,16 +6,19 @@ r"""Runs several algorithms on the same client split and sampling, then tabulate
 For each seed the task (split, model init) and the client sampling are the
 same for every algorithm. Each run is an experiment named {algorithm}_seed{s}
 under DIR (see binaries/train.py for the layout); --resume continues them.
-Writes DIR/summary.csv and DIR/summary.md and prints the table.
+Writes DIR/summary.csv and DIR/summary.md and prints the table: final and
+best test accuracy (mean +- std over seeds), accuracy at --report_rounds, the
+mean first round reaching --target_accuracy, and the training seconds (sum of
+the rounds' training time, evaluation excluded).
 """
 
 import csv
 import os
-import time
 
 from absl import app
 from absl import flags
 import numpy as np
+import tensorflow_federated as tff
 
 from binaries import common
 from tff_kd import experiment
@@ -27,6 +30,12 @@ ALGORITHMS = flags.DEFINE_list(
     + ', '.join(sorted(registry.ALGORITHMS))
 )
 SEEDS = flags.DEFINE_list('seeds', ['0'], 'Seeds; each gives its own split.')
+TARGET_ACCURACY = flags.DEFINE_float(
+    'target_accuracy', 0.9, 'Report the first round reaching this test accuracy.'
+)
+REPORT_ROUNDS = flags.DEFINE_list(
+    'report_rounds', [], 'Also report test accuracy at these rounds.'
+)
 
 flags.register_validator(
     'algorithms',
@@ -41,12 +50,16 @@ flags.register_validator(
 )
 
 
-def _final_accuracy(rows):
-  values = [
-      float(r[experiment.ACCURACY_KEY])
+def _accuracy_by_round(rows) -> dict[int, float]:
+  return {
+      int(r['round_num']): float(r[experiment.ACCURACY_KEY])
       for r in rows if r.get(experiment.ACCURACY_KEY)
-  ]
-  return values[-1], max(values)
+  }
+
+
+def _mean_std(values) -> str:
+  values = np.array(values, dtype=float)
+  return f'{values.mean():.4f} +- {values.std():.4f}'
 
 
 def main(argv):
@@ -62,7 +75,6 @@ def main(argv):
       for name in ALGORITHMS.value:
         algorithm = registry.get(name)
         print(f'== {name}, seed {seed}')
-        start = time.time()
         rows = experiment.run_experiment(
             common.build_process(task, algorithm),
             task,
@@ -76,33 +88,55 @@ def main(argv):
             resume=common.RESUME.value,
             hparams=common.run_hparams(algorithm),
         )
-        results[name].append((*_final_accuracy(rows), time.time() - start))
+        seconds = sum(
+            float(r[tff.simulation.TRAINING_TIME_KEY])
+            for r in rows if r.get(tff.simulation.TRAINING_TIME_KEY)
+        )
+        results[name].append((_accuracy_by_round(rows), seconds))
 
-  header = ['algorithm', 'seeds', 'final_accuracy_mean', 'final_accuracy_std',
-            'best_accuracy_mean', 'wall_seconds_mean']
-  table = []
+  report_rounds = [int(r) for r in REPORT_ROUNDS.value]
+  target = TARGET_ACCURACY.value
+  header = (['algorithm', 'seeds', 'final_accuracy_mean', 'final_accuracy_std',
+             'best_accuracy_mean']
+            + [f'accuracy_at_round_{r}_mean' for r in report_rounds]
+            + [f'rounds_to_{target}', 'training_seconds_mean'])
+  table, lines = [], []
   for name, runs in results.items():
-    final, best, seconds = (np.array(v) for v in zip(*runs))
-    table.append([name, len(runs), final.mean(), final.std(), best.mean(),
-                  seconds.mean()])
+    curves = [curve for curve, _ in runs]
+    final = [curve[max(curve)] for curve in curves]
+    best = [max(curve.values()) for curve in curves]
+    at = [[curve.get(r, np.nan) for curve in curves] for r in report_rounds]
+    reached = [min((r for r, a in c.items() if a >= target), default=None)
+               for c in curves]
+    hits = [r for r in reached if r is not None]
+    to_target = (f'{np.mean(hits):.1f} ({len(hits)}/{len(curves)} seeds)'
+                 if hits else f'not reached (0/{len(curves)})')
+    seconds = np.mean([t for _, t in runs])
+    table.append([name, len(runs), np.mean(final), np.std(final),
+                  np.mean(best)] + [np.mean(a) for a in at]
+                 + [to_target, seconds])
+    lines.append(
+        f'| {name} | {_mean_std(final)} | {np.mean(best):.4f} | '
+        + ''.join(f'{_mean_std(a)} | ' for a in at)
+        + f'{to_target} | {seconds:.0f} |'
+    )
   with open(os.path.join(root, 'summary.csv'), 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(table)
-  lines = [
-      f'{common.TASK.value}, partition={common.PARTITION.value}, '
-      f'alpha={common.ALPHA.value}, {common.NUM_CLIENTS.value} clients, '
+  summary = '\n'.join([
+      f'{common.TASK.value}, model={common.MODEL.value}, '
+      f'partition={common.PARTITION.value}, alpha={common.ALPHA.value}, '
+      f'{common.NUM_CLIENTS.value} clients, '
       f'{common.CLIENTS_PER_ROUND.value} per round, '
+      f'E={common.LOCAL_EPOCHS.value}, B={common.BATCH_SIZE.value}, '
       f'{common.ROUNDS.value} rounds, seeds {",".join(SEEDS.value)}',
       '',
-      '| algorithm | final test accuracy | best test accuracy | seconds |',
-      '|---|---|---|---|',
-  ]
-  for name, _, mean, std, best, seconds in table:
-    lines.append(
-        f'| {name} | {mean:.4f} +- {std:.4f} | {best:.4f} | {seconds:.0f} |'
-    )
-  summary = '\n'.join(lines) + '\n'
+      '| algorithm | final test accuracy | best | '
+      + ''.join(f'round {r} | ' for r in report_rounds)
+      + f'rounds to {target} | training s |',
+      '|---|---|---|' + '---|' * len(report_rounds) + '---|---|',
+  ] + lines) + '\n'
   with open(os.path.join(root, 'summary.md'), 'w') as f:
     f.write(summary)
   print('\n' + summary)

@@ -58,7 +58,8 @@ def build_client_update(
     teacher: optional second model of the same architecture, frozen, with the
       `teacher_weights` passed to `client_update` (default: the initial
       weights, i.e. the broadcast global model).
-    distillation_fn: with `teacher`, the extra loss term of each batch.
+    distillation_fn: the extra loss term of each batch; its `teacher_logits`
+      are None without a `teacher` (FedGen distills from a generator).
 
   Returns:
     A `tf.function` `client_update(initial_weights, dataset, optimizer_hparams,
@@ -69,8 +70,8 @@ def build_client_update(
     weighted mean ignores it (as TFF's model-delta client work does), and its
     training metrics are reset.
   """
-  if (teacher is None) != (distillation_fn is None):
-    raise ValueError('teacher and distillation_fn must be given together.')
+  if teacher is not None and distillation_fn is None:
+    raise ValueError('A teacher needs a distillation_fn.')
   student_vars = model.trainable_variables
   non_trainable_vars = model.non_trainable_variables
 
@@ -98,8 +99,8 @@ def build_client_update(
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
         loss = output.loss
-        if teacher is not None:
-          teacher_logits = tf.stop_gradient(
+        if distillation_fn is not None:
+          teacher_logits = None if teacher is None else tf.stop_gradient(
               teacher.predict_on_batch(batch_inputs(batch), training=False)
           )
           loss += distillation_fn(

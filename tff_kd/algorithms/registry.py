@@ -3,7 +3,8 @@
 Binaries read this registry: an algorithm added here gets its flags in
 `binaries/train.py` and joins `binaries/compare.py` without editing them.
 Each entry's `build(task, *, client_learning_rate, server_learning_rate,
-**hparams)` returns a `tff.learning.templates.LearningProcess` for the task.
+clients_per_round, **hparams)` returns a `tff.learning.templates.
+LearningProcess` for the task.
 """
 
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ from typing import Any
 import tensorflow_federated as tff
 
 from tff_kd.algorithms import fedavg
+from tff_kd.algorithms import fedgen
 from tff_kd.algorithms import fedgkd
 from tff_kd.algorithms import fedntd
 from tff_kd.algorithms import fedssd
@@ -41,16 +43,20 @@ def _optimizers(client_learning_rate, server_learning_rate):
   )
 
 
-def _build_fedavg(task, *, client_learning_rate, server_learning_rate):
+def _build_fedavg(
+    task, *, client_learning_rate, server_learning_rate, clients_per_round
+):
+  del clients_per_round
   return fedavg.build_fedavg(
       task.model_fn, *_optimizers(client_learning_rate, server_learning_rate)
   )
 
 
 def _build_fedntd(
-    task, *, client_learning_rate, server_learning_rate, ntd_beta,
-    ntd_temperature,
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    ntd_beta, ntd_temperature,
 ):
+  del clients_per_round
   return fedntd.build_fedntd(
       task.model_fn,
       *_optimizers(client_learning_rate, server_learning_rate),
@@ -60,9 +66,10 @@ def _build_fedntd(
 
 
 def _build_fedgkd(
-    task, *, client_learning_rate, server_learning_rate, gkd_buffer_size,
-    gkd_gamma, gkd_temperature,
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    gkd_buffer_size, gkd_gamma, gkd_temperature,
 ):
+  del clients_per_round
   return fedgkd.build_fedgkd(
       task.model_fn,
       *_optimizers(client_learning_rate, server_learning_rate),
@@ -73,9 +80,10 @@ def _build_fedgkd(
 
 
 def _build_fedssd(
-    task, *, client_learning_rate, server_learning_rate, ssd_kd_weight,
-    ssd_temperature,
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    ssd_kd_weight, ssd_temperature,
 ):
+  del clients_per_round
   if getattr(task, 'validation', None) is None:
     raise ValueError(
         'fedssd needs a task with a labelled server validation split; '
@@ -89,6 +97,23 @@ def _build_fedssd(
       num_classes=task.num_classes,
       kd_weight=ssd_kd_weight,
       temperature=ssd_temperature,
+  )
+
+
+def _build_fedgen(
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    gen_alpha, gen_beta, gen_steps,
+):
+  return fedgen.build_fedgen(
+      task.model_fn,
+      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      num_classes=task.num_classes,
+      clients_per_round=clients_per_round,
+      server_learning_rate=server_learning_rate,
+      alpha=gen_alpha,
+      beta=gen_beta,
+      generator_steps=gen_steps,
+      seed=task.seed,
   )
 
 
@@ -133,6 +158,22 @@ ALGORITHMS: dict[str, Algorithm] = {
                 'ssd_kd_weight': Hparam(1.0, 'FedSSD: weight lambda of the'
                                         ' KD term.'),
                 'ssd_temperature': Hparam(1.0, 'FedSSD: temperature tau.'),
+            },
+        ),
+        Algorithm(
+            'fedgen',
+            'FedGen (Zhu et al. 2021): FedAvg + a server-trained conditional'
+            ' generator regularizing the clients (data-free KD).',
+            _build_fedgen,
+            {
+                'gen_alpha': Hparam(1.0, 'FedGen: initial weight of the'
+                                    ' clients\' generated-sample CE (the'
+                                    ' paper: 10 at client lr 0.01; 1 keeps'
+                                    ' alpha*lr at our lr 0.1).'),
+                'gen_beta': Hparam(1.0, 'FedGen: initial weight of the'
+                                   ' clients\' latent KL (paper: 10 at lr'
+                                   ' 0.01).'),
+                'gen_steps': Hparam(50, 'FedGen: generator steps per round.'),
             },
         ),
     ]

@@ -26,6 +26,7 @@ class LearnsOnDigitsTest(tf.test.TestCase, parameterized.TestCase):
     algorithm = registry.get(name)
     process = algorithm.build(
         task, client_learning_rate=0.1, server_learning_rate=1.0,
+        clients_per_round=10,
         **{k: h.default for k, h in algorithm.hparams.items()},
     )
     rows = experiment.run_experiment(

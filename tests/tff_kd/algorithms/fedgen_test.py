@@ -1,0 +1,100 @@
+"""FedGen as a LearningProcess: alpha=beta=0 equals FedAvg, head split errors,
+generator state, checkpoint round trip."""
+
+import asyncio
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+import tasks
+import tiny
+from tff_kd import algorithms
+
+_SPEC = tff.simulation.baselines.ClientSpec(num_epochs=1, batch_size=16)
+
+
+def _digits_task():
+  return tasks.create_task('digits', train_client_spec=_SPEC, model='mlp',
+                           num_clients=6, alpha=0.5, seed=0)
+
+
+def _clients(task, ids):
+  data = task.datasets
+  return [data.train_preprocess_fn(
+      data.train_data.create_tf_dataset_for_client(str(i))) for i in ids]
+
+
+class FedGenTest(tf.test.TestCase):
+
+  def test_zero_alpha_beta_equals_fedavg_exactly(self):
+    task = _digits_task()
+    clients = _clients(task, [0, 1, 2])
+    sgd = tff.learning.optimizers.build_sgdm(learning_rate=0.1)
+    fedgen = algorithms.build_fedgen(
+        task.model_fn, sgd, num_classes=10, clients_per_round=3,
+        alpha=0.0, beta=0.0, generator_steps=2,
+    )
+    fedavg = algorithms.build_fedavg(task.model_fn, sgd)
+    a, b = fedavg.initialize(), fedgen.initialize()
+    for _ in range(2):
+      a, b = fedavg.next(a, clients).state, fedgen.next(b, clients).state
+    for x, y in zip(fedavg.get_model_weights(a).trainable,
+                    fedgen.get_model_weights(b).trainable):
+      self.assertAllEqual(x, y)
+
+  def test_round_trains_the_generator_and_tracks_labels(self):
+    task = _digits_task()
+    clients = _clients(task, [0, 3])
+    process = algorithms.build_fedgen(
+        task.model_fn, tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+        num_classes=10, clients_per_round=4, generator_steps=20,
+    )
+    state = process.initialize()
+    output = process.next(state, clients)
+    generator_metrics = output.metrics['generator']
+    self.assertEqual(generator_metrics['clients_collected'], 2)
+    self.assertLess(generator_metrics['loss_last_step'],
+                    generator_metrics['loss_first_step'])
+    labels = np.concatenate([task.arrays.y_train[task.client_indices[k]]
+                             for k in (0, 3)])
+    self.assertAllClose(output.state['label_probs'],
+                        np.bincount(labels, minlength=10) / len(labels))
+    self.assertEqual(output.state['round'], 1)
+    self.assertNotAllClose(output.state['generator']['w1'],
+                           state['generator']['w1'])
+    # The state survives a checkpoint.
+    manager = tff.program.FileProgramStateManager(self.get_temp_dir())
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(manager.save(output.state, 1))
+    loaded, _ = loop.run_until_complete(manager.load_latest(state))
+    loop.close()
+    for x, y in zip(tf.nest.flatten(output.state), tf.nest.flatten(loaded)):
+      self.assertAllEqual(x, y)
+
+  def test_model_without_a_head_is_a_clear_error(self):
+    with self.assertRaisesRegex(ValueError, "Dense layer with bias named 'head'"):
+      algorithms.build_fedgen(
+          tiny.model_fn, tiny.sgd(), num_classes=3, clients_per_round=2
+      )
+    emnist = tff.simulation.baselines.emnist.create_character_recognition_task(
+        _SPEC, model_id='cnn_dropout', only_digits=True,
+        use_synthetic_data=True,
+    )
+    with self.assertRaisesRegex(ValueError, 'feature extractor and head'):
+      algorithms.build_fedgen(
+          emnist.model_fn, tiny.sgd(), num_classes=10, clients_per_round=2
+      )
+
+  def test_rejects_bad_arguments(self):
+    task = _digits_task()
+    with self.assertRaisesRegex(ValueError, 'clients_per_round must be >= 1'):
+      algorithms.build_fedgen(task.model_fn, tiny.sgd(), num_classes=10,
+                              clients_per_round=0)
+    with self.assertRaisesRegex(ValueError, 'num_classes=7 but the head has 10'):
+      algorithms.build_fedgen(task.model_fn, tiny.sgd(), num_classes=7,
+                              clients_per_round=2)
+
+
+if __name__ == '__main__':
+  tf.test.main()
