@@ -48,6 +48,14 @@ class Distillation:
     return self.separate_teacher or self.extra_type is not None
 
 
+def weights_type(
+    model_fn: Callable[[], tff.learning.models.VariableModel]
+) -> tff.Type:
+  """The TFF type of the `ModelWeights` of `model_fn`'s model."""
+  with tf.Graph().as_default():
+    return tff.learning.models.weights_type_from_model(model_fn())
+
+
 def broadcast_type(
     model_weights_type: tff.Type, distillation: Optional[Distillation]
 ) -> tff.Type:

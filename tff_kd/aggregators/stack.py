@@ -21,6 +21,14 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 
+def stacked_zeros(value_type: tff.Type, depth: int):
+  """Zeros of `value_type` with a leading axis of size `depth` (TF, in a trace)."""
+  return tf.nest.map_structure(
+      lambda s: tf.zeros([depth] + s.shape.as_list(), s.dtype),
+      tff.types.type_to_tf_tensor_specs(value_type),
+  )
+
+
 class StackFactory(tff.aggregators.UnweightedAggregationFactory):
   """Stacks up to `capacity` client values; more clients is an error."""
 
@@ -31,15 +39,11 @@ class StackFactory(tff.aggregators.UnweightedAggregationFactory):
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     capacity = self._capacity
-    specs = tff.types.type_to_tf_tensor_specs(value_type)
 
     @tff.tensorflow.computation()
     def zeros():
       return collections.OrderedDict(
-          values=tf.nest.map_structure(
-              lambda s: tf.zeros([capacity] + s.shape.as_list(), s.dtype),
-              specs,
-          ),
+          values=stacked_zeros(value_type, capacity),
           count=tf.constant(0, tf.int32),
       )
 

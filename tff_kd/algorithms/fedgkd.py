@@ -22,6 +22,7 @@ import tensorflow_federated as tff
 
 from tff_kd import client_work
 from tff_kd import losses
+from tff_kd.aggregators import stack
 from tff_kd.algorithms import fedavg
 
 
@@ -35,15 +36,11 @@ def build_teacher_buffer_distributor(
   """
   if buffer_size < 1:
     raise ValueError(f'buffer_size must be >= 1; got {buffer_size}.')
-  specs = tff.types.type_to_tf_tensor_specs(model_weights_type)
 
   @tff.tensorflow.computation()
   def initial_state():
     return collections.OrderedDict(
-        models=tf.nest.map_structure(
-            lambda s: tf.zeros([buffer_size] + s.shape.as_list(), s.dtype),
-            specs,
-        ),
+        models=stack.stacked_zeros(model_weights_type, buffer_size),
         count=tf.constant(0, tf.int32),
     )
 
@@ -121,10 +118,6 @@ def build_fedgkd(
   if temperature <= 0:
     raise ValueError(f'temperature must be > 0; got {temperature}.')
 
-  @tff.tensorflow.computation()
-  def model_weights():
-    return tff.learning.models.ModelWeights.from_model(model_fn())
-
   def loss_fn(labels, student_logits, teacher_logits, extra):
     del labels, extra
     return gamma * losses.distillation_loss(
@@ -136,7 +129,7 @@ def build_fedgkd(
       client_optimizer_fn,
       server_optimizer_fn,
       model_distributor=build_teacher_buffer_distributor(
-          model_weights.type_signature.result, buffer_size
+          client_work.weights_type(model_fn), buffer_size
       ),
       model_aggregator=model_aggregator,
       distillation=client_work.Distillation(loss_fn, separate_teacher=True),

@@ -48,11 +48,7 @@ def build_credibility_distributor(
   if len(validation_y) == 0:
     raise ValueError('FedSSD needs a non-empty validation split.')
 
-  @tff.tensorflow.computation()
-  def model_weights():
-    return tff.learning.models.ModelWeights.from_model(model_fn())
-
-  weights_type = model_weights.type_signature.result
+  weights_type = client_work.weights_type(model_fn)
 
   @tff.tensorflow.computation(weights_type)
   def credibility(weights):
