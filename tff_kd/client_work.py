@@ -131,26 +131,20 @@ def build_client_work(
 
   @tff.tensorflow.computation(hparams_type, input_type, data_type)
   def client_update(hparams, broadcast, dataset):
-    if distillation is None:
-      update_fn = local_training.build_client_update(
-          model_fn(), client_optimizer
+    update_fn = local_training.build_client_update(
+        model_fn(),
+        client_optimizer,
+        teacher=None if distillation is None else model_fn(),
+        distillation_fn=None if distillation is None else distillation.loss_fn,
+    )
+    if distillation is not None and distillation.needs_struct:
+      result = update_fn(
+          broadcast['model'], dataset, hparams,
+          teacher_weights=broadcast.get('teacher'),
+          extra=broadcast.get('extra'),
       )
-      result = update_fn(broadcast, dataset, hparams)
     else:
-      update_fn = local_training.build_client_update(
-          model_fn(),
-          client_optimizer,
-          teacher=model_fn(),
-          distillation_fn=distillation.loss_fn,
-      )
-      if distillation.needs_struct:
-        result = update_fn(
-            broadcast['model'], dataset, hparams,
-            teacher_weights=broadcast.get('teacher'),
-            extra=broadcast.get('extra'),
-        )
-      else:
-        result = update_fn(broadcast, dataset, hparams)
+      result = update_fn(broadcast, dataset, hparams)
     delta, weight, is_finite, metrics = result
     return (
         tff.learning.templates.ClientResult(update=delta, update_weight=weight),
