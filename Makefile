@@ -18,8 +18,9 @@ $(VENV)/installed: requirements.lock setup.py
 run: $(VENV)/installed
 	rm -rf $(RUN_DIR)
 	$(PY) -m binaries.compare --task=digits --partition=dirichlet --alpha=0.5 \
-	  --num_clients=20 --clients_per_round=10 --rounds=30 --seeds=0 \
-	  --algorithms=fedavg,fedntd --root_output_dir=$(RUN_DIR)
+	  --num_clients=20 --clients_per_round=10 --rounds=20 --seeds=0 \
+	  --rounds_per_checkpoint=10 --target_accuracy=0.9 \
+	  --algorithms=fedavg,fedntd,fedgkd,fedssd,fedgen --root_output_dir=$(RUN_DIR)
 
 test: $(VENV)/installed
 	$(PY) -m pytest -q
