@@ -35,27 +35,9 @@ import tensorflow_federated as tff
 
 from tff_kd import generator as generator_lib
 from tff_kd import local_training
+from tff_kd import model_parts
 from tff_kd.aggregators import stack
 from tff_kd.aggregators import weighted_mean
-
-
-def head_layer(model: tff.learning.models.VariableModel) -> tf.keras.layers.Dense:
-  """The Dense layer named `head` of a Keras-backed `VariableModel`."""
-  keras_model = getattr(model, '_keras_model', None)
-  try:
-    head = keras_model.get_layer('head')
-  except (AttributeError, ValueError):
-    head = None
-  if not isinstance(head, tf.keras.layers.Dense) or not head.use_bias:
-    raise ValueError(
-        'FedGen needs a model split into feature extractor and head: a Keras '
-        "model (tff.learning.models.from_keras_model) whose classifier is a "
-        "Dense layer with bias named 'head'; the model_fn gave "
-        f'{type(model).__name__}'
-        + (f' wrapping Keras model {keras_model.name!r}' if keras_model else '')
-        + '.'
-    )
-  return head
 
 
 def _label_counts(dataset, num_classes):
@@ -92,7 +74,7 @@ def build_fedgen(
 
   Args:
     model_fn: no-arg function returning a Keras-backed `VariableModel` with a
-      Dense layer named `head` (see `head_layer`); logits out.
+      Dense layer named `head` (see `tff_kd.model_parts`); logits out.
     client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
     num_classes: C.
     clients_per_round: the most clients a round may have (the capacity of the
@@ -129,7 +111,7 @@ def build_fedgen(
       raise ValueError(f'{name} must be >= 0; got {value}.')
   with tf.Graph().as_default():
     probe = model_fn()
-    head = head_layer(probe)
+    head = model_parts.head_layer(probe, 'FedGen')
     feature_dim = int(head.kernel.shape[0])
     if int(head.kernel.shape[1]) != num_classes:
       raise ValueError(
@@ -181,7 +163,7 @@ def build_fedgen(
   @tff.tensorflow.computation(broadcast_type, data_type)
   def client_update(broadcast, dataset):
     model = model_fn()
-    head = head_layer(model)
+    head = model_parts.head_layer(model, 'FedGen')
     counter = tf.Variable(0, dtype=tf.int32)
     update = local_training.build_client_update(
         model,

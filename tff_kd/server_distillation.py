@@ -1,0 +1,165 @@
+"""Server-side distillation of a student toward fixed teacher logits.
+
+FedDF's and FedAUX's server step (the guide's Algorithm 3): starting from the
+fused (averaged) model, take up to `steps` Adam steps on minibatches of the
+distillation inputs, minimizing
+
+    tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))
+
+(the tau^2 factor is optional: FedDF's code has none), with FedDF's cosine
+learning-rate schedule and gradient-norm clipping. With a labelled validation
+split, the student is evaluated every `eval_every` steps, training stops after
+`patience` evaluations without improvement, and the best weights seen
+(including the starting point) are kept: FedDF's early stopping.
+
+The whole loop is one `tf.function` (a `tf.while_loop`, no Python per step),
+so it runs where TF places it: on a GPU when one is present. Minibatches are
+sampled with replacement from a stateless seed, so a run is reproducible.
+"""
+
+import collections
+from collections.abc import Callable
+import math
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_kd import local_training
+from tff_kd import losses
+
+
+def build_server_distillation(
+    model: Any,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float = 1e-3,
+    temperature: float = 1.0,
+    scale_by_temperature_squared: bool = True,
+    clip_norm: float = 5.0,
+    eval_every: int = 10,
+    patience: int = 3,
+) -> Callable[..., Any]:
+  """Builds `distill(weights, inputs, teacher_logits, validation, seed, max_steps)`.
+
+  Args:
+    model: the student, a `VariableModel`-like object (`predict_on_batch`,
+      `trainable_variables`, `non_trainable_variables`) built once per trace.
+    steps: the most distillation steps (>= 0).
+    batch_size: distillation minibatch size (>= 1).
+    learning_rate: peak Adam learning rate (cosine-decayed to 0 over `steps`).
+    temperature: tau > 0.
+    scale_by_temperature_squared: multiply the KL by tau^2 (Hinton).
+    clip_norm: global gradient-norm clip (FedDF's code: 5).
+    eval_every: steps between validation evaluations (>= 1).
+    patience: evaluations without improvement before stopping (>= 1).
+
+  Returns:
+    A `tf.function` `distill(weights, inputs, teacher_logits, validation,
+    seed, max_steps)`: `weights` a `ModelWeights` to start from, `inputs`
+    [R, ...] and `teacher_logits` [R, C] the distillation set, `validation`
+    an `(x, y)` pair or None (no early stopping), `seed` an int32 [2] stateless
+    seed, `max_steps` an int32 scalar further capping the steps (0 skips
+    distillation). It returns `(ModelWeights, metrics)`, metrics an
+    `OrderedDict` with `steps` run, `loss_first` and `loss_last` (the
+    distillation loss of the first and last step), and `validation_before`
+    and `validation_best` accuracies (-1 without validation).
+  """
+  for name, value, low in (('steps', steps, 0), ('batch_size', batch_size, 1),
+                           ('eval_every', eval_every, 1),
+                           ('patience', patience, 1)):
+    if value < low:
+      raise ValueError(f'{name} must be >= {low}; got {value}.')
+  for name, value in (('learning_rate', learning_rate),
+                      ('temperature', temperature), ('clip_norm', clip_norm)):
+    if not value > 0:
+      raise ValueError(f'{name} must be > 0; got {value}.')
+  optimizer = tff.learning.optimizers.build_adam(learning_rate=learning_rate)
+  variables = tuple(model.trainable_variables)
+
+  def loss_fn(teacher_logits, student_logits):
+    return losses.distillation_loss(
+        teacher_logits, student_logits, temperature,
+        scale_by_temperature_squared,
+    )
+
+  def accuracy(x, y):
+    predicted = tf.argmax(model.predict_on_batch(x, training=False), axis=-1)
+    labels = tf.cast(tf.reshape(y, [-1]), predicted.dtype)
+    return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
+
+  @tf.function
+  def distill(weights, inputs, teacher_logits, validation, seed, max_steps):
+    local_training.assign(variables, weights.trainable)
+    local_training.assign(model.non_trainable_variables, weights.non_trainable)
+    num_steps = tf.minimum(max_steps, steps)
+    num_inputs = tf.shape(teacher_logits)[0]
+    # Tensors from the start: the loop carries the state.
+    optimizer_state = tf.nest.map_structure(
+        tf.convert_to_tensor,
+        optimizer.initialize(
+            tuple(tf.TensorSpec(v.shape, v.dtype) for v in variables)
+        ),
+    )
+    best = tuple(tf.identity(v) for v in variables)
+    best_accuracy = (
+        tf.constant(-1.0) if validation is None else accuracy(*validation)
+    )
+    before = best_accuracy
+    stale = tf.constant(0)
+    loss_first = tf.constant(float('nan'))
+    loss_last = tf.constant(float('nan'))
+    steps_run = tf.constant(0)
+    for step in tf.range(num_steps):
+      index = tf.random.stateless_uniform(
+          [batch_size], tf.random.experimental.stateless_fold_in(seed, step),
+          maxval=num_inputs, dtype=tf.int32,
+      )
+      with tf.GradientTape() as tape:
+        student = model.predict_on_batch(
+            tf.gather(inputs, index), training=True
+        )
+        loss = loss_fn(tf.gather(teacher_logits, index), student)
+      gradients, _ = tf.clip_by_global_norm(
+          tape.gradient(loss, variables), clip_norm
+      )
+      progress = tf.cast(step, tf.float32) / tf.cast(num_steps, tf.float32)
+      optimizer_state = optimizer.set_hparams(
+          optimizer_state,
+          collections.OrderedDict(
+              learning_rate=learning_rate
+              * 0.5 * (1.0 + tf.cos(math.pi * progress))
+          ),
+      )
+      optimizer_state, updated = optimizer.next(
+          optimizer_state, variables, tuple(gradients)
+      )
+      local_training.assign(variables, updated)
+      loss_first = tf.where(tf.equal(step, 0), loss, loss_first)
+      loss_last = loss
+      steps_run = step + 1
+      if validation is not None and tf.equal(steps_run % eval_every, 0):
+        current = accuracy(*validation)
+        if current > best_accuracy:
+          best_accuracy = current
+          best = tuple(tf.identity(v) for v in variables)
+          stale = tf.constant(0)
+        else:
+          stale += 1
+        if stale >= patience:
+          break
+    final = best if validation is not None else variables
+    result = tff.learning.models.ModelWeights(
+        trainable=[tf.identity(v) for v in final],
+        non_trainable=list(weights.non_trainable),
+    )
+    return result, collections.OrderedDict(
+        steps=steps_run,
+        loss_first=loss_first,
+        loss_last=loss_last,
+        validation_before=before,
+        validation_best=best_accuracy,
+    )
+
+  return distill
