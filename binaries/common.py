@@ -30,6 +30,11 @@ USE_SYNTHETIC_DATA = flags.DEFINE_bool(
     'TFF baseline tasks (emnist_character, cifar100_image): use TFF synthetic '
     'data (the real data must be downloaded, which needs internet).'
 )
+PROTOTYPES = flags.DEFINE_list(
+    'prototypes', [], 'Model prototypes (architectures) of the clients, for '
+    'algorithms that fuse heterogeneous models (feddf, fedaux); the first '
+    'replaces --model; clients are assigned in turn in a seeded order.'
+)
 PARTITION = flags.DEFINE_enum(
     'partition', 'dirichlet', ['iid', 'dirichlet', 'shards', 'quantity'],
     'How training data is split over clients.'
@@ -76,6 +81,8 @@ RESUME = flags.DEFINE_bool(
 ALGORITHM_HPARAM_FLAGS = {}
 for _algorithm in registry.ALGORITHMS.values():
   for _name, _hparam in _algorithm.hparams.items():
+    if _name in ALGORITHM_HPARAM_FLAGS:  # Shared by several algorithms.
+      continue
     _define = {
         bool: flags.DEFINE_bool,
         int: flags.DEFINE_integer,
@@ -83,6 +90,10 @@ for _algorithm in registry.ALGORITHMS.values():
         str: flags.DEFINE_string,
     }[type(_hparam.default)]
     ALGORITHM_HPARAM_FLAGS[_name] = _define(_name, _hparam.default, _hparam.help)
+    if _hparam.check is not None:
+      flags.register_validator(
+          _name, _hparam.check, f'--{_name} must be {_hparam.requirement}.'
+      )
 
 _POSITIVE = [
     'num_clients', 'clients_per_round', 'local_epochs', 'batch_size', 'rounds',
@@ -96,6 +107,13 @@ for _name in ['alpha', 'client_learning_rate', 'server_learning_rate']:
   flags.register_validator(
       _name, lambda v: v is not None and v > 0, f'--{_name} must be > 0.'
   )
+
+
+flags.register_validator(
+    'prototypes',
+    lambda v: set(v) <= set(tasks.MODEL_NAMES) and len(set(v)) == len(v),
+    f'--prototypes must be distinct names from {tasks.MODEL_NAMES}.',
+)
 
 
 @flags.multi_flags_validator(
@@ -121,7 +139,8 @@ def create_task() -> tff.simulation.baselines.BaselineTask:
     return tasks.create_task(
         TASK.value,
         train_client_spec=spec,
-        model=MODEL.value,
+        model=PROTOTYPES.value[0] if PROTOTYPES.value else MODEL.value,
+        prototypes=PROTOTYPES.value or None,
         partition=PARTITION.value,
         alpha=ALPHA.value,
         classes_per_client=CLASSES_PER_CLIENT.value,
@@ -140,6 +159,13 @@ def algorithm_hparams(algorithm: registry.Algorithm) -> dict:
 
 
 def build_process(task, algorithm: registry.Algorithm):
+  """The algorithm's process for the task; bad combinations fail here."""
+  if len(PROTOTYPES.value) > 1 and not algorithm.prototypes:
+    raise flags.ValidationError(
+        f'--algorithm={algorithm.name} trains one architecture; '
+        f'--prototypes={",".join(PROTOTYPES.value)} needs one of '
+        f'{[a.name for a in registry.ALGORITHMS.values() if a.prototypes]}.'
+    )
   return algorithm.build(
       task,
       client_learning_rate=CLIENT_LEARNING_RATE.value,
@@ -152,7 +178,7 @@ def build_process(task, algorithm: registry.Algorithm):
 def run_hparams(algorithm: registry.Algorithm) -> dict:
   """Everything that defines a run, for hparams.json."""
   names = [
-      'task', 'model', 'data_dir', 'use_synthetic_data', 'partition', 'alpha',
+      'task', 'model', 'prototypes', 'data_dir', 'use_synthetic_data', 'partition', 'alpha',
       'classes_per_client', 'num_clients', 'clients_per_round', 'local_epochs',
       'batch_size', 'client_learning_rate', 'server_learning_rate', 'rounds',
       'rounds_per_eval', 'rounds_per_checkpoint', 'seed',

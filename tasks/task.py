@@ -6,6 +6,11 @@ distillation algorithms need: a labelled validation split and an unlabeled
 public split, both held by the server and disjoint from the clients' data,
 and model builders for every architecture (prototypes).
 
+Model prototypes (heterogeneous architectures, FedDF/FedAUX): `prototypes`
+names the architectures, the first being the task's `model`; each client is
+assigned one by a seeded balanced rule: the clients, in a permutation drawn
+from `seed`, take the prototypes in turn (so counts differ by at most one).
+
 Split of a task's canonical training examples (see `tasks.data`), by `seed`:
 `validation_fraction` -> validation, `public_fraction` -> public (labels
 dropped), the rest -> clients with `tasks.partition`. The test set is the
@@ -64,6 +69,8 @@ class Task(tff.simulation.baselines.BaselineTask):
     client_indices: per client, indices into `arrays.x_train`.
     validation: (x, y) numpy arrays, labelled, held by the server.
     public_x: numpy array of unlabeled server (distillation) inputs.
+    prototypes: model architectures, the first is `model_name`.
+    client_prototypes: client id -> its prototype.
   """
 
   name: str
@@ -75,6 +82,8 @@ class Task(tff.simulation.baselines.BaselineTask):
   client_indices: list[np.ndarray]
   validation: tuple[np.ndarray, np.ndarray]
   public_x: np.ndarray
+  prototypes: tuple[str, ...]
+  client_prototypes: dict[str, str]
 
   @property
   def test(self) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +104,66 @@ class Task(tff.simulation.baselines.BaselineTask):
         model_name, self.input_shape, self.num_classes, self.seed,
         self.datasets.element_type_structure,
     )
+
+
+  def distillation_inputs(
+      self, source: str, data_dir: Optional[str] = None
+  ) -> np.ndarray:
+    """Unlabeled server inputs for distillation, by `source`.
+
+    Args:
+      source: `public` (the task's public split), `noise` (as many Gaussian
+        noise inputs, each min-max scaled to [0, 1]: FedDF's data-free
+        variant; seeded by the task's seed), or the name of another of our
+        tasks (out-of-domain data: its training inputs, images resized to
+        this task's height and width; the channels must match).
+      data_dir: tensorflow-datasets directory, for tfds sources.
+    """
+    if source == 'public':
+      if not len(self.public_x):
+        raise ValueError(f'Task {self.name!r} has an empty public split.')
+      return self.public_x
+    if source == 'noise':
+      rng = np.random.default_rng([self.seed, 3])
+      noise = rng.normal(size=(len(self.public_x),) + self.input_shape)
+      flat = noise.reshape(len(noise), -1)
+      low = flat.min(axis=1, keepdims=True)
+      high = flat.max(axis=1, keepdims=True)
+      return ((flat - low) / (high - low)).reshape(noise.shape).astype(
+          np.float32
+      )
+    if source == self.name:
+      raise ValueError(
+          f'Distillation source {source!r} is the task itself: use '
+          "'public' (the held-out public split, disjoint from the clients')."
+      )
+    if source not in data.SPECS:
+      raise ValueError(
+          f'Unknown distillation source {source!r}; choose public, noise or '
+          f'one of {tuple(data.SPECS)}.'
+      )
+    shape = data.SPECS[source][0]
+    if shape == self.input_shape:
+      return data.load_arrays(source, data_dir=data_dir).x_train
+    if len(shape) != 3 or len(self.input_shape) != 3 or (
+        shape[2] != self.input_shape[2]):
+      raise ValueError(
+          f'Distillation source {source!r} has inputs of shape {shape}, which'
+          f' cannot be resized to task {self.name!r}\'s {self.input_shape}.'
+      )
+    x = data.load_arrays(source, data_dir=data_dir).x_train
+    return tf.image.resize(x, self.input_shape[:2], method='area').numpy()
+
+
+def _assign_prototypes(
+    prototypes: tuple[str, ...], num_clients: int, seed: int
+) -> dict[str, str]:
+  """Client id -> prototype: a seeded permutation takes them in turn."""
+  order = np.random.default_rng([seed, 2]).permutation(num_clients)
+  return {
+      str(client): prototypes[i % len(prototypes)]
+      for i, client in enumerate(order)
+  }
 
 
 def _client_data(x, y, parts) -> tff.simulation.datasets.ClientData:
@@ -138,6 +207,7 @@ def create_task(
     *,
     train_client_spec: tff.simulation.baselines.ClientSpec,
     model: str = 'cnn',
+    prototypes: Optional[tuple[str, ...]] = None,
     partition: str = 'dirichlet',
     alpha: float = 0.5,
     classes_per_client: int = 2,
@@ -159,6 +229,8 @@ def create_task(
     train_client_spec: a `tff.simulation.baselines.ClientSpec` (epochs, batch
       size, max elements, shuffle buffer) for client training data.
     model: architecture, one of `tasks.MODEL_NAMES`.
+    prototypes: architectures of the clients' models (FedDF, FedAUX), the
+      first equal to `model`; default `(model,)`.
     partition: one of `tasks.partition.METHODS`.
     alpha: Dirichlet concentration for `dirichlet` and `quantity`, > 0.
     classes_per_client: classes per client for `shards`.
@@ -181,6 +253,17 @@ def create_task(
   if model not in models.MODEL_NAMES:
     raise ValueError(
         f'Unknown model {model!r}; choose one of {models.MODEL_NAMES}.'
+    )
+  prototypes = (model,) if prototypes is None else tuple(prototypes)
+  for prototype in prototypes:
+    if prototype not in models.MODEL_NAMES:
+      raise ValueError(
+          f'Unknown prototype {prototype!r}; choose from {models.MODEL_NAMES}.'
+      )
+  if prototypes[0] != model or len(set(prototypes)) != len(prototypes):
+    raise ValueError(
+        f'prototypes must be distinct and start with the model {model!r}; '
+        f'got {prototypes}.'
     )
   for arg, value in (('validation_fraction', validation_fraction),
                      ('public_fraction', public_fraction)):
@@ -248,4 +331,6 @@ def create_task(
       client_indices=client_indices,
       validation=validation,
       public_x=arrays.x_train[public_idx],
+      prototypes=prototypes,
+      client_prototypes=_assign_prototypes(prototypes, num_clients, seed),
   )

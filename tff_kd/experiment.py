@@ -10,6 +10,14 @@ all under one root directory:
 
 Client sampling is a pure function of (seed, round), so a resumed run samples
 the same clients as an uninterrupted one.
+
+Processes over model prototypes (FedDF, FedAUX) take each client's data as an
+`OrderedDict(prototype -> dataset)`, recognized from the type of their `next`:
+the client's own prototype (the task's `client_prototypes`) gets its dataset,
+the others an empty one. Their state holds `state['prototypes'][name]`; with
+more than one prototype every prototype is evaluated, as
+`evaluation/test_<name>/accuracy` beside `evaluation/test/accuracy` (the
+first prototype's).
 """
 
 import collections
@@ -92,6 +100,47 @@ def client_sampler(
   return sample
 
 
+def prototype_names(
+    process: tff.learning.templates.LearningProcess,
+) -> Optional[list[str]]:
+  """The prototypes of a process over prototypes, else None."""
+  client_type = process.next.type_signature.parameter[1].member
+  if isinstance(client_type, tff.StructType):
+    return tff.structure.name_list(client_type)
+  return None
+
+
+def client_input_fn(
+    process: tff.learning.templates.LearningProcess,
+    task: tff.simulation.baselines.BaselineTask,
+) -> Callable[[str, tf.data.Dataset], Any]:
+  """Returns `(client id, dataset) -> what process.next takes per client`."""
+  names = prototype_names(process)
+  if names is None:
+    return lambda client_id, dataset: dataset
+  assignment = getattr(task, 'client_prototypes', None)
+  if assignment is None:
+    if len(names) > 1:
+      raise ValueError(
+          f'The process has prototypes {names} but the task assigns none to '
+          'its clients.'
+      )
+    assignment = collections.defaultdict(lambda: names[0])
+  elif set(assignment.values()) - set(names):
+    raise ValueError(
+        f'The task assigns prototypes {sorted(set(assignment.values()))} but '
+        f'the process has {names}.'
+    )
+
+  def client_input(client_id, dataset):
+    own = assignment[client_id]
+    return collections.OrderedDict(
+        (n, dataset if n == own else dataset.take(0)) for n in names
+    )
+
+  return client_input
+
+
 def run_experiment(
     process: tff.learning.templates.LearningProcess,
     task: tff.simulation.baselines.BaselineTask,
@@ -148,20 +197,31 @@ def run_experiment(
   sample = client_sampler(client_ids, clients_per_round, seed)
   train_data = task.datasets.train_data
   preprocess = task.datasets.train_preprocess_fn
+  client_input = client_input_fn(process, task)
 
   def training_selection_fn(round_num):
     return [
-        preprocess(train_data.create_tf_dataset_for_client(c))
+        client_input(c, preprocess(train_data.create_tf_dataset_for_client(c)))
         for c in sample(round_num)
     ]
 
   evaluate = evaluation.build_evaluator(task.model_fn)
+  names = prototype_names(process) or []
+  prototype_evaluators = {
+      n: evaluation.build_evaluator(task.model_fn_for(n))
+      for n in (names if len(names) > 1 else [])
+  }
   test_data = task.datasets.get_centralized_test_data()
 
   def evaluation_fn(state, dataset):
-    return collections.OrderedDict(
+    metrics = collections.OrderedDict(
         test=evaluate(process.get_model_weights(state), dataset)
     )
+    for n, evaluate_prototype in prototype_evaluators.items():
+      metrics[f'test_{n}'] = evaluate_prototype(
+          state['prototypes'][n], dataset
+      )
+    return metrics
 
   tf.io.gfile.makedirs(paths['results'])
   with tf.io.gfile.GFile(paths['hparams'], 'w') as f:

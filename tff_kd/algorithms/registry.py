@@ -4,16 +4,21 @@ Binaries read this registry: an algorithm added here gets its flags in
 `binaries/train.py` and joins `binaries/compare.py` without editing them.
 Each entry's `build(task, *, client_learning_rate, server_learning_rate,
 clients_per_round, **hparams)` returns a `tff.learning.templates.
-LearningProcess` for the task.
+LearningProcess` for the task. Algorithms may share a hyperparameter (the
+same `Hparam` object, one flag): FedDF and FedAUX share the distillation ones.
 """
 
 from collections.abc import Callable, Mapping
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
+import numpy as np
 import tensorflow_federated as tff
 
+import tasks
+
 from tff_kd.algorithms import fedavg
+from tff_kd.algorithms import feddf
 from tff_kd.algorithms import fedgen
 from tff_kd.algorithms import fedgkd
 from tff_kd.algorithms import fedntd
@@ -22,8 +27,12 @@ from tff_kd.algorithms import fedssd
 
 @dataclasses.dataclass(frozen=True)
 class Hparam:
+  """A hyperparameter: its default, help, and the check its flag gets."""
+
   default: Any
   help: str
+  check: Optional[Callable[[Any], bool]] = None
+  requirement: str = ''  # What `check` requires, for the error message.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +43,7 @@ class Algorithm:
   description: str
   build: Callable[..., tff.learning.templates.LearningProcess]
   hparams: Mapping[str, Hparam] = dataclasses.field(default_factory=dict)
+  prototypes: bool = False  # Supports heterogeneous model prototypes.
 
 
 def _optimizers(client_learning_rate, server_learning_rate):
@@ -117,6 +127,107 @@ def _build_fedgen(
   )
 
 
+def _prototype_model_fns(task):
+  """Prototype name -> model_fn (TFF baseline tasks: their one model)."""
+  if not hasattr(task, 'prototypes'):
+    return {'model': task.model_fn}
+  return {name: task.model_fn_for(name) for name in task.prototypes}
+
+
+def _check_server_learning_rate(name, server_learning_rate):
+  if server_learning_rate != 1.0:
+    raise ValueError(
+        f'{name} fuses the client models by averaging (no server optimizer);'
+        f' --server_learning_rate must be 1, got {server_learning_rate}.'
+    )
+
+
+def _distillation_kwargs(distill_steps, distill_batch_size,
+                         distill_learning_rate, distill_temperature,
+                         distill_eval_every, distill_patience):
+  return dict(
+      distill_steps=distill_steps, distill_batch_size=distill_batch_size,
+      distill_learning_rate=distill_learning_rate,
+      temperature=distill_temperature, eval_every=distill_eval_every,
+      patience=distill_patience,
+  )
+
+
+def _build_feddf(
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    distill_data, **distillation,
+):
+  del clients_per_round
+  _check_server_learning_rate('feddf', server_learning_rate)
+  return feddf.build_feddf(
+      _prototype_model_fns(task),
+      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      distillation_inputs=_distillation_inputs(task, distill_data),
+      validation=getattr(task, 'validation', None),
+      seed=getattr(task, 'seed', 0),
+      **_distillation_kwargs(**distillation),
+  )
+
+
+def _build_fedaux(
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    distill_data, aux_negative_fraction, **distillation,
+):
+  del clients_per_round
+  _check_server_learning_rate('fedaux', server_learning_rate)
+  inputs = _distillation_inputs(task, distill_data)
+  order = np.random.default_rng([getattr(task, 'seed', 0), 4]).permutation(
+      len(inputs))
+  num_negative = max(1, int(round(aux_negative_fraction * len(inputs))))
+  return feddf.build_fedaux(
+      _prototype_model_fns(task),
+      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      distillation_inputs=inputs[np.sort(order[num_negative:])],
+      negative_inputs=inputs[np.sort(order[:num_negative])],
+      validation=getattr(task, 'validation', None),
+      seed=getattr(task, 'seed', 0),
+      **_distillation_kwargs(**distillation),
+  )
+
+
+def _distillation_inputs(task, source):
+  if not hasattr(task, 'distillation_inputs'):
+    raise ValueError(
+        f'Task {type(task).__name__} (a TFF baseline task) has no server '
+        'data to distill on; use one of our tasks (see tasks.TASK_NAMES).'
+    )
+  return task.distillation_inputs(source)
+
+
+DISTILL_SOURCES = ('public', 'noise') + tuple(tasks.data.SPECS)
+_AT_LEAST_0 = dict(check=lambda v: v >= 0, requirement='>= 0')
+_AT_LEAST_1 = dict(check=lambda v: v >= 1, requirement='>= 1')
+_POSITIVE = dict(check=lambda v: v > 0, requirement='> 0')
+_DISTILLATION_HPARAMS = {
+    'distill_data': Hparam(
+        'public', 'FedDF/FedAUX: server distillation inputs: public (the'
+        ' task\'s unlabeled split), noise (data-free), or another task\'s'
+        ' name (out-of-domain, images resized).',
+        check=lambda v: v in DISTILL_SOURCES,
+        requirement=f'one of {DISTILL_SOURCES}'),
+    'distill_steps': Hparam(200, 'FedDF/FedAUX: most server distillation '
+                            'steps per round (0 = no distillation).',
+                            **_AT_LEAST_0),
+    'distill_batch_size': Hparam(32, 'FedDF/FedAUX: distillation batch.',
+                                 **_AT_LEAST_1),
+    'distill_learning_rate': Hparam(1e-3, 'FedDF/FedAUX: Adam learning rate '
+                                    '(cosine-decayed).', **_POSITIVE),
+    'distill_temperature': Hparam(1.0, 'FedDF/FedAUX: temperature tau.',
+                                  **_POSITIVE),
+    'distill_eval_every': Hparam(10, 'FedDF/FedAUX: steps between '
+                                 'validation evaluations (early stopping).',
+                                 **_AT_LEAST_1),
+    'distill_patience': Hparam(5, 'FedDF/FedAUX: evaluations without '
+                               'improvement before distillation stops.',
+                               **_AT_LEAST_1),
+}
+
+
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in [
@@ -175,6 +286,28 @@ ALGORITHMS: dict[str, Algorithm] = {
                                    ' 0.01).'),
                 'gen_steps': Hparam(50, 'FedGen: generator steps per round.'),
             },
+        ),
+        Algorithm(
+            'feddf',
+            'FedDF (Lin et al. 2020): per-prototype averaging, then server'
+            ' distillation from the average logits of all client models.',
+            _build_feddf,
+            _DISTILLATION_HPARAMS,
+            prototypes=True,
+        ),
+        Algorithm(
+            'fedaux',
+            'FedAUX (Sattler et al. 2021): FedDF with a teacher weighted by'
+            ' each client\'s certainty on each distillation input.',
+            _build_fedaux,
+            dict(
+                _DISTILLATION_HPARAMS,
+                aux_negative_fraction=Hparam(
+                    0.2, 'FedAUX: share of the distillation source held out'
+                    ' as the certainty regressions\' negative class.',
+                    check=lambda v: 0 < v < 1, requirement='in (0, 1)'),
+            ),
+            prototypes=True,
         ),
     ]
 }
