@@ -8,17 +8,24 @@ same for every algorithm. Each run is an experiment named {algorithm}_seed{s}
 under DIR (see binaries/train.py for the layout); --resume continues them.
 Writes DIR/summary.csv and DIR/summary.md and prints the table: final and
 best test accuracy (mean +- std over seeds), accuracy at --report_rounds, the
-mean first round reaching --target_accuracy, and the training seconds (sum of
-the rounds' training time, evaluation excluded).
+mean first round reaching --target_accuracy, MB uploaded and downloaded over
+all rounds (all clients; from the TFF types of what travels), and the training
+seconds (sum of the rounds' training time, evaluation excluded). Runs over
+several model prototypes (--prototypes) get a row per prototype,
+`algorithm[prototype]`. Plots: DIR/accuracy.png (test accuracy vs round, mean
+with a +-1 std band over seeds) and DIR/communication.png (final accuracy vs
+MB communicated). A progress bar counts rounds over all runs.
 """
 
 import csv
 import os
+import re
 
 from absl import app
 from absl import flags
 import numpy as np
 import tensorflow_federated as tff
+import tqdm
 
 from binaries import common
 from tff_kd import experiment
@@ -50,11 +57,29 @@ flags.register_validator(
 )
 
 
-def _accuracy_by_round(rows) -> dict[int, float]:
-  return {
-      int(r['round_num']): float(r[experiment.ACCURACY_KEY])
-      for r in rows if r.get(experiment.ACCURACY_KEY)
-  }
+def _curve(rows, key) -> dict[int, float]:
+  return {int(r['round_num']): float(r[key]) for r in rows if r.get(key)}
+
+
+def _run_summary(rows) -> dict:
+  """One run's accuracy curves (overall and per prototype), MB and seconds."""
+  prototypes = sorted({
+      m.group(1) for key in (rows[0] if rows else {})
+      if (m := re.fullmatch(r'evaluation/test_(.+)/accuracy', key))
+  })
+
+  def total(key):
+    return sum(float(r[key]) for r in rows if r.get(key))
+
+  return dict(
+      curves={None: _curve(rows, experiment.ACCURACY_KEY)} | {
+          p: _curve(rows, experiment.prototype_accuracy_key(p))
+          for p in prototypes
+      },
+      mb_up=total(experiment.BYTES_UPLOADED_KEY) / 1e6,
+      mb_down=total(experiment.BYTES_DOWNLOADED_KEY) / 1e6,
+      seconds=total(tff.simulation.TRAINING_TIME_KEY),
+  )
 
 
 def _mean_std(values) -> str:
@@ -62,47 +87,95 @@ def _mean_std(values) -> str:
   return f'{values.mean():.4f} +- {values.std():.4f}'
 
 
+def _plot(results, path_accuracy, path_communication, title):
+  """Test accuracy vs round (mean, band = +-1 std over seeds); final vs MB."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, runs in results.items():
+    rounds = sorted(set.intersection(*[set(r) for r in runs['curves']]))
+    values = np.array([[c[r] for r in rounds] for c in runs['curves']])
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    ax.plot(rounds, mean, label=label)
+    ax.fill_between(rounds, mean - std, mean + std, alpha=0.2)
+  ax.set(xlabel='round', ylabel='test accuracy', title=title)
+  ax.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path_accuracy, dpi=100)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, runs in results.items():
+    final = [c[max(c)] for c in runs['curves']]
+    mb = np.mean(runs['mb'])
+    ax.errorbar(mb, np.mean(final), yerr=np.std(final), fmt='o', label=label)
+  ax.set(xlabel='MB communicated (up + down, all rounds)',
+         ylabel='final test accuracy', title=title)
+  ax.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path_communication, dpi=100)
+  plt.close(fig)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   common.quiet_logging()
   root = common.ROOT_OUTPUT_DIR.value
-  results = {name: [] for name in ALGORITHMS.value}
+  runs = {name: [] for name in ALGORITHMS.value}
+  seeds = [int(s) for s in SEEDS.value]
   with runtime.LocalRuntime():
-    for seed in [int(s) for s in SEEDS.value]:
-      flags.FLAGS.seed = seed
-      task = common.create_task()
-      for name in ALGORITHMS.value:
-        algorithm = registry.get(name)
-        print(f'== {name}, seed {seed}')
-        rows = experiment.run_experiment(
-            common.build_process(task, algorithm),
-            task,
-            total_rounds=common.ROUNDS.value,
-            clients_per_round=common.CLIENTS_PER_ROUND.value,
-            root_output_dir=root,
-            experiment_name=f'{name}_seed{seed}',
-            seed=seed,
-            rounds_per_eval=common.ROUNDS_PER_EVAL.value,
-            rounds_per_checkpoint=common.ROUNDS_PER_CHECKPOINT.value,
-            resume=common.RESUME.value,
-            hparams=common.run_hparams(algorithm),
-        )
-        seconds = sum(
-            float(r[tff.simulation.TRAINING_TIME_KEY])
-            for r in rows if r.get(tff.simulation.TRAINING_TIME_KEY)
-        )
-        results[name].append((_accuracy_by_round(rows), seconds))
+    with tqdm.tqdm(total=len(seeds) * len(ALGORITHMS.value) * common.ROUNDS.value,
+                   unit='round', disable=None) as progress:
+      for seed in seeds:
+        flags.FLAGS.seed = seed
+        task = common.create_task()
+        for name in ALGORITHMS.value:
+          algorithm = registry.get(name)
+          progress.set_description(f'{name} seed {seed}')
+          rows = experiment.run_experiment(
+              common.build_process(task, algorithm),
+              task,
+              total_rounds=common.ROUNDS.value,
+              clients_per_round=common.CLIENTS_PER_ROUND.value,
+              root_output_dir=root,
+              experiment_name=f'{name}_seed{seed}',
+              seed=seed,
+              rounds_per_eval=common.ROUNDS_PER_EVAL.value,
+              rounds_per_checkpoint=common.ROUNDS_PER_CHECKPOINT.value,
+              resume=common.RESUME.value,
+              hparams=common.run_hparams(algorithm),
+              print_fn=lambda line: progress.update(1),
+          )
+          runs[name].append(_run_summary(rows))
+
+  # One table row per algorithm, and per prototype of multi-prototype runs.
+  results = {}
+  for name, seed_runs in runs.items():
+    for prototype in seed_runs[0]['curves']:
+      if prototype is not None and len(seed_runs[0]['curves']) == 2:
+        continue  # One prototype: its row is the algorithm's.
+      label = name if prototype is None else f'{name}[{prototype}]'
+      results[label] = dict(
+          curves=[r['curves'][prototype] for r in seed_runs],
+          mb_up=[r['mb_up'] for r in seed_runs],
+          mb_down=[r['mb_down'] for r in seed_runs],
+          mb=[r['mb_up'] + r['mb_down'] for r in seed_runs],
+          seconds=[r['seconds'] for r in seed_runs],
+      )
 
   report_rounds = [int(r) for r in REPORT_ROUNDS.value]
   target = TARGET_ACCURACY.value
   header = (['algorithm', 'seeds', 'final_accuracy_mean', 'final_accuracy_std',
-             'best_accuracy_mean']
+             'best_accuracy_mean', 'best_accuracy_std']
             + [f'accuracy_at_round_{r}_mean' for r in report_rounds]
-            + [f'rounds_to_{target}', 'training_seconds_mean'])
+            + [f'rounds_to_{target}', 'mb_uploaded_mean',
+               'mb_downloaded_mean', 'training_seconds_mean'])
   table, lines = [], []
-  for name, runs in results.items():
-    curves = [curve for curve, _ in runs]
+  for label, result in results.items():
+    curves = result['curves']
     final = [curve[max(curve)] for curve in curves]
     best = [max(curve.values()) for curve in curves]
     at = [[curve.get(r, np.nan) for curve in curves] for r in report_rounds]
@@ -111,21 +184,28 @@ def main(argv):
     hits = [r for r in reached if r is not None]
     to_target = (f'{np.mean(hits):.1f} ({len(hits)}/{len(curves)} seeds)'
                  if hits else f'not reached (0/{len(curves)})')
-    seconds = np.mean([t for _, t in runs])
-    table.append([name, len(runs), np.mean(final), np.std(final),
-                  np.mean(best)] + [np.mean(a) for a in at]
-                 + [to_target, seconds])
+    mb_up, mb_down = np.mean(result['mb_up']), np.mean(result['mb_down'])
+    seconds = np.mean(result['seconds'])
+    table.append([label, len(curves), np.mean(final), np.std(final),
+                  np.mean(best), np.std(best)] + [np.mean(a) for a in at]
+                 + [to_target, mb_up, mb_down, seconds])
     lines.append(
-        f'| {name} | {_mean_std(final)} | {np.mean(best):.4f} | '
+        f'| {label} | {_mean_std(final)} | {_mean_std(best)} | '
         + ''.join(f'{_mean_std(a)} | ' for a in at)
-        + f'{to_target} | {seconds:.0f} |'
+        + f'{to_target} | {mb_up:.1f} | {mb_down:.1f} | {seconds:.0f} |'
     )
   with open(os.path.join(root, 'summary.csv'), 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(table)
+  title = (f'{common.TASK.value}, {common.PARTITION.value}'
+           + (f' alpha={common.ALPHA.value}'
+              if common.PARTITION.value in ('dirichlet', 'quantity') else ''))
+  _plot(results, os.path.join(root, 'accuracy.png'),
+        os.path.join(root, 'communication.png'), title)
+  models = ','.join(common.PROTOTYPES.value) or common.MODEL.value
   summary = '\n'.join([
-      f'{common.TASK.value}, model={common.MODEL.value}, '
+      f'{common.TASK.value}, model={models}, '
       f'partition={common.PARTITION.value}, alpha={common.ALPHA.value}, '
       f'{common.NUM_CLIENTS.value} clients, '
       f'{common.CLIENTS_PER_ROUND.value} per round, '
@@ -134,8 +214,8 @@ def main(argv):
       '',
       '| algorithm | final test accuracy | best | '
       + ''.join(f'round {r} | ' for r in report_rounds)
-      + f'rounds to {target} | training s |',
-      '|---|---|---|' + '---|' * len(report_rounds) + '---|---|',
+      + f'rounds to {target} | MB up | MB down | training s |',
+      '|---|---|---|' + '---|' * len(report_rounds) + '---|---|---|---|',
   ] + lines) + '\n'
   with open(os.path.join(root, 'summary.md'), 'w') as f:
     f.write(summary)

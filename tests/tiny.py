@@ -56,3 +56,24 @@ def np_softmax(z):
 
 def sgd(optimizer_lr=0.1):
   return tff.learning.optimizers.build_sgdm(learning_rate=optimizer_lr)
+
+
+def mlp_model_fn():
+  """A second architecture (one hidden layer, a `head`), for prototypes."""
+  keras_model = tf.keras.Sequential([
+      tf.keras.layers.InputLayer((NUM_FEATURES,)),
+      tf.keras.layers.Dense(
+          5, activation='relu',
+          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=3),
+      ),
+      tf.keras.layers.Dense(
+          NUM_CLASSES, name='head',
+          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=4),
+      ),
+  ])
+  return tff.learning.models.from_keras_model(
+      keras_model,
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      input_spec=_SPEC,
+      metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+  )

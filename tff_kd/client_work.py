@@ -8,11 +8,13 @@ program can change the learning rate between rounds.
 Type signature of `next`:
 `(<S@SERVER, W@CLIENTS, {B*}@CLIENTS> -> <state=S@SERVER,
 result=ClientResult(update=T, update_weight=float32)@CLIENTS,
-measurements=<train=M, non_finite_clients=int32>@SERVER>)`,
+measurements=<train=M, non_finite_clients=int32,
+communication=<bytes_uploaded=int64, bytes_downloaded=int64>>@SERVER>)`,
 T the trainable part of the model weights, B a batch, and W what the
 distributor broadcasts: the model weights, or, when the `Distillation` asks
 for more, `OrderedDict(model=..., teacher=..., extra=...)` (see
-`broadcast_type`).
+`broadcast_type`). `communication` counts the bytes of W down and of the
+update and its weight up, summed over the round's clients.
 """
 
 import collections
@@ -23,6 +25,7 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_kd import communication
 from tff_kd import local_training
 
 
@@ -152,6 +155,10 @@ def build_client_work(
         metrics,
     )
 
+  bytes_fn = communication.build_bytes_counter(
+      down=input_type, up=client_update.type_signature.result[0]
+  )
+
   @tff.federated_computation(
       init_fn.type_signature.result,
       tff.FederatedType(input_type, tff.CLIENTS),
@@ -165,6 +172,7 @@ def build_client_work(
         collections.OrderedDict(
             train=metrics_aggregation_fn(metrics),
             non_finite_clients=tff.federated_sum(non_finite),
+            communication=bytes_fn(non_finite),
         )
     )
     return tff.templates.MeasuredProcessOutput(state, result, measurements)

@@ -34,6 +34,12 @@ import tensorflow_federated as tff
 from tff_kd import evaluation
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
+BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
+BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
+
+
+def prototype_accuracy_key(name: str) -> str:
+  return f'evaluation/test_{name}/accuracy'
 
 
 class ProgressReleaseManager(tff.program.ReleaseManager):
@@ -218,7 +224,7 @@ def run_experiment(
         test=evaluate(process.get_model_weights(state), dataset)
     )
     for n, evaluate_prototype in prototype_evaluators.items():
-      metrics[f'test_{n}'] = evaluate_prototype(
+      metrics[f'test_{n}'] = evaluate_prototype(  # prototype_accuracy_key
           state['prototypes'][n], dataset
       )
     return metrics

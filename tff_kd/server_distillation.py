@@ -112,6 +112,9 @@ def build_server_distillation(
     loss_last = tf.constant(float('nan'))
     steps_run = tf.constant(0)
     for step in tf.range(num_steps):
+      # One step at a time: the steps share the model's variables, and reads
+      # of a later step must not overtake the writes of an earlier one.
+      tf.autograph.experimental.set_loop_options(parallel_iterations=1)
       index = tf.random.stateless_uniform(
           [batch_size], tf.random.experimental.stateless_fold_in(seed, step),
           maxval=num_inputs, dtype=tf.int32,

@@ -36,7 +36,8 @@ dataset is non-empty (`tff_kd.experiment` builds it from the task's client ->
 prototype assignment); every client receives all prototypes' weights and
 trains only its own (empty datasets take no steps and get weight 0). The
 `communication` metrics count what a deployment would send: the client's own
-prototype's weights down, its delta, weight and fused values up.
+prototype's weights down, its delta, weight and fused values up
+(`client_work/communication`).
 
 The state is `OrderedDict(prototypes=OrderedDict(name -> ModelWeights),
 round=int32)`; `get_model_weights` returns the first prototype's weights.
@@ -316,7 +317,10 @@ def _build(
     )
 
     def scores(name):
-      """FedAUX's s(x) of the distillation inputs, global model features."""
+      """FedAUX's s(x) of the distillation inputs, global model features.
+
+      Called after training: it puts the global weights back in the model.
+      """
       model = models[name]
       local_training.assign(model.trainable_variables,
                             global_models[name].trainable)
@@ -346,18 +350,23 @@ def _build(
       up = tf.constant(0, tf.int64)
       down = tf.constant(0, tf.int64)
       for n in names:
-        own = datasets[n].take(1).reduce(False, lambda *_: True)
-        row_weights = tf.ones([num_inputs])
-        if certainty is not None:
-          if own:
-            row_weights = scores(n)
-          else:
-            row_weights = tf.zeros([num_inputs])
+        # Training makes the first pass over the dataset (the order FedAvg
+        # trains on: a dataset shuffled with reshuffle_each_iteration gives
+        # each pass its own order); everything else comes after it.
         delta, num_examples, is_finite, metrics[n] = updates[n](
             global_models[n], datasets[n], client_hparams
         )
+        # A client of prototype n trained on data (a non-finite one too).
+        own = tf.logical_or(num_examples > 0, tf.equal(is_finite, 0))
         with tf.control_dependencies(tf.nest.flatten(delta)):
           trained = models[n].predict_on_batch(distill_x, training=False)
+        row_weights = tf.ones([num_inputs])
+        if certainty is not None:
+          with tf.control_dependencies([trained]):
+            if own:
+              row_weights = scores(n)
+            else:
+              row_weights = tf.zeros([num_inputs])
         contributes = tf.logical_and(own, tf.cast(is_finite, tf.bool))
         logits += tf.where(contributes, trained, tf.zeros_like(trained))
         fusion_weights += tf.where(contributes, row_weights, 0.0)
@@ -459,15 +468,15 @@ def _build(
                 (n, probes[n]['metrics_aggregation_fn'](out.metrics[n]))
                 for n in names)),
             non_finite_clients=tff.federated_sum(out.non_finite),
+            communication=tff.federated_zip(collections.OrderedDict(
+                bytes_uploaded=tff.federated_sum(out.bytes_uploaded),
+                bytes_downloaded=tff.federated_sum(out.bytes_downloaded),
+            )),
         )),
         aggregator=tff.federated_zip(collections.OrderedDict(
             (n, means[n].measurements) for n in names)),
         fusion=fused.measurements,
         distillation=distill_metrics,
-        communication=tff.federated_zip(collections.OrderedDict(
-            bytes_uploaded=tff.federated_sum(out.bytes_uploaded),
-            bytes_downloaded=tff.federated_sum(out.bytes_downloaded),
-        )),
     ))
     return tff.learning.templates.LearningProcessOutput(new_state, measurements)
 

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_kd import communication
 from tff_kd import generator as generator_lib
 from tff_kd import local_training
 from tff_kd import model_parts
@@ -201,6 +202,10 @@ def build_fedgen(
   stack_process = stack.StackFactory(clients_per_round).create(
       client_result_type[4]
   )
+  bytes_fn = communication.build_bytes_counter(
+      down=broadcast_type,
+      up=tff.StructType([client_result_type[i] for i in (0, 1, 4)]),
+  )
 
   @tff.tensorflow.computation(
       state_type, mean_process.next.type_signature.result.result.member,
@@ -268,6 +273,7 @@ def build_fedgen(
         client_work=collections.OrderedDict(
             train=metrics_aggregation_fn(metrics),
             non_finite_clients=tff.federated_sum(non_finite),
+            communication=bytes_fn(non_finite),
         ),
         aggregator=mean_delta.measurements,
         generator=generator_metrics,

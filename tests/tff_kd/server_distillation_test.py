@@ -1,0 +1,117 @@
+"""Server distillation: one Adam step by hand, the KL falls, early stopping."""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+import tiny
+from tff_kd import server_distillation
+
+
+def _run(weights, inputs, teacher, validation=None, max_steps=1000, **kwargs):
+  """Runs the distillation in a TFF computation, as the algorithms do."""
+  weights_type = tff.types.tensorflow_to_type(
+      tf.nest.map_structure(lambda a: tf.TensorSpec(a.shape, a.dtype), weights))
+
+  @tff.tensorflow.computation(weights_type)
+  def distill(start):
+    model = tiny.model_fn()
+    fn = server_distillation.build_server_distillation(model, **kwargs)
+    return fn(start, inputs, teacher, validation, tf.constant([0, 7]),
+              tf.constant(max_steps))
+
+  return distill(weights)
+
+
+def _initial_weights():
+  with tf.Graph().as_default():
+    weights_type = tff.learning.models.weights_type_from_model(tiny.model_fn())
+  rng = np.random.default_rng(0)
+  return tff.learning.models.ModelWeights(
+      trainable=[rng.normal(size=t.shape).astype(np.float32)
+                 for t in weights_type.trainable],
+      non_trainable=[],
+  )
+
+
+class ServerDistillationTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(1)
+    self.inputs = rng.normal(size=(8, tiny.NUM_FEATURES)).astype(np.float32)
+    self.teacher = 3 * rng.normal(size=(8, tiny.NUM_CLASSES)).astype(np.float32)
+    self.weights = _initial_weights()
+
+  def _kl(self, weights):
+    kernel, bias = weights.trainable
+    q_t = tiny.np_softmax(self.teacher)
+    q_s = tiny.np_softmax(self.inputs @ kernel + bias)
+    return np.mean(np.sum(q_t * (np.log(q_t) - np.log(q_s)), axis=1))
+
+  def test_one_adam_step_matches_a_hand_computation(self):
+    x, t = self.inputs[:1], self.teacher[:1]
+    kernel, bias = self.weights.trainable
+    # KL(q_T || q_S) of a softmax regression: d/dz = q_S - q_T (tau = 1).
+    dz = tiny.np_softmax(x @ kernel + bias) - tiny.np_softmax(t)
+    grad_kernel, grad_bias = x.T @ dz, dz[0]
+    # Adam's first step moves each weight by lr * g / (|g| + eps').
+    lr = 0.01
+    result, metrics = _run(self.weights, x, t, steps=1, batch_size=4,
+                           learning_rate=lr)
+    self.assertEqual(metrics['steps'], 1)
+    self.assertAllClose(result.trainable[0],
+                        kernel - lr * np.sign(grad_kernel), atol=1e-5)
+    self.assertAllClose(result.trainable[1],
+                        bias - lr * np.sign(grad_bias), atol=1e-5)
+    self.assertAllClose(metrics['loss_first'],
+                        np.sum(tiny.np_softmax(t) * (
+                            np.log(tiny.np_softmax(t))
+                            - np.log(tiny.np_softmax(x @ kernel + bias)))),
+                        rtol=1e-5)
+
+  def test_distillation_lowers_the_kl_to_the_teacher(self):
+    before = self._kl(self.weights)
+    result, metrics = _run(self.weights, self.inputs, self.teacher, steps=300,
+                           batch_size=4, learning_rate=0.05)
+    self.assertEqual(metrics['steps'], 300)
+    self.assertLess(self._kl(result), 0.3 * before)
+    self.assertLess(metrics['loss_last'], metrics['loss_first'])
+
+  def test_zero_max_steps_returns_the_start(self):
+    result, metrics = _run(self.weights, self.inputs, self.teacher,
+                           max_steps=0, steps=50, batch_size=4)
+    self.assertEqual(metrics['steps'], 0)
+    for a, b in zip(result.trainable, self.weights.trainable):
+      self.assertAllEqual(a, b)
+
+  def test_early_stopping_keeps_the_best_weights(self):
+    # Validation labels are the start model's own predictions (accuracy 1),
+    # so distilling toward another teacher can only lose: training stops
+    # after `patience` evaluations and the start weights are kept.
+    kernel, bias = self.weights.trainable
+    labels = np.argmax(self.inputs @ kernel + bias, axis=1).astype(np.int32)
+    teacher = -10.0 * np.eye(tiny.NUM_CLASSES, dtype=np.float32)[labels]
+    result, metrics = _run(self.weights, self.inputs, teacher,
+                           validation=(self.inputs, labels), steps=500,
+                           batch_size=4, learning_rate=0.05, eval_every=5,
+                           patience=3)
+    self.assertEqual(metrics['steps'], 15)
+    self.assertEqual(metrics['validation_before'], 1.0)
+    self.assertEqual(metrics['validation_best'], 1.0)
+    for a, b in zip(result.trainable, self.weights.trainable):
+      self.assertAllEqual(a, b)
+
+  def test_rejects_bad_arguments(self):
+    with tf.Graph().as_default():
+      model = tiny.model_fn()
+      with self.assertRaisesRegex(ValueError, 'batch_size must be >= 1; got 0'):
+        server_distillation.build_server_distillation(model, steps=1,
+                                                      batch_size=0)
+      with self.assertRaisesRegex(ValueError, 'temperature must be > 0'):
+        server_distillation.build_server_distillation(
+            model, steps=1, batch_size=1, temperature=0.0)
+
+
+if __name__ == '__main__':
+  tf.test.main()
