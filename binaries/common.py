@@ -14,6 +14,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top
 import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
 import tasks  # pylint: disable=g-import-not-at-top
+from tff_kd import runtime  # pylint: disable=g-import-not-at-top
 from tff_kd.algorithms import registry  # pylint: disable=g-import-not-at-top
 
 # Task and data.
@@ -47,10 +48,20 @@ CLASSES_PER_CLIENT = flags.DEFINE_integer(
     'classes_per_client', 2, 'partition=shards: classes per client.'
 )
 NUM_CLIENTS = flags.DEFINE_integer('num_clients', 20, 'Number of clients K.')
+SPLIT_FILE = flags.DEFINE_string(
+    'split_file', None, 'An .npz client split from another library (replaces '
+    '--partition): num_clients, train_{c} index arrays into the task\'s '
+    'canonical example order, optional test_{c} (their union is the test '
+    'set). See tasks/data.py for each task\'s canonical order.'
+)
 
 # Training.
 CLIENTS_PER_ROUND = flags.DEFINE_integer(
     'clients_per_round', 10, 'Clients sampled per round (C * K).'
+)
+CLIENT_DROPOUT = flags.DEFINE_float(
+    'client_dropout', 0.0, 'Probability that a sampled client drops out of a '
+    'round (sends nothing); seeded by (seed, round).'
 )
 LOCAL_EPOCHS = flags.DEFINE_integer('local_epochs', 5, 'Local epochs E.')
 BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Client batch size B.')
@@ -68,6 +79,17 @@ ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
     'rounds_per_checkpoint', 1, 'Checkpoint every this many rounds.'
 )
 SEED = flags.DEFINE_integer('seed', 0, 'Seed of data split, init, sampling.')
+
+# Runtime.
+WORKERS = flags.DEFINE_list(
+    'workers', [], 'Run on TFF worker binaries already serving at these '
+    'host:port addresses (started with `worker_binary --port=PORT`, shipped '
+    'in the tensorflow-federated wheel); clients are spread over them. '
+    'Default: start --local_workers workers on this machine.'
+)
+LOCAL_WORKERS = flags.DEFINE_integer(
+    'local_workers', 1, 'Without --workers: TFF workers to start locally.'
+)
 
 # Output.
 ROOT_OUTPUT_DIR = flags.DEFINE_string(
@@ -96,7 +118,7 @@ for _algorithm in registry.ALGORITHMS.values():
       )
 
 _POSITIVE = [
-    'num_clients', 'clients_per_round', 'local_epochs', 'batch_size', 'rounds',
+    'local_workers', 'num_clients', 'clients_per_round', 'local_epochs', 'batch_size', 'rounds',
     'rounds_per_eval', 'rounds_per_checkpoint', 'classes_per_client',
 ]
 for _name in _POSITIVE:
@@ -110,9 +132,21 @@ for _name in ['alpha', 'client_learning_rate', 'server_learning_rate']:
 
 
 flags.register_validator(
+    'workers',
+    lambda v: all(a.rpartition(':')[0] and a.rpartition(':')[2].isdigit()
+                  for a in v),
+    '--workers must be host:port addresses, comma-separated.',
+)
+flags.register_validator(
     'prototypes',
     lambda v: set(v) <= set(tasks.MODEL_NAMES) and len(set(v)) == len(v),
     f'--prototypes must be distinct names from {tasks.MODEL_NAMES}.',
+)
+
+
+flags.register_validator(
+    'client_dropout', lambda v: v is not None and 0 <= v < 1,
+    '--client_dropout must be in [0, 1).',
 )
 
 
@@ -122,6 +156,13 @@ flags.register_validator(
 )
 def _check_clients_per_round(values):
   return values['clients_per_round'] <= values['num_clients']
+
+
+def tff_runtime():
+  """The TFF runtime of the flags, a context manager."""
+  if WORKERS.value:
+    return runtime.RemoteRuntime(WORKERS.value)
+  return runtime.LocalRuntime(num_workers=LOCAL_WORKERS.value)
 
 
 def quiet_logging() -> None:
@@ -147,6 +188,7 @@ def create_task() -> tff.simulation.baselines.BaselineTask:
         num_clients=NUM_CLIENTS.value,
         seed=SEED.value,
         data_dir=DATA_DIR.value,
+        split_file=SPLIT_FILE.value,
         use_synthetic_data=USE_SYNTHETIC_DATA.value,
     )
   except (ValueError, FileNotFoundError) as e:
@@ -179,7 +221,8 @@ def run_hparams(algorithm: registry.Algorithm) -> dict:
   """Everything that defines a run, for hparams.json."""
   names = [
       'task', 'model', 'prototypes', 'data_dir', 'use_synthetic_data', 'partition', 'alpha',
-      'classes_per_client', 'num_clients', 'clients_per_round', 'local_epochs',
+      'classes_per_client', 'num_clients', 'split_file', 'clients_per_round',
+      'client_dropout', 'local_epochs',
       'batch_size', 'client_learning_rate', 'server_learning_rate', 'rounds',
       'rounds_per_eval', 'rounds_per_checkpoint', 'seed',
   ]

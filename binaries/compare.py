@@ -29,7 +29,6 @@ import tqdm
 
 from binaries import common
 from tff_kd import experiment
-from tff_kd import runtime
 from tff_kd.algorithms import registry
 
 ALGORITHMS = flags.DEFINE_list(
@@ -126,7 +125,7 @@ def main(argv):
   root = common.ROOT_OUTPUT_DIR.value
   runs = {name: [] for name in ALGORITHMS.value}
   seeds = [int(s) for s in SEEDS.value]
-  with runtime.LocalRuntime():
+  with common.tff_runtime():
     with tqdm.tqdm(total=len(seeds) * len(ALGORITHMS.value) * common.ROUNDS.value,
                    unit='round', disable=None) as progress:
       for seed in seeds:
@@ -147,6 +146,7 @@ def main(argv):
               rounds_per_checkpoint=common.ROUNDS_PER_CHECKPOINT.value,
               resume=common.RESUME.value,
               hparams=common.run_hparams(algorithm),
+              client_dropout=common.CLIENT_DROPOUT.value,
               print_fn=lambda line: progress.update(1),
           )
           runs[name].append(_run_summary(rows))

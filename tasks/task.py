@@ -155,6 +155,32 @@ class Task(tff.simulation.baselines.BaselineTask):
     return tf.image.resize(x, self.input_shape[:2], method='area').numpy()
 
 
+def _from_split_file(name, split_file, num_clients, data_dir):
+  """(arrays, client indices into arrays.x_train, unused training indices)."""
+  canonical = data.load_canonical(name, data_dir=data_dir)
+  train_parts, test = data.load_split_file(split_file, len(canonical.y))
+  if len(train_parts) != num_clients:
+    raise ValueError(
+        f'split_file={split_file!r} has {len(train_parts)} clients but '
+        f'num_clients={num_clients}; make them equal.'
+    )
+  if test is None:
+    test = canonical.test_indices
+    overlap = np.intersect1d(np.concatenate(train_parts), test)
+    if overlap.size:
+      raise ValueError(
+          f'split_file={split_file!r} trains on {overlap.size} examples of '
+          f'{name}\'s default test set (e.g. index {overlap[0]}); give test_{{c}}'
+          ' arrays, whose union then is the test set.'
+      )
+  pool = np.setdiff1d(np.arange(len(canonical.y)), test)
+  arrays = data.Arrays(canonical.x[pool], canonical.y[pool],
+                       canonical.x[test], canonical.y[test])
+  client_indices = [np.searchsorted(pool, part) for part in train_parts]
+  unused = np.setdiff1d(np.arange(len(pool)), np.concatenate(client_indices))
+  return arrays, client_indices, unused
+
+
 def _assign_prototypes(
     prototypes: tuple[str, ...], num_clients: int, seed: int
 ) -> dict[str, str]:
@@ -216,6 +242,7 @@ def create_task(
     validation_fraction: float = 0.1,
     public_fraction: float = 0.1,
     data_dir: Optional[str] = None,
+    split_file: Optional[str] = None,
     eval_batch_size: int = 256,
     use_synthetic_data: bool = True,
 ) -> tff.simulation.baselines.BaselineTask:
@@ -239,6 +266,11 @@ def create_task(
     validation_fraction: share of training examples held out, labelled.
     public_fraction: share of training examples held out, unlabeled.
     data_dir: tensorflow-datasets directory (tasks mnist, emnist, cifar*).
+    split_file: an `.npz` naming each client's examples by canonical index
+      (`tasks.data.load_split_file`), to reproduce another library's split;
+      it replaces `partition` (`num_clients` must match it). The validation
+      and public splits are then drawn from the training examples no client
+      holds (fractions of those).
     eval_batch_size: batch size of the centralized test/validation data.
     use_synthetic_data: TFF baseline tasks only.
 
@@ -279,24 +311,29 @@ def create_task(
   if partition in ('dirichlet', 'quantity') and not alpha > 0:
     raise ValueError(f'alpha must be > 0; got {alpha}.')
   input_shape, num_classes = data.SPECS[name]
-  arrays = data.load_arrays(name, data_dir=data_dir)
-
   rng = np.random.default_rng([seed, 1])
-  order = rng.permutation(len(arrays.y_train))
-  num_validation = int(round(validation_fraction * len(order)))
-  num_public = int(round(public_fraction * len(order)))
-  validation_idx = np.sort(order[:num_validation])
-  public_idx = np.sort(order[num_validation:num_validation + num_public])
-  client_pool = np.sort(order[num_validation + num_public:])
-  parts = partition_lib.partition(
-      arrays.y_train[client_pool],
-      num_clients=num_clients,
-      method=partition,
-      seed=seed,
-      alpha=alpha,
-      classes_per_client=classes_per_client,
-  )
-  client_indices = [client_pool[p] for p in parts]
+  if split_file is None:
+    arrays = data.load_arrays(name, data_dir=data_dir)
+    server_pool = rng.permutation(len(arrays.y_train))
+  else:
+    arrays, client_indices, server_pool = _from_split_file(
+        name, split_file, num_clients, data_dir)
+    server_pool = rng.permutation(server_pool)
+  num_validation = int(round(validation_fraction * len(server_pool)))
+  num_public = int(round(public_fraction * len(server_pool)))
+  validation_idx = np.sort(server_pool[:num_validation])
+  public_idx = np.sort(server_pool[num_validation:num_validation + num_public])
+  if split_file is None:
+    client_pool = np.sort(server_pool[num_validation + num_public:])
+    parts = partition_lib.partition(
+        arrays.y_train[client_pool],
+        num_clients=num_clients,
+        method=partition,
+        seed=seed,
+        alpha=alpha,
+        classes_per_client=classes_per_client,
+    )
+    client_indices = [client_pool[p] for p in parts]
   validation = (arrays.x_train[validation_idx], arrays.y_train[validation_idx])
 
   spec = train_client_spec

@@ -42,12 +42,63 @@ def prototype_accuracy_key(name: str) -> str:
   return f'evaluation/test_{name}/accuracy'
 
 
+class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
+  """`FileProgramStateManager` with atomic saves and a clear load error.
+
+  A version is written under a temporary name and renamed when complete, so a
+  run killed mid-save leaves the previous checkpoint as the latest. A version
+  that cannot be read (truncated or corrupted on disk) raises an error naming
+  its directory; removing that directory resumes from the one before.
+  """
+
+  _TMP = '.partial_'
+
+  def __init__(self, root_dir: str, **kwargs):
+    super().__init__(root_dir=root_dir, **kwargs)
+    self._saving = None
+
+  def _get_path_for_version(self, version: int) -> str:
+    path = super()._get_path_for_version(version)
+    if version == self._saving:
+      head, tail = os.path.split(path)
+      return os.path.join(head, self._TMP + tail)
+    return path
+
+  async def save(self, program_state, version: int) -> None:
+    final = super()._get_path_for_version(version)
+    self._saving = version
+    try:
+      partial = self._get_path_for_version(version)
+      if tf.io.gfile.exists(partial):  # Left by a run killed mid-save.
+        tf.io.gfile.rmtree(partial)
+      await super().save(program_state, version)
+    finally:
+      self._saving = None
+    tf.io.gfile.rename(partial, final)
+    await self._remove_old_program_state()  # Now that `final` counts.
+
+  async def load(self, version: int, structure):
+    try:
+      return await super().load(version, structure)
+    except tff.program.ProgramStateNotFoundError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      path = self._get_path_for_version(version)
+      raise RuntimeError(
+          f'Checkpoint {path} cannot be read ({type(e).__name__}: {e}). '
+          'It is truncated or corrupt: remove that directory to resume from '
+          'the checkpoint before it.'
+      ) from e
+
+
 class ProgressReleaseManager(tff.program.ReleaseManager):
   """Prints one line per round: round, test accuracy (when evaluated), seconds."""
 
-  def __init__(self, total_rounds: int, print_fn: Callable[[str], None]):
+  def __init__(self, total_rounds: int, print_fn: Callable[[str], None],
+               dropped: Mapping[int, tuple[int, int]]):
     self._total_rounds = total_rounds
     self._print = print_fn
+    self._dropped = dropped  # round -> (dropped clients, sampled clients)
 
   async def release(self, value, key):
     metrics = flatten(value)
@@ -56,6 +107,11 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
       line += f'  test accuracy {metrics[ACCURACY_KEY]:.4f}'
     if tff.simulation.TRAINING_TIME_KEY in metrics:
       line += f'  {metrics[tff.simulation.TRAINING_TIME_KEY]:.2f} s'
+    dropped, sampled = self._dropped.get(key, (0, 0))
+    if dropped:
+      line += f'  {dropped}/{sampled} clients dropped out'
+      if dropped == sampled:
+        line += ': no update, the model is unchanged'
     self._print(line)
 
 
@@ -161,6 +217,7 @@ def run_experiment(
     resume: bool = False,
     hparams: Optional[Mapping[str, Any]] = None,
     print_fn: Callable[[str], None] = print,
+    client_dropout: float = 0.0,
 ) -> list[dict[str, str]]:
   """Trains `process` on `task` and returns the last round's metrics.
 
@@ -180,6 +237,9 @@ def run_experiment(
       an existing checkpoint directory is an error (nothing is overwritten).
     hparams: written to `hparams.json`.
     print_fn: receives the progress line of each round.
+    client_dropout: probability that a sampled client drops out of a round
+      (seeded by (seed, round)): it trains on nothing and sends nothing that
+      counts (weight 0). A round where all drop leaves the model unchanged.
 
   Returns:
     The rows of the metrics CSV (`read_metrics`), round 0 first.
@@ -193,6 +253,8 @@ def run_experiment(
       raise ValueError(f'{name} must be >= 1; got {value}.')
   if not experiment_name:
     raise ValueError('experiment_name must not be empty.')
+  if not 0 <= client_dropout < 1:
+    raise ValueError(f'client_dropout must be in [0, 1); got {client_dropout}.')
   paths = output_paths(root_output_dir, experiment_name)
   if not resume and tf.io.gfile.exists(paths['checkpoints']):
     raise FileExistsError(
@@ -205,11 +267,18 @@ def run_experiment(
   preprocess = task.datasets.train_preprocess_fn
   client_input = client_input_fn(process, task)
 
+  dropped = {}
+
   def training_selection_fn(round_num):
-    return [
-        client_input(c, preprocess(train_data.create_tf_dataset_for_client(c)))
-        for c in sample(round_num)
-    ]
+    clients = sample(round_num)
+    drops = np.random.default_rng([seed, round_num, 7]).random(len(clients))
+    drops = drops < client_dropout
+    dropped[round_num] = (int(drops.sum()), len(clients))
+    datasets = []
+    for c, drop in zip(clients, drops):
+      dataset = preprocess(train_data.create_tf_dataset_for_client(c))
+      datasets.append(client_input(c, dataset.take(0) if drop else dataset))
+    return datasets
 
   evaluate = evaluation.build_evaluator(task.model_fn)
   names = prototype_names(process) or []
@@ -238,7 +307,7 @@ def run_experiment(
           file_path=paths['metrics_csv'], key_fieldname='round_num'
       ),
       tff.program.TensorBoardReleaseManager(summary_dir=paths['logdir']),
-      ProgressReleaseManager(total_rounds, print_fn),
+      ProgressReleaseManager(total_rounds, print_fn, dropped),
   ]
   tff.simulation.run_training_process(
       training_process=process,
@@ -247,7 +316,7 @@ def run_experiment(
       evaluation_fn=evaluation_fn,
       evaluation_selection_fn=lambda round_num: test_data,
       rounds_per_evaluation=rounds_per_eval,
-      program_state_manager=tff.program.FileProgramStateManager(
+      program_state_manager=AtomicFileProgramStateManager(
           root_dir=paths['checkpoints'], keep_total=2, keep_first=False
       ),
       rounds_per_saving_program_state=rounds_per_checkpoint,

@@ -12,16 +12,26 @@ Importing this module replaces TFF's leaking default context by "no
 context", so a computation run outside a `LocalRuntime` (or a context set
 here) fails at once instead of silently starting an unowned worker.
 
+A worker must not outlive its program even when the program is killed
+(SIGKILL runs no Python): on Linux each worker is started with
+PR_SET_PDEATHSIG, so the kernel kills it when its parent dies. SIGTERM is
+turned into a normal exit, so the `atexit` hooks stop the workers.
+
 The context itself is TFF's: a `SyncExecutionContext` over a
 `tff.framework.RemoteExecutor` that talks to the worker over gRPC.
 """
 
 import atexit
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from typing import Optional
 
 import grpc
@@ -39,6 +49,22 @@ _GRPC_OPTIONS = [
 _STARTUP_TIMEOUT_SECONDS = 120.0
 
 set_default_context.set_no_default_context()
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = (ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+         if sys.platform.startswith('linux') else None)
+
+
+def _die_with_parent() -> None:
+  """Runs in the forked child before exec: SIGKILL it when the parent dies."""
+  _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _exit_on_sigterm() -> None:
+  """SIGTERM exits like sys.exit, so the atexit hooks stop the workers."""
+  if (threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def worker_binary_path() -> str:
@@ -69,8 +95,10 @@ class LocalWorker:
         stdin=subprocess.DEVNULL,
         stdout=self._log,
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent if _LIBC is not None else None,
     )
     atexit.register(self.close)
+    _exit_on_sigterm()
 
   @property
   def address(self) -> str:
@@ -130,37 +158,84 @@ def _context_kwargs():
   )
 
 
-def set_remote_context(address: str) -> None:
-  """Makes the TFF worker at `address` run every computation from now on."""
-  context = tff.framework.SyncExecutionContext(
-      executor_fn=_executor_factory(address), **_context_kwargs()
-  )
-  tff.framework.set_default_context(context)
+def set_remote_context(addresses: Sequence[str]) -> None:
+  """Makes the TFF workers at `addresses` run every computation from now on.
+
+  One address: TFF's `SyncExecutionContext` over a `RemoteExecutor`. Several:
+  one `AsyncExecutionContext` per worker, joined by TFF's mergeable-computation
+  context (`tff.backends.native.set_mergeable_comp_execution_context`), which
+  splits each round's clients across the workers and merges their partial
+  aggregates.
+  """
+  if isinstance(addresses, str):
+    addresses = [addresses]
+  if not addresses:
+    raise ValueError('set_remote_context needs at least one worker address.')
+  if len(addresses) == 1:
+    context = tff.framework.SyncExecutionContext(
+        executor_fn=_executor_factory(addresses[0]), **_context_kwargs()
+    )
+    tff.framework.set_default_context(context)
+    return
+  contexts = [
+      tff.framework.AsyncExecutionContext(
+          executor_fn=_executor_factory(address), **_context_kwargs()
+      )
+      for address in addresses
+  ]
+  tff.backends.native.set_mergeable_comp_execution_context(contexts)
+
+
+class RemoteRuntime:
+  """Runs every computation on the TFF workers at `addresses` (not owned).
+
+  Start a worker on each machine with the binary shipped in the
+  tensorflow-federated wheel (`worker_binary_path()`): `worker_binary
+  --port=PORT`. On exit the context that was the default before is restored.
+  """
+
+  def __init__(self, addresses: Sequence[str]):
+    self._previous_context = tff.framework.get_context_stack().current
+    set_remote_context(addresses)
+
+  def close(self) -> None:
+    tff.framework.set_default_context(self._previous_context)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *unused_exc_info) -> None:
+    self.close()
 
 
 class LocalRuntime:
-  """Starts a local worker and installs it as TFF's default context.
+  """Starts `num_workers` local workers and makes them TFF's default context.
 
   ```
   with runtime.LocalRuntime():
     state = process.initialize()
   ```
-  On exit (or at interpreter exit) the worker is stopped and the context that
-  was the default before is the default again, so runtimes nest.
+  On exit (or at interpreter exit) the workers are stopped and the context
+  that was the default before is the default again, so runtimes nest.
   """
 
-  def __init__(self):
+  def __init__(self, num_workers: int = 1):
+    if num_workers < 1:
+      raise ValueError(f'num_workers must be >= 1; got {num_workers}.')
     self._previous_context = tff.framework.get_context_stack().current
-    self.worker = LocalWorker()
+    self.workers = []
     try:
-      set_remote_context(self.worker.address)
+      for _ in range(num_workers):
+        self.workers.append(LocalWorker())
+      set_remote_context([w.address for w in self.workers])
     except Exception:
       self.close()
       raise
 
   def close(self) -> None:
     tff.framework.set_default_context(self._previous_context)
-    self.worker.close()
+    for worker in self.workers:
+      worker.close()
 
   def __enter__(self) -> 'LocalRuntime':
     return self

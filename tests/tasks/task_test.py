@@ -1,5 +1,7 @@
 """Tasks: splits, element spec, preprocessing, models, TFF baseline tasks."""
 
+import os
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -74,11 +76,113 @@ class TaskTest(tf.test.TestCase, parameterized.TestCase):
       ('alpha', dict(alpha=-1.0), 'alpha must be > 0; got -1.0'),
       ('fraction', dict(public_fraction=1.5), 'public_fraction must be in'),
       ('data_dir', dict(name='cifar10'), 'data_dir'),
+      ('prototype', dict(prototypes=('cnn', 'vgg')),
+       "Unknown prototype 'vgg'"),
+      ('first_prototype', dict(model='cnn', prototypes=('mlp', 'cnn')),
+       "start with the model 'cnn'"),
   )
   def test_errors_name_the_argument(self, kwargs, pattern):
     kwargs = dict(dict(name='digits', train_client_spec=_SPEC), **kwargs)
     with self.assertRaisesRegex(ValueError, pattern):
       tasks.create_task(**kwargs)
+
+  def test_prototypes_are_assigned_in_turn_in_a_seeded_order(self):
+    task = tasks.create_task('digits', train_client_spec=_SPEC, model='cnn',
+                             prototypes=('cnn', 'mlp', 'resnet8'),
+                             num_clients=8, seed=4)
+    assigned = [task.client_prototypes[str(k)] for k in range(8)]
+    self.assertCountEqual(assigned, ['cnn'] * 3 + ['mlp'] * 3 + ['resnet8'] * 2)
+    order = np.random.default_rng([4, 2]).permutation(8)
+    self.assertEqual(task.client_prototypes[str(order[0])], 'cnn')
+    self.assertEqual(task.client_prototypes[str(order[1])], 'mlp')
+    again = tasks.create_task('digits', train_client_spec=_SPEC, model='cnn',
+                              prototypes=('cnn', 'mlp', 'resnet8'),
+                              num_clients=8, seed=4)
+    self.assertEqual(again.client_prototypes, task.client_prototypes)
+    single = tasks.create_task('digits', train_client_spec=_SPEC, model='mlp')
+    self.assertEqual(set(single.client_prototypes.values()), {'mlp'})
+
+  def test_distillation_inputs(self):
+    task = tasks.create_task('digits', train_client_spec=_SPEC, seed=0)
+    self.assertIs(task.distillation_inputs('public'), task.public_x)
+    noise = task.distillation_inputs('noise')
+    self.assertEqual(noise.shape, task.public_x.shape)
+    self.assertAllClose(noise.reshape(len(noise), -1).min(axis=1),
+                        np.zeros(len(noise)))
+    self.assertAllClose(noise.reshape(len(noise), -1).max(axis=1),
+                        np.ones(len(noise)))
+    self.assertAllEqual(noise, task.distillation_inputs('noise'))
+    # Out-of-domain: the 4,000 MNIST training images, area-resized to 8x8.
+    mnist = task.distillation_inputs('mnist5k')
+    self.assertEqual(mnist.shape, (4000, 8, 8, 1))
+    full = tasks.data.load_arrays('mnist5k').x_train
+    # Area resizing keeps each image's mean brightness.
+    self.assertAllClose(mnist[:50].mean(axis=(1, 2, 3)),
+                        full[:50].mean(axis=(1, 2, 3)), atol=1e-5)
+    for source, pattern in [('digits', "use 'public'"),
+                            ('mnist1d', 'cannot be resized'),
+                            ('imagenet', 'Unknown distillation source')]:
+      with self.assertRaisesRegex(ValueError, pattern):
+        task.distillation_inputs(source)
+
+  def test_split_file_reproduces_another_librarys_split(self):
+    canonical = tasks.data.load_canonical('digits')
+    train_pool = np.setdiff1d(np.arange(len(canonical.y)),
+                              canonical.test_indices)
+    parts = [train_pool[:30], train_pool[100:140], train_pool[500:505]]
+    path = os.path.join(self.get_temp_dir(), 'split.npz')
+    np.savez(path, num_clients=3, **{f'train_{c}': p for c, p in
+                                     enumerate(parts)})
+    task = tasks.create_task('digits', train_client_spec=_SPEC, num_clients=3,
+                             split_file=path, seed=0)
+    for c, part in enumerate(parts):
+      xs = np.stack([e['x'].numpy() for e in
+                     task.datasets.train_data.create_tf_dataset_for_client(
+                         str(c))])
+      self.assertAllEqual(xs, canonical.x[part])
+    self.assertAllEqual(task.test[1], canonical.y[canonical.test_indices])
+    # The server's splits come from the examples no client holds.
+    held = {canonical.x[i].tobytes() for p in parts for i in p}
+    for x in list(task.public_x) + list(task.validation[0]):
+      self.assertNotIn(x.tobytes(), held)
+    unused = len(train_pool) - 75
+    self.assertLen(task.public_x, round(0.1 * unused))
+
+    # With test arrays, their union is the test set.
+    tests = [np.arange(0, 10), np.arange(5, 20), np.arange(1700, 1710)]
+    path2 = os.path.join(self.get_temp_dir(), 'split2.npz')
+    train2 = [np.arange(20, 60), np.arange(60, 90), np.arange(90, 95)]
+    np.savez(path2, num_clients=3,
+             **{f'train_{c}': p for c, p in enumerate(train2)},
+             **{f'test_{c}': t for c, t in enumerate(tests)})
+    task2 = tasks.create_task('digits', train_client_spec=_SPEC,
+                              num_clients=3, split_file=path2, seed=0)
+    expected_test = np.unique(np.concatenate(tests))
+    self.assertAllEqual(task2.test[1], canonical.y[expected_test])
+    self.assertLen(task2.test[0], 30)
+
+  @parameterized.named_parameters(
+      ('overlap_default_test', lambda t: dict(train_0=t[:5]),
+       "default test set"),
+      ('two_clients', lambda t: dict(train_0=np.arange(20, 30),
+                                     train_1=np.arange(25, 35)),
+       'two clients'),
+      ('range', lambda t: dict(train_0=np.array([5000])), 'outside'),
+      ('count', lambda t: dict(train_0=np.arange(20, 30), num_clients=1),
+       'has 1 clients but num_clients=2'),
+      ('missing', lambda t: dict(), 'lacks train_0'),
+      ('empty', lambda t: dict(train_0=np.array([], np.int64)),
+       'client 0 .train_0. has no examples'),
+  )
+  def test_split_file_errors_name_the_file(self, contents, pattern):
+    test = tasks.data.load_canonical('digits').test_indices
+    entries = dict(num_clients=2, train_1=np.setdiff1d(np.arange(40, 50), test))
+    entries.update(contents(test))
+    path = os.path.join(self.get_temp_dir(), 'bad.npz')
+    np.savez(path, **entries)
+    with self.assertRaisesRegex(ValueError, 'split_file=.*' + pattern):
+      tasks.create_task('digits', train_client_spec=_SPEC, num_clients=2,
+                        split_file=path)
 
   def test_tff_baseline_task_by_name(self):
     task = tasks.create_task('emnist_character', train_client_spec=_SPEC,

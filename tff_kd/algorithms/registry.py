@@ -215,8 +215,9 @@ _DISTILLATION_HPARAMS = {
                             **_AT_LEAST_0),
     'distill_batch_size': Hparam(32, 'FedDF/FedAUX: distillation batch.',
                                  **_AT_LEAST_1),
-    'distill_learning_rate': Hparam(1e-3, 'FedDF/FedAUX: Adam learning rate '
-                                    '(cosine-decayed).', **_POSITIVE),
+    'distill_learning_rate': Hparam(
+        1e-3, 'FedDF/FedAUX: peak Adam learning rate, cosine-decayed '
+        '(FedDF\'s code: 1e-3).', **_POSITIVE),
     'distill_temperature': Hparam(1.0, 'FedDF/FedAUX: temperature tau.',
                                   **_POSITIVE),
     'distill_eval_every': Hparam(10, 'FedDF/FedAUX: steps between '

@@ -1,0 +1,103 @@
+r"""Runs `compare` over tasks and label skews and writes one results page.
+
+  python -m binaries.results --tasks=digits,mnist1d --alphas=0.05,0.1,0.5,iid \
+    --seeds=0,1,2 --rounds=30 --root_output_dir=DIR --output=docs/RESULTS.md
+
+For each task and each value of --alphas (a Dirichlet concentration, or `iid`)
+this runs `binaries.compare` with every registered algorithm (or
+--algorithms) into DIR/{task}_{alpha}/, then writes --output: the commit it
+ran at, the command, and per setting the summary table and the two plots
+(copied next to --output). Resumable: --resume continues every run.
+"""
+
+import os
+import shutil
+import subprocess
+
+from absl import app
+from absl import flags
+
+from binaries import common
+from binaries import compare
+from tff_kd.algorithms import registry
+
+TASKS = flags.DEFINE_list('tasks', ['digits', 'mnist1d'], 'Tasks to run.')
+ALPHAS = flags.DEFINE_list(
+    'alphas', ['0.05', '0.1', '0.5', 'iid'],
+    'Dirichlet label-skew concentrations; `iid` for an IID split.'
+)
+OUTPUT = flags.DEFINE_string(
+    'output', 'docs/RESULTS.md', 'The results page (plots go next to it).'
+)
+
+flags.register_validator(
+    'alphas',
+    lambda values: bool(values) and all(
+        v == 'iid' or v.replace('.', '', 1).isdigit() and float(v) > 0
+        for v in values),
+    '--alphas must be positive numbers or iid.',
+)
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(
+        ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+        text=True, check=True, cwd=os.path.dirname(__file__),
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  if not FLAGS['algorithms'].present:
+    FLAGS.algorithms = list(registry.ALGORITHMS)
+  root = common.ROOT_OUTPUT_DIR.value
+  out_dir = os.path.dirname(os.path.abspath(OUTPUT.value))
+  assets = os.path.splitext(os.path.basename(OUTPUT.value))[0].lower()
+  os.makedirs(os.path.join(out_dir, assets), exist_ok=True)
+  sections = []
+  for task in TASKS.value:
+    for alpha in ALPHAS.value:
+      setting = f'{task}_{"iid" if alpha == "iid" else "alpha" + alpha}'
+      FLAGS.task = task
+      FLAGS.partition = 'iid' if alpha == 'iid' else 'dirichlet'
+      if alpha != 'iid':
+        FLAGS.alpha = float(alpha)
+      FLAGS.root_output_dir = os.path.join(root, setting)
+      compare.main(['compare'])
+      with open(os.path.join(FLAGS.root_output_dir, 'summary.md')) as f:
+        table = f.read()
+      for png in ('accuracy', 'communication'):
+        shutil.copy(os.path.join(FLAGS.root_output_dir, f'{png}.png'),
+                    os.path.join(out_dir, assets, f'{setting}_{png}.png'))
+      sections.append(
+          f'## {setting}\n\n{table}\n'
+          f'![accuracy]({assets}/{setting}_accuracy.png)'
+          f' ![communication]({assets}/{setting}_communication.png)\n'
+      )
+  FLAGS.root_output_dir = root
+  command = (
+      'python -m binaries.results '
+      f'--tasks={",".join(TASKS.value)} --alphas={",".join(ALPHAS.value)} '
+      f'--algorithms={",".join(FLAGS.algorithms)} '
+      f'--seeds={",".join(compare.SEEDS.value)} --rounds={common.ROUNDS.value} '
+      f'--root_output_dir=DIR --output={OUTPUT.value}'
+  )
+  with open(OUTPUT.value, 'w') as f:
+    f.write(
+        '# Results: every algorithm, every setting\n\n'
+        f'Generated at commit {_commit()} by\n\n```\n{command}\n```\n\n'
+        'Each table: final and best test accuracy (mean +- std over seeds),'
+        ' accuracy at fixed rounds, rounds to the target accuracy, MB'
+        ' communicated and training seconds; other flags at their defaults'
+        ' (see README).\n\n' + '\n'.join(sections)
+    )
+  print(f'Wrote {OUTPUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,34 @@
+"""The results binary writes a page with a table and plots per setting."""
+
+import os
+
+from absl.testing import flagsaver
+import tensorflow as tf
+
+from binaries import results
+
+
+class ResultsTest(tf.test.TestCase):
+
+  def test_writes_tables_and_plots(self):
+    root = self.create_tempdir().full_path
+    output = os.path.join(self.create_tempdir().full_path, 'RESULTS.md')
+    with flagsaver.flagsaver(
+        tasks=['digits'], alphas=['0.5', 'iid'], algorithms=['fedavg'],
+        model='mlp', num_clients=4, clients_per_round=2, rounds=1,
+        local_epochs=1, seeds=['0'], root_output_dir=root, output=output,
+    ):
+      results.main(['results'])
+    with open(output) as f:
+      page = f.read()
+    for setting in ('digits_alpha0.5', 'digits_iid'):
+      self.assertIn(f'## {setting}', page)
+      for png in ('accuracy', 'communication'):
+        self.assertTrue(os.path.exists(os.path.join(
+            os.path.dirname(output), 'results', f'{setting}_{png}.png')))
+    self.assertIn('| fedavg |', page)
+    self.assertIn('--alphas=0.5,iid', page)
+
+
+if __name__ == '__main__':
+  tf.test.main()
