@@ -12,7 +12,7 @@ mean first round reaching --target_accuracy, MB uploaded and downloaded over
 all rounds (all clients; from the TFF types of what travels), and the training
 seconds (sum of the rounds' training time, evaluation excluded). Runs over
 several model prototypes (--prototypes) get a row per prototype,
-`algorithm[prototype]`. Plots: DIR/accuracy.png (test accuracy vs round, mean
+`algorithm[prototype]`, instead of one. Plots: DIR/accuracy.png (test accuracy vs round, mean
 with a +-1 std band over seeds) and DIR/communication.png (final accuracy vs
 MB communicated). A progress bar counts rounds over all runs.
 """
@@ -154,9 +154,8 @@ def main(argv):
   # One table row per algorithm, and per prototype of multi-prototype runs.
   results = {}
   for name, seed_runs in runs.items():
-    for prototype in seed_runs[0]['curves']:
-      if prototype is not None and len(seed_runs[0]['curves']) == 2:
-        continue  # One prototype: its row is the algorithm's.
+    prototypes = [p for p in seed_runs[0]['curves'] if p is not None]
+    for prototype in prototypes or [None]:
       label = name if prototype is None else f'{name}[{prototype}]'
       results[label] = dict(
           curves=[r['curves'][prototype] for r in seed_runs],

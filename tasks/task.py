@@ -319,6 +319,13 @@ def create_task(
     arrays, client_indices, server_pool = _from_split_file(
         name, split_file, num_clients, data_dir)
     server_pool = rng.permutation(server_pool)
+  for split, labels in (('training', arrays.y_train), ('test', arrays.y_test)):
+    outside = labels[(labels < 0) | (labels >= num_classes)]
+    if outside.size:
+      raise ValueError(
+          f'Task {name!r}: a {split} label is {outside[0]}, outside [0, '
+          f'{num_classes}).'
+      )
   num_validation = int(round(validation_fraction * len(server_pool)))
   num_public = int(round(public_fraction * len(server_pool)))
   validation_idx = np.sort(server_pool[:num_validation])

@@ -203,6 +203,21 @@ def client_input_fn(
   return client_input
 
 
+def _check_data_fits_process(process, task) -> None:
+  """A clear error, before training, when the task's data and model differ."""
+  client_type = process.next.type_signature.parameter[1].member
+  sequences = (list(client_type) if isinstance(client_type, tff.StructType)
+               else [client_type])
+  data_type = tff.types.tensorflow_to_type(
+      task.datasets.element_type_structure)
+  for sequence in sequences:
+    if not sequence.element.is_assignable_from(data_type):
+      raise ValueError(
+          f'The task\'s client data have elements {data_type} but the model '
+          f'takes {sequence.element}: the task and the model_fn do not match.'
+      )
+
+
 def run_experiment(
     process: tff.learning.templates.LearningProcess,
     task: tff.simulation.baselines.BaselineTask,
@@ -261,6 +276,7 @@ def run_experiment(
         f'{paths["checkpoints"]} exists: pass resume=True (--resume) to'
         ' continue that run, or choose another experiment_name.'
     )
+  _check_data_fits_process(process, task)
   client_ids = list(task.datasets.train_data.client_ids)
   sample = client_sampler(client_ids, clients_per_round, seed)
   train_data = task.datasets.train_data

@@ -76,9 +76,15 @@ class CompareTest(tf.test.TestCase):
       compare.main(['compare'])
     rows = _read_summary(root)
     self.assertEqual([r['algorithm'] for r in rows],
-                     ['feddf', 'feddf[cnn]', 'feddf[mlp]'])
-    self.assertEqual(rows[0]['final_accuracy_mean'],
-                     rows[2]['final_accuracy_mean'])  # mlp is the first.
+                     ['feddf[cnn]', 'feddf[mlp]'])
+    metrics = experiment.read_metrics(
+        experiment.output_paths(root, 'feddf_seed0')['metrics_csv'])
+    self.assertEqual(  # mlp, the first prototype, is the task's model.
+        metrics[-1][experiment.ACCURACY_KEY],
+        metrics[-1][experiment.prototype_accuracy_key('mlp')])
+    self.assertAlmostEqual(
+        float(rows[0]['final_accuracy_mean']),
+        float(metrics[-1][experiment.prototype_accuracy_key('cnn')]))
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """Tasks: splits, element spec, preprocessing, models, TFF baseline tasks."""
 
 import os
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -183,6 +184,17 @@ class TaskTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'split_file=.*' + pattern):
       tasks.create_task('digits', train_client_spec=_SPEC, num_clients=2,
                         split_file=path)
+
+  def test_labels_outside_the_classes_are_an_error(self):
+    canonical = tasks.data.load_canonical('digits')
+    bad = tasks.data.Canonical(canonical.x, canonical.y.copy(),
+                               canonical.test_indices)
+    bad.y[np.setdiff1d(np.arange(20), canonical.test_indices)[0]] = 12
+    with mock.patch.object(tasks.data, 'load_canonical', return_value=bad):
+      with self.assertRaisesRegex(ValueError,
+                                  "'digits': a training label is 12, outside"
+                                  r' \[0, 10\)'):
+        tasks.create_task('digits', train_client_spec=_SPEC)
 
   def test_tff_baseline_task_by_name(self):
     task = tasks.create_task('emnist_character', train_client_spec=_SPEC,

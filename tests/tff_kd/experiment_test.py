@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import tasks
+import tiny
 from tff_kd import algorithms
 from tff_kd import experiment
 
@@ -84,6 +85,18 @@ class DropoutTest(tf.test.TestCase):
     trained = [float(r['aggregator/total_weight']) for r in rows[1:]]
     full = float(sum(len(i) for i in task.client_indices))
     self.assertTrue(any(0 < t < full for t in trained), trained)
+
+  def test_task_and_model_mismatch_is_an_error_before_training(self):
+    task = _task()
+    process = algorithms.build_fedavg(
+        tiny.model_fn, tff.learning.optimizers.build_sgdm(learning_rate=0.1))
+    root = self.create_tempdir().full_path
+    with self.assertRaisesRegex(ValueError, 'the task and the model_fn do not'
+                                ' match'):
+      experiment.run_experiment(
+          process, task, total_rounds=1, clients_per_round=2,
+          root_output_dir=root, experiment_name='x')
+    self.assertFalse(os.path.exists(os.path.join(root, 'checkpoints')))
 
   def test_rejects_bad_dropout(self):
     task = _task()
