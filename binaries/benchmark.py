@@ -14,16 +14,24 @@ PyTorch peers' reference): digits, 10 clients of ~67 examples (IID split over
 2. ours: `tff_kd.algorithms.build_fedavg` on the TFF C++ runtime.
 3. tff: `tff.learning.algorithms.build_weighted_fed_avg`, same runtime.
 4. each registered algorithm, relative to our FedAvg.
+5. server distillation (FedDF's loop, `tff_kd.server_distillation`):
+   examples per second as a `tf.function` and run eagerly.
+6. scale: FedAvg round time and peak resident memory (trainer and TFF
+   worker) with --scale_clients clients per round on mnist1d (IID, 1 epoch,
+   batch 16, `cnn`), and the 100-client round on 1 vs --scale_workers local
+   workers (TFF's mergeable context).
 """
 
 import os
 import statistics
 import sys
+import threading
 import time
 
 from absl import app
 from absl import flags
 import numpy as np
+import psutil
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -31,6 +39,7 @@ from binaries import common
 import tasks
 from tff_kd import local_training
 from tff_kd import runtime
+from tff_kd import server_distillation
 from tff_kd.algorithms import registry
 
 OUTPUT = flags.DEFINE_string('output', 'docs/PERFORMANCE.md', 'Report file.')
@@ -39,6 +48,19 @@ TIMED_ROUNDS = flags.DEFINE_integer('timed_rounds', 5, 'Timed rounds.')
 BENCH_ALGORITHMS = flags.DEFINE_list(
     'bench_algorithms', sorted(registry.ALGORITHMS),
     'Algorithms timed relative to FedAvg.'
+)
+SCALE_CLIENTS = flags.DEFINE_list(
+    'scale_clients', ['10', '100', '500'],
+    'Clients per round of the scale measurement (mnist1d).'
+)
+SCALE_WORKERS = flags.DEFINE_integer(
+    'scale_workers', 2, 'Local workers compared with one worker.'
+)
+SCALE_WORKERS_CLIENTS = flags.DEFINE_integer(
+    'scale_workers_clients', 100, 'Clients per round of that comparison.'
+)
+DISTILL_STEPS = flags.DEFINE_integer(
+    'bench_distill_steps', 200, 'Steps of the distillation measurement.'
 )
 
 _LR = 0.05
@@ -78,6 +100,83 @@ def _plain_step_fn(task, datasets):
   return step
 
 
+def _distillation_rates(task, steps):
+  """Examples per second of the distillation loop: tf.function, eager."""
+  model = task.model_fn()
+  batch_size = 32
+  distill = server_distillation.build_server_distillation(
+      model, steps=steps, batch_size=batch_size)
+  weights = tff.learning.models.ModelWeights(
+      trainable=[v.numpy() for v in model.trainable_variables],
+      non_trainable=[v.numpy() for v in model.non_trainable_variables])
+  inputs = task.public_x
+  teacher = np.random.default_rng(0).normal(
+      size=(len(inputs), task.num_classes)).astype(np.float32)
+  args = (weights, inputs, teacher, None, tf.constant([0, 0]),
+          tf.constant(steps))
+  rates = {}
+  for mode in ('tf.function', 'eager'):
+    tf.config.run_functions_eagerly(mode == 'eager')
+    try:
+      distill(*args)  # Warm-up (tracing).
+      start = time.perf_counter()
+      distill(*args)
+      rates[mode] = steps * batch_size / (time.perf_counter() - start)
+    finally:
+      tf.config.run_functions_eagerly(False)
+  return rates
+
+
+class _PeakRss:
+  """Samples the resident memory of processes every 20 ms; keeps the peak."""
+
+  def __init__(self, pids):
+    self._processes = [psutil.Process(pid) for pid in pids]
+    self.peak = [0] * len(pids)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _run(self):
+    while not self._stop.is_set():
+      for i, process in enumerate(self._processes):
+        self.peak[i] = max(self.peak[i], process.memory_info().rss)
+      time.sleep(0.02)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *unused):
+    self._stop.set()
+    self._thread.join()
+
+
+def _scale(num_clients, num_workers, warmup, timed):
+  """(seconds per round, peak trainer MB, peak worker MB, examples/client)."""
+  task = tasks.create_task(
+      'mnist1d',
+      train_client_spec=tff.simulation.baselines.ClientSpec(
+          num_epochs=1, batch_size=16),
+      model='cnn', partition='iid', num_clients=num_clients, seed=0,
+  )
+  datasets = [task.datasets.train_preprocess_fn(
+      task.datasets.train_data.create_tf_dataset_for_client(c))
+              for c in task.datasets.train_data.client_ids]
+  with runtime.LocalRuntime(num_workers=num_workers) as local:
+    process = registry.get('fedavg').build(
+        task, client_learning_rate=_LR, server_learning_rate=1.0,
+        clients_per_round=num_clients)
+    step = _process_step_fn(process, datasets)
+    for _ in range(warmup):
+      step()
+    pids = [os.getpid()] + [w.process.pid for w in local.workers]
+    with _PeakRss(pids) as rss:
+      seconds = _median_round_seconds(step, 0, timed)
+  mb = [p / 2**20 for p in rss.peak]
+  return seconds, mb[0], sum(mb[1:]), np.mean(
+      [len(i) for i in task.client_indices])
+
+
 def _process_step_fn(process, datasets):
   state = [process.initialize()]
 
@@ -108,6 +207,9 @@ def main(argv):
   results = {}
   results['plain'] = _median_round_seconds(
       _plain_step_fn(task, datasets), warmup, timed)
+  # Eager Keras models must be built before TFF traces any (module docs of
+  # tff_kd.evaluation), so the distillation is measured here.
+  distill_rates = _distillation_rates(task, DISTILL_STEPS.value)
   with runtime.LocalRuntime():
     results['ours'] = _median_round_seconds(
         _process_step_fn(registry.get('fedavg').build(
@@ -125,6 +227,11 @@ def main(argv):
           **{k: h.default for k, h in algorithm.hparams.items()})
       per_algorithm[name] = _median_round_seconds(
           _process_step_fn(process, datasets), warmup, timed)
+
+  scale = {n: _scale(n, 1, 1, timed) for n in map(int, SCALE_CLIENTS.value)}
+  workers, at = SCALE_WORKERS.value, SCALE_WORKERS_CLIENTS.value
+  scale_workers = _scale(at, workers, 1, timed)
+  scale_one = scale.get(at) or _scale(at, 1, 1, timed)
 
   command = ' '.join(['python -m binaries.benchmark'] + sys.argv[1:])
   lines = [
@@ -155,6 +262,39 @@ def main(argv):
       f'| {name} | {seconds:.3f} | '
       f'{seconds / per_algorithm.get("fedavg", results["ours"]):.2f} |'
       for name, seconds in per_algorithm.items()
+  ] + [
+      '',
+      '## Server distillation loop (FedDF/FedAUX), examples per second',
+      '',
+      f'{DISTILL_STEPS.value} Adam steps of batch 32 on the public split, the'
+      ' `cnn`.',
+      '',
+      '| mode | examples / s | ratio |',
+      '|---|---|---|',
+      f'| `tf.function` (one `tf.while_loop`) | '
+      f'{distill_rates["tf.function"]:,.0f} | '
+      f'{distill_rates["tf.function"] / distill_rates["eager"]:.1f} x eager |',
+      f'| eager | {distill_rates["eager"]:,.0f} | 1.0 |',
+      '',
+      '## Scale: clients per round (mnist1d, FedAvg)',
+      '',
+      'IID split over as many clients as take part, 1 epoch, batch 16, the '
+      '`cnn`; peak resident memory sampled every 20 ms over the timed rounds.',
+      '',
+      '| clients per round | examples per client | seconds per round | '
+      'ms per client | peak trainer MB | peak worker MB |',
+      '|---|---|---|---|---|---|',
+  ] + [
+      f'| {n} | {size:.1f} | {sec:.2f} | {1000 * sec / n:.1f} | '
+      f'{trainer:.0f} | {worker:.0f} |'
+      for n, (sec, trainer, worker, size) in scale.items()
+  ] + [
+      '',
+      f'{at} clients per round on 1 worker: {scale_one[0]:.2f} s; on '
+      f'{workers} local workers (TFF mergeable context): '
+      f'{scale_workers[0]:.2f} s (ratio {scale_workers[0] / scale_one[0]:.2f}'
+      f'); peak worker MB {scale_one[2]:.0f} vs {scale_workers[2]:.0f} '
+      '(summed).',
   ]
   report = '\n'.join(lines) + '\n'
   os.makedirs(os.path.dirname(OUTPUT.value) or '.', exist_ok=True)

@@ -1,13 +1,13 @@
 r"""Runs `compare` over tasks and label skews and writes one results page.
 
   python -m binaries.results --tasks=digits,mnist1d --alphas=0.05,0.1,0.5,iid \
-    --seeds=0,1,2 --rounds=30 --root_output_dir=DIR --output=docs/RESULTS.md
+    --seeds=0,1,2 --rounds=30 --root_output_dir=DIR --page=docs/RESULTS.md
 
 For each task and each value of --alphas (a Dirichlet concentration, or `iid`)
 this runs `binaries.compare` with every registered algorithm (or
---algorithms) into DIR/{task}_{alpha}/, then writes --output: the commit it
+--algorithms) into DIR/{task}_{alpha}/, then writes --page: the commit it
 ran at, the command, and per setting the summary table and the two plots
-(copied next to --output). Resumable: --resume continues every run.
+(copied next to --page). Resumable: --resume continues every run.
 """
 
 import os
@@ -26,8 +26,8 @@ ALPHAS = flags.DEFINE_list(
     'alphas', ['0.05', '0.1', '0.5', 'iid'],
     'Dirichlet label-skew concentrations; `iid` for an IID split.'
 )
-OUTPUT = flags.DEFINE_string(
-    'output', 'docs/RESULTS.md', 'The results page (plots go next to it).'
+PAGE = flags.DEFINE_string(
+    'page', 'docs/RESULTS.md', 'The results page (plots go next to it).'
 )
 
 flags.register_validator(
@@ -53,11 +53,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  if not FLAGS['algorithms'].present:
+  if FLAGS['algorithms'].using_default_value:
     FLAGS.algorithms = list(registry.ALGORITHMS)
   root = common.ROOT_OUTPUT_DIR.value
-  out_dir = os.path.dirname(os.path.abspath(OUTPUT.value))
-  assets = os.path.splitext(os.path.basename(OUTPUT.value))[0].lower()
+  out_dir = os.path.dirname(os.path.abspath(PAGE.value))
+  assets = os.path.splitext(os.path.basename(PAGE.value))[0].lower()
   os.makedirs(os.path.join(out_dir, assets), exist_ok=True)
   sections = []
   for task in TASKS.value:
@@ -85,9 +85,9 @@ def main(argv):
       f'--tasks={",".join(TASKS.value)} --alphas={",".join(ALPHAS.value)} '
       f'--algorithms={",".join(FLAGS.algorithms)} '
       f'--seeds={",".join(compare.SEEDS.value)} --rounds={common.ROUNDS.value} '
-      f'--root_output_dir=DIR --output={OUTPUT.value}'
+      f'--root_output_dir=DIR --page={PAGE.value}'
   )
-  with open(OUTPUT.value, 'w') as f:
+  with open(PAGE.value, 'w') as f:
     f.write(
         '# Results: every algorithm, every setting\n\n'
         f'Generated at commit {_commit()} by\n\n```\n{command}\n```\n\n'
@@ -96,7 +96,7 @@ def main(argv):
         ' communicated and training seconds; other flags at their defaults'
         ' (see README).\n\n' + '\n'.join(sections)
     )
-  print(f'Wrote {OUTPUT.value}')
+  print(f'Wrote {PAGE.value}')
 
 
 if __name__ == '__main__':

@@ -13,21 +13,24 @@ _SPEC = collections.OrderedDict(
 )
 
 
-def model_fn():
-  keras_model = tf.keras.Sequential([
-      tf.keras.layers.InputLayer((NUM_FEATURES,)),
-      tf.keras.layers.Dense(
-          NUM_CLASSES,
-          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=1),
-          bias_initializer=tf.keras.initializers.RandomNormal(seed=2),
-      ),
-  ])
+def _variable_model(keras_model):
   return tff.learning.models.from_keras_model(
       keras_model,
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       input_spec=_SPEC,
       metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
   )
+
+
+def model_fn():
+  return _variable_model(tf.keras.Sequential([
+      tf.keras.layers.InputLayer((NUM_FEATURES,)),
+      tf.keras.layers.Dense(
+          NUM_CLASSES,
+          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=1),
+          bias_initializer=tf.keras.initializers.RandomNormal(seed=2),
+      ),
+  ]))
 
 
 def client_arrays(sizes, seed=0):
@@ -60,7 +63,7 @@ def sgd(optimizer_lr=0.1):
 
 def mlp_model_fn():
   """A second architecture (one hidden layer, a `head`), for prototypes."""
-  keras_model = tf.keras.Sequential([
+  return _variable_model(tf.keras.Sequential([
       tf.keras.layers.InputLayer((NUM_FEATURES,)),
       tf.keras.layers.Dense(
           5, activation='relu',
@@ -70,10 +73,4 @@ def mlp_model_fn():
           NUM_CLASSES, name='head',
           kernel_initializer=tf.keras.initializers.GlorotUniform(seed=4),
       ),
-  ])
-  return tff.learning.models.from_keras_model(
-      keras_model,
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-      input_spec=_SPEC,
-      metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-  )
+  ]))

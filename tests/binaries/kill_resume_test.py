@@ -9,8 +9,9 @@ import time
 import uuid
 
 from absl.testing import parameterized
-import psutil
 import tensorflow as tf
+
+import processes
 
 from tff_kd import experiment
 
@@ -18,18 +19,6 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 _FLAGS = ['--task=digits', '--model=mlp', '--num_clients=4',
           '--clients_per_round=2', '--local_epochs=1', '--rounds=4',
           '--rounds_per_checkpoint=1', '--distill_steps=5']
-
-
-def _workers_with(marker):
-  found = []
-  for process in psutil.process_iter(['cmdline']):
-    try:
-      if ('worker_binary' in ' '.join(process.info['cmdline'] or [])
-          and process.environ().get('TFF_KD_TEST_MARKER') == marker):
-        found.append(process.pid)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-      pass
-  return found
 
 
 def _train(args, marker, **kwargs):
@@ -57,9 +46,9 @@ class KillResumeTest(tf.test.TestCase, parameterized.TestCase):
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     deadline = time.time() + 10
-    while _workers_with(marker) and time.time() < deadline:
+    while processes.workers_with(marker) and time.time() < deadline:
       time.sleep(0.2)
-    self.assertEqual(_workers_with(marker), [])  # Died with its parent.
+    self.assertEqual(processes.workers_with(marker), [])  # Died with its parent.
 
     resumed = _train(common + ['--experiment_name=killed', '--resume'], marker)
     resumed.communicate(timeout=600)

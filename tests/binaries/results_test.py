@@ -16,7 +16,7 @@ class ResultsTest(tf.test.TestCase):
     with flagsaver.flagsaver(
         tasks=['digits'], alphas=['0.5', 'iid'], algorithms=['fedavg'],
         model='mlp', num_clients=4, clients_per_round=2, rounds=1,
-        local_epochs=1, seeds=['0'], root_output_dir=root, output=output,
+        local_epochs=1, seeds=['0'], root_output_dir=root, page=output,
     ):
       results.main(['results'])
     with open(output) as f:

@@ -8,8 +8,9 @@ import uuid
 
 from absl import flags
 from absl.testing import flagsaver
-import psutil
 import tensorflow as tf
+
+import processes
 
 from binaries import train
 from tff_kd import experiment
@@ -112,19 +113,6 @@ class BadFlagsTest(tf.test.TestCase):
         train.main(['train'])
 
 
-def _workers_with(marker):
-  """Worker processes whose environment carries `marker` (inherited)."""
-  found = []
-  for process in psutil.process_iter(['cmdline']):
-    try:
-      if ('worker_binary' in ' '.join(process.info['cmdline'] or [])
-          and process.environ().get('TFF_KD_TEST_MARKER') == marker):
-        found.append(process.pid)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-      pass
-  return found
-
-
 class NoLeakedWorkerTest(tf.test.TestCase):
 
   def test_a_run_leaves_no_worker_process(self):
@@ -141,7 +129,7 @@ class NoLeakedWorkerTest(tf.test.TestCase):
     )
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
     self.assertIn('round    1/1', result.stdout)
-    self.assertEqual(_workers_with(marker), [])
+    self.assertEqual(processes.workers_with(marker), [])
 
 
 if __name__ == '__main__':

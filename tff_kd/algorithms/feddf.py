@@ -114,12 +114,9 @@ def build_feddf(
   return _build(
       prototype_model_fns, client_optimizer_fn,
       distillation_inputs=distillation_inputs, validation=validation,
-      distill_kwargs=dict(
-          steps=distill_steps, batch_size=distill_batch_size,
-          learning_rate=distill_learning_rate, temperature=temperature,
-          scale_by_temperature_squared=scale_by_temperature_squared,
-          eval_every=eval_every, patience=patience,
-      ),
+      distill_kwargs=_distill_kwargs(
+          distill_steps, distill_batch_size, distill_learning_rate,
+          temperature, scale_by_temperature_squared, eval_every, patience),
       client_weighting=client_weighting, seed=seed, certainty=None,
   )
 
@@ -173,15 +170,23 @@ def build_fedaux(
   return _build(
       prototype_model_fns, client_optimizer_fn,
       distillation_inputs=distillation_inputs, validation=validation,
-      distill_kwargs=dict(
-          steps=distill_steps, batch_size=distill_batch_size,
-          learning_rate=distill_learning_rate, temperature=temperature,
-          scale_by_temperature_squared=scale_by_temperature_squared,
-          eval_every=eval_every, patience=patience,
-      ),
+      distill_kwargs=_distill_kwargs(
+          distill_steps, distill_batch_size, distill_learning_rate,
+          temperature, scale_by_temperature_squared, eval_every, patience),
       client_weighting=client_weighting, seed=seed,
       certainty=dict(negative_inputs=negative_inputs, l2=certainty_l2,
                      steps=certainty_steps),
+  )
+
+
+def _distill_kwargs(steps, batch_size, learning_rate, temperature,
+                    scale_by_temperature_squared, eval_every, patience):
+  """`server_distillation.build_server_distillation`'s arguments."""
+  return dict(
+      steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+      temperature=temperature,
+      scale_by_temperature_squared=scale_by_temperature_squared,
+      eval_every=eval_every, patience=patience,
   )
 
 
