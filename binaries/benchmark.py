@@ -37,6 +37,7 @@ import tensorflow_federated as tff
 
 from binaries import common
 import tasks
+from tff_kd import experiment
 from tff_kd import local_training
 from tff_kd import runtime
 from tff_kd import server_distillation
@@ -225,8 +226,11 @@ def main(argv):
           task, client_learning_rate=_LR, server_learning_rate=1.0,
           clients_per_round=10,
           **{k: h.default for k, h in algorithm.hparams.items()})
+      client_input = experiment.client_input_fn(process, task)
       per_algorithm[name] = _median_round_seconds(
-          _process_step_fn(process, datasets), warmup, timed)
+          _process_step_fn(process, [
+              client_input(k, d) for k, d in zip(ids, datasets)
+          ]), warmup, timed)
 
   scale = {n: _scale(n, 1, 1, timed) for n in map(int, SCALE_CLIENTS.value)}
   workers, at = SCALE_WORKERS.value, SCALE_WORKERS_CLIENTS.value
