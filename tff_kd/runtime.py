@@ -216,24 +216,26 @@ class LocalRuntime:
     state = process.initialize()
   ```
   On exit (or at interpreter exit) the workers are stopped and the context
-  that was the default before is the default again, so runtimes nest.
+  that was the default before is the default again (as `RemoteRuntime`), so
+  runtimes nest.
   """
 
   def __init__(self, num_workers: int = 1):
     if num_workers < 1:
       raise ValueError(f'num_workers must be >= 1; got {num_workers}.')
-    self._previous_context = tff.framework.get_context_stack().current
     self.workers = []
+    self._remote = None
     try:
       for _ in range(num_workers):
         self.workers.append(LocalWorker())
-      set_remote_context([w.address for w in self.workers])
+      self._remote = RemoteRuntime([w.address for w in self.workers])
     except Exception:
       self.close()
       raise
 
   def close(self) -> None:
-    tff.framework.set_default_context(self._previous_context)
+    if self._remote is not None:
+      self._remote.close()
     for worker in self.workers:
       worker.close()
 

@@ -190,8 +190,13 @@ def _distill_kwargs(steps, batch_size, learning_rate, temperature,
   )
 
 
-def _probe(name, model_fn, needs_features):
-  """Types, metrics aggregation and output size of one prototype's model."""
+def _probe(name, model_fn, needs_features, distill_kwargs):
+  """Data type, metrics aggregation and output size of a prototype's model.
+
+  Builds the model once, in a throwaway graph, and checks on it what would
+  otherwise fail inside a trace: the model type, the `head` FedAUX needs and
+  the distillation arguments.
+  """
   if not callable(model_fn):
     raise TypeError(f'The model_fn of prototype {name!r} is not callable: '
                     f'{model_fn!r}.')
@@ -205,15 +210,18 @@ def _probe(name, model_fn, needs_features):
       )
     if needs_features:
       model_parts.head_layer(model, f'FedAUX (prototype {name!r})')
+    server_distillation.build_server_distillation(model, **distill_kwargs)
+    input_shape = _inputs_shape(model.input_spec)
     return dict(
-        weights_type=tff.learning.models.weights_type_from_model(model),
         data_type=tff.SequenceType(
             tff.types.tensorflow_to_type(model.input_spec)
         ),
         metrics_aggregation_fn=tff.learning.metrics.sum_then_finalize(
             model.metric_finalizers()
         ),
-        input_spec=model.input_spec,
+        input_shape=input_shape,
+        num_classes=int(model.predict_on_batch(
+            tf.zeros((1,) + input_shape), training=False).shape[-1]),
     )
 
 
@@ -235,18 +243,24 @@ def _build(
                      f'got {client_weighting!r}.')
   names = list(prototype_model_fns)
   probes = {
-      n: _probe(n, fn, certainty is not None)
+      n: _probe(n, fn, certainty is not None, distill_kwargs)
       for n, fn in prototype_model_fns.items()
   }
   data_type = probes[names[0]]['data_type']
+  num_classes = probes[names[0]]['num_classes']
   for n in names[1:]:
     if probes[n]['data_type'] != data_type:
       raise ValueError(
           f'Prototypes {names[0]!r} and {n!r} take different inputs: '
           f'{data_type} vs {probes[n]["data_type"]}.'
       )
+    if probes[n]['num_classes'] != num_classes:
+      raise ValueError(
+          f'Prototypes {names[0]!r} and {n!r} predict different numbers of '
+          f'classes: {num_classes} vs {probes[n]["num_classes"]}.'
+      )
   distill_x = np.asarray(distillation_inputs, np.float32)
-  input_shape = _inputs_shape(probes[names[0]]['input_spec'])
+  input_shape = probes[names[0]]['input_shape']
   if distill_x.ndim < 1 or tuple(distill_x.shape[1:]) != input_shape:
     raise ValueError(
         f'distillation_inputs have shape {distill_x.shape}; the models take '
@@ -263,11 +277,6 @@ def _build(
     if len(validation[0]) == 0:
       raise ValueError('The validation split is empty; pass None to run '
                        'every distillation step.')
-  # Fail on bad distillation arguments now, not inside a trace.
-  with tf.Graph().as_default():
-    server_distillation.build_server_distillation(
-        prototype_model_fns[names[0]](), **distill_kwargs
-    )
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
@@ -286,10 +295,6 @@ def _build(
 
   state_type = initial_state.type_signature.result
   prototypes_type = state_type.prototypes
-  with tf.Graph().as_default():
-    model = prototype_model_fns[names[0]]()
-    num_classes = int(model.predict_on_batch(
-        tf.zeros((1,) + input_shape), training=False).shape[-1])
   fusion_value_type = tff.StructWithPythonType(
       collections.OrderedDict(
           logits=tff.TensorType(np.float32, [num_inputs, num_classes]),
