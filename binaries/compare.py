@@ -12,7 +12,10 @@ mean first round reaching --target_accuracy, MB uploaded and downloaded over
 all rounds (all clients; from the TFF types of what travels), and the training
 seconds (sum of the rounds' training time, evaluation excluded). Runs over
 several model prototypes (--prototypes) get a row per prototype,
-`algorithm[prototype]`, instead of one. Plots: DIR/accuracy.png (test accuracy vs round, mean
+`algorithm[prototype]`, instead of one. Algorithms whose clients keep their
+own models also get `algorithm[clients]` (the mean test accuracy of all
+client models, when the test accuracy is a server model's) and
+`algorithm[clients <prototype>]` rows. Plots: DIR/accuracy.png (test accuracy vs round, mean
 with a +-1 std band over seeds) and DIR/communication.png (final accuracy vs
 MB communicated). A progress bar counts rounds over all runs.
 """
@@ -61,20 +64,36 @@ def _curve(rows, key) -> dict[int, float]:
 
 
 def _run_summary(rows) -> dict:
-  """One run's accuracy curves (overall and per prototype), MB and seconds."""
+  """One run's accuracy curves, MB and seconds.
+
+  Curves: None (the test accuracy), per prototype (`evaluation/test_<p>`),
+  and for processes whose clients keep their models the clients' mean
+  (`clients`, when it differs from the test accuracy, i.e. there is a server
+  model) and per prototype (`clients <p>`).
+  """
+  keys = rows[0] if rows else {}
   prototypes = sorted({
-      m.group(1) for key in (rows[0] if rows else {})
+      m.group(1) for key in keys
       if (m := re.fullmatch(r'evaluation/test_(.+)/accuracy', key))
+  })
+  client_groups = sorted({
+      m.group(1) for key in keys
+      if (m := re.fullmatch(r'evaluation/(clients(?:_.+)?)/accuracy', key))
   })
 
   def total(key):
     return sum(float(r[key]) for r in rows if r.get(key))
 
+  curves = {None: _curve(rows, experiment.ACCURACY_KEY)} | {
+      p: _curve(rows, experiment.prototype_accuracy_key(p))
+      for p in prototypes
+  }
+  for group in client_groups:
+    curve = _curve(rows, f'evaluation/{group}/accuracy')
+    if curve != curves[None]:
+      curves[group.replace('_', ' ', 1)] = curve
   return dict(
-      curves={None: _curve(rows, experiment.ACCURACY_KEY)} | {
-          p: _curve(rows, experiment.prototype_accuracy_key(p))
-          for p in prototypes
-      },
+      curves=curves,
       mb_up=total(experiment.BYTES_UPLOADED_KEY) / 1e6,
       mb_down=total(experiment.BYTES_DOWNLOADED_KEY) / 1e6,
       seconds=total(tff.simulation.TRAINING_TIME_KEY),
@@ -151,14 +170,17 @@ def main(argv):
           )
           runs[name].append(_run_summary(rows))
 
-  # One table row per algorithm, and per prototype of multi-prototype runs.
+  # One table row per algorithm (per prototype of multi-prototype runs),
+  # and rows for the clients' own models of stateful-client algorithms.
   results = {}
   for name, seed_runs in runs.items():
-    prototypes = [p for p in seed_runs[0]['curves'] if p is not None]
-    for prototype in prototypes or [None]:
-      label = name if prototype is None else f'{name}[{prototype}]'
+    keys = [k for k in seed_runs[0]['curves'] if k is not None]
+    clients = [k for k in keys if k.startswith('clients')]
+    prototypes = [k for k in keys if k not in clients]
+    for key in (prototypes or [None]) + clients:
+      label = name if key is None else f'{name}[{key}]'
       results[label] = dict(
-          curves=[r['curves'][prototype] for r in seed_runs],
+          curves=[r['curves'][key] for r in seed_runs],
           mb_up=[r['mb_up'] for r in seed_runs],
           mb_down=[r['mb_down'] for r in seed_runs],
           mb=[r['mb_up'] + r['mb_down'] for r in seed_runs],

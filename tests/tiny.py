@@ -74,3 +74,30 @@ def mlp_model_fn():
           kernel_initializer=tf.keras.initializers.GlorotUniform(seed=4),
       ),
   ]))
+
+
+def attention_model_fn(pool: bool = False):
+  """A model with a convolutional `feature_map` layer (FedAD), on 4 features.
+
+  Inputs [B, 4] -> [B, 4, 1] -> (pool to [B, 2, 1]) -> Conv1D(2, kernel 1)
+  named `feature_map` -> flatten -> Dense `head`.
+  """
+  layers = [
+      tf.keras.layers.InputLayer((NUM_FEATURES,)),
+      tf.keras.layers.Reshape((NUM_FEATURES, 1)),
+  ]
+  if pool:
+    layers.append(tf.keras.layers.MaxPool1D(2))
+  layers += [
+      tf.keras.layers.Conv1D(
+          2, 1, name='feature_map',
+          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=5),
+          bias_initializer=tf.keras.initializers.RandomNormal(seed=6),
+      ),
+      tf.keras.layers.Flatten(),
+      tf.keras.layers.Dense(
+          NUM_CLASSES, name='head',
+          kernel_initializer=tf.keras.initializers.GlorotUniform(seed=7),
+      ),
+  ]
+  return _variable_model(tf.keras.Sequential(layers))

@@ -18,6 +18,14 @@ the others an empty one. Their state holds `state['prototypes'][name]`; with
 more than one prototype every prototype is evaluated, as
 `evaluation/test_<name>/accuracy` beside `evaluation/test/accuracy` (the
 first prototype's).
+
+Processes whose clients keep their own models (`tff_kd.stateful_clients`:
+FD, DS-FL, FedAD) take `(client id, dataset)` pairs and checkpoint every
+client's model with the rest of their state. Each evaluation tests every
+client's model on the test set: `evaluation/clients/accuracy` is their mean
+(`evaluation/clients_<name>/accuracy` per prototype, with more than one), and
+`evaluation/test/accuracy` is the server model's accuracy where the server
+has one (DS-FL, FedAD), else the clients' mean (FD).
 """
 
 import collections
@@ -32,8 +40,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import evaluation
+from tff_kd import stateful_clients
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
+CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
 BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
 BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
 
@@ -162,10 +172,16 @@ def client_sampler(
   return sample
 
 
+def _is_stateful(process) -> bool:
+  return isinstance(process, stateful_clients.StatefulClientsProcess)
+
+
 def prototype_names(
     process: tff.learning.templates.LearningProcess,
 ) -> Optional[list[str]]:
   """The prototypes of a process over prototypes, else None."""
+  if _is_stateful(process):
+    return process.prototypes
   client_type = process.next.type_signature.parameter[1].member
   if isinstance(client_type, tff.StructType):
     return tff.structure.name_list(client_type)
@@ -177,6 +193,8 @@ def client_input_fn(
     task: tff.simulation.baselines.BaselineTask,
 ) -> Callable[[str, tf.data.Dataset], Any]:
   """Returns `(client id, dataset) -> what process.next takes per client`."""
+  if _is_stateful(process):
+    return lambda client_id, dataset: (client_id, dataset)
   names = prototype_names(process)
   if names is None:
     return lambda client_id, dataset: dataset
@@ -205,7 +223,10 @@ def client_input_fn(
 
 def _check_data_fits_process(process, task) -> None:
   """A clear error, before training, when the task's data and model differ."""
-  client_type = process.next.type_signature.parameter[1].member
+  if _is_stateful(process):
+    client_type = process.client_data_type
+  else:
+    client_type = process.next.type_signature.parameter[1].member
   sequences = (list(client_type) if isinstance(client_type, tff.StructType)
                else [client_type])
   data_type = tff.types.tensorflow_to_type(
@@ -216,6 +237,26 @@ def _check_data_fits_process(process, task) -> None:
           f'The task\'s client data have elements {data_type} but the model '
           f'takes {sequence.element}: the task and the model_fn do not match.'
       )
+
+
+def _evaluate_clients(process, state, dataset, evaluate, prototype_evaluators):
+  """Every client's model on `dataset`, and the server's model if any."""
+  accuracies = collections.defaultdict(list)
+  for client_id, prototype in process.client_prototypes.items():
+    evaluate_client = prototype_evaluators.get(prototype, evaluate)
+    accuracies[prototype].append(evaluate_client(
+        process.client_model_weights(state, client_id), dataset)['accuracy'])
+  everyone = [a for values in accuracies.values() for a in values]
+  metrics = collections.OrderedDict(
+      clients=collections.OrderedDict(accuracy=float(np.mean(everyone))))
+  if len(accuracies) > 1:
+    for prototype, values in accuracies.items():
+      metrics[f'clients_{prototype}'] = collections.OrderedDict(
+          accuracy=float(np.mean(values)))
+  metrics['test'] = (
+      evaluate(process.server_model_weights(state), dataset)
+      if process.has_server_model else metrics['clients'])
+  return metrics
 
 
 def run_experiment(
@@ -238,7 +279,7 @@ def run_experiment(
 
   Args:
     process: a `LearningProcess` whose `next` takes the sampled clients'
-      preprocessed datasets.
+      preprocessed datasets, or a `StatefulClientsProcess`.
     task: a `BaselineTask` (ours or TFF's); its centralized test data is
       evaluated every `rounds_per_eval` rounds.
     total_rounds: number of training rounds, >= 1.
@@ -305,6 +346,9 @@ def run_experiment(
   test_data = task.datasets.get_centralized_test_data()
 
   def evaluation_fn(state, dataset):
+    if _is_stateful(process):
+      return _evaluate_clients(process, state, dataset, evaluate,
+                               prototype_evaluators)
     metrics = collections.OrderedDict(
         test=evaluate(process.get_model_weights(state), dataset)
     )

@@ -144,3 +144,22 @@ def selective_distillation_loss(
   weights = tf.gather(class_credibility, labels) * true_class_confidence
   kl = kl_divergence(teacher_logits, student_logits, temperature)
   return temperature**2 * tf.reduce_mean(tf.stop_gradient(weights) * kl)
+
+
+def per_label_distillation_loss(
+    labels: tf.Tensor,
+    student_logits: tf.Tensor,
+    label_logits: tf.Tensor,
+    label_mask: tf.Tensor,
+    temperature: float = 1.0,
+) -> tf.Tensor:
+  """FD's term: distillation toward the global mean logits of each label.
+
+  tau^2 * mean_i m[y_i] KL(softmax(g[y_i] / tau) || softmax(z_i / tau)), g
+  [C, C] the per-label teacher logits and m [C] 1 for labels with a teacher,
+  0 for the others (their examples add nothing).
+  """
+  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+  kl = kl_divergence(tf.gather(label_logits, labels), student_logits,
+                     temperature)
+  return temperature**2 * tf.reduce_mean(tf.gather(label_mask, labels) * kl)

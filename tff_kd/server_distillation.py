@@ -6,7 +6,9 @@ distillation inputs, minimizing
 
     tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))
 
-(the tau^2 factor is optional: FedDF's code has none), with FedDF's cosine
+(the tau^2 factor is optional: FedDF's code has none), plus, for FedAD, beta
+times the squared L2 distance between the student's attention map and a
+target map (`model_parts.attention_maps`), with FedDF's cosine
 learning-rate schedule and gradient-norm clipping. With a labelled validation
 split, the student is evaluated every `eval_every` steps, training stops after
 `patience` evaluations without improvement, and the best weights seen
@@ -20,13 +22,14 @@ sampled with replacement from a stateless seed, so a run is reproducible.
 import collections
 from collections.abc import Callable
 import math
-from typing import Any
+from typing import Any, Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import local_training
 from tff_kd import losses
+from tff_kd import model_parts
 
 
 def build_server_distillation(
@@ -40,6 +43,8 @@ def build_server_distillation(
     clip_norm: float = 5.0,
     eval_every: int = 10,
     patience: int = 3,
+    attention_weight: float = 0.0,
+    attention_grid: Optional[tuple[int, int]] = None,
 ) -> Callable[..., Any]:
   """Builds `distill(weights, inputs, teacher_logits, validation, seed, max_steps)`.
 
@@ -54,10 +59,15 @@ def build_server_distillation(
     clip_norm: global gradient-norm clip (FedDF's code: 5).
     eval_every: steps between validation evaluations (>= 1).
     patience: evaluations without improvement before stopping (>= 1).
+    attention_weight: beta >= 0 of FedAD's attention term; > 0 needs a model
+      with a `feature_map` layer and `distill(..., attention_targets=A)`, A
+      [R, grid_h * grid_w] the target maps.
+    attention_grid: (H, W) of the target maps (default: the student's).
 
   Returns:
     A `tf.function` `distill(weights, inputs, teacher_logits, validation,
-    seed, max_steps)`: `weights` a `ModelWeights` to start from, `inputs`
+    seed, max_steps, attention_targets=None)`: `weights` a `ModelWeights` to
+    start from, `inputs`
     [R, ...] and `teacher_logits` [R, C] the distillation set, `validation`
     an `(x, y)` pair or None (no early stopping), `seed` an int32 [2] stateless
     seed, `max_steps` an int32 scalar further capping the steps (0 skips
@@ -75,14 +85,28 @@ def build_server_distillation(
                       ('temperature', temperature), ('clip_norm', clip_norm)):
     if not value > 0:
       raise ValueError(f'{name} must be > 0; got {value}.')
+  if not attention_weight >= 0:
+    raise ValueError(f'attention_weight must be >= 0; got {attention_weight}.')
   optimizer = tff.learning.optimizers.build_adam(learning_rate=learning_rate)
   variables = tuple(model.trainable_variables)
+  if attention_weight > 0:
+    two_outputs = model_parts.logits_and_feature_map(
+        model, 'Attention distillation (FedAD)')
+    grid = attention_grid or model_parts.attention_grid(
+        model, 'Attention distillation (FedAD)')
 
-  def loss_fn(teacher_logits, student_logits):
+  def loss_fn(x, teacher_logits, attention_targets):
+    if attention_weight > 0:
+      student, feature_maps = two_outputs(x, training=True)
+      attention_loss = tf.reduce_mean(tf.reduce_sum(tf.square(
+          model_parts.attention_maps(feature_maps, grid) - attention_targets
+      ), axis=-1))
+    else:
+      student = model.predict_on_batch(x, training=True)
+      attention_loss = 0.0
     return losses.distillation_loss(
-        teacher_logits, student_logits, temperature,
-        scale_by_temperature_squared,
-    )
+        teacher_logits, student, temperature, scale_by_temperature_squared,
+    ) + attention_weight * attention_loss
 
   def accuracy(x, y):
     predicted = tf.argmax(model.predict_on_batch(x, training=False), axis=-1)
@@ -90,7 +114,11 @@ def build_server_distillation(
     return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
 
   @tf.function
-  def distill(weights, inputs, teacher_logits, validation, seed, max_steps):
+  def distill(weights, inputs, teacher_logits, validation, seed, max_steps,
+              attention_targets=None):
+    if (attention_targets is None) != (attention_weight == 0):
+      raise ValueError('attention_targets must be given exactly when '
+                       f'attention_weight > 0 (it is {attention_weight}).')
     local_training.assign(variables, weights.trainable)
     local_training.assign(model.non_trainable_variables, weights.non_trainable)
     num_steps = tf.minimum(max_steps, steps)
@@ -120,10 +148,11 @@ def build_server_distillation(
           maxval=num_inputs, dtype=tf.int32,
       )
       with tf.GradientTape() as tape:
-        student = model.predict_on_batch(
-            tf.gather(inputs, index), training=True
+        loss = loss_fn(
+            tf.gather(inputs, index), tf.gather(teacher_logits, index),
+            None if attention_targets is None
+            else tf.gather(attention_targets, index),
         )
-        loss = loss_fn(tf.gather(teacher_logits, index), student)
       gradients, _ = tf.clip_by_global_norm(
           tape.gradient(loss, variables), clip_norm
       )

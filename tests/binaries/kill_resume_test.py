@@ -30,7 +30,7 @@ def _train(args, marker, **kwargs):
 
 class KillResumeTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.parameters('fedavg', 'feddf')
+  @parameterized.parameters('fedavg', 'feddf', 'dsfl')
   def test_sigkill_then_resume_gives_the_uninterrupted_numbers(self, name):
     marker = uuid.uuid4().hex
     root = self.create_tempdir().full_path

@@ -1,6 +1,10 @@
-"""run_experiment's checkpoints: atomic saves, a clear error on a corrupt one."""
+"""run_experiment's checkpoints: atomic saves, a clear error on a corrupt one,
+client states restored exactly; dropout; evaluation of stateful clients."""
 
+import asyncio
 import os
+
+import numpy as np
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -54,6 +58,37 @@ class CheckpointTest(tf.test.TestCase):
     self.assertCountEqual(os.listdir(checkpoints),
                           ['program_state_2', 'program_state_3'])
 
+  def test_resume_restores_every_client_state_exactly(self):
+    task = _task()
+    process = algorithms.build_fd(
+        {'mlp': task.model_fn},
+        tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+        client_prototypes=task.client_prototypes)
+    roots = [self.create_tempdir().full_path for _ in range(2)]
+    full = self._run(process, task, roots[0], 3, resume=False)
+    self._run(process, task, roots[1], 2, resume=False)
+    resumed = self._run(process, task, roots[1], 3, resume=True)
+    self.assertEqual(full[-1], {**resumed[-1], **{
+        k: full[-1][k] for k in full[-1] if 'time' in k}})
+    states = []
+    for root in roots:
+      manager = experiment.AtomicFileProgramStateManager(
+          experiment.output_paths(root, 'run')['checkpoints'])
+      state, version = asyncio.run(
+          manager.load_latest(process.initialize()))
+      self.assertEqual(version, 3)
+      states.append(state)
+    flat = [tf.nest.flatten(s) for s in states]
+    self.assertLen(flat[0], len(flat[1]))
+    for a, b in zip(*flat):
+      self.assertAllEqual(a, b)
+    initial = tf.nest.flatten(process.initialize()['clients'])
+    moved = [not np.array_equal(a, b) for a, b in
+             zip(tf.nest.flatten(states[0]['clients']), initial)]
+    self.assertTrue(any(moved))
+    # Every client's model is evaluated; FD has no server model.
+    self.assertEqual(full[-1][experiment.ACCURACY_KEY],
+                     full[-1][experiment.CLIENTS_ACCURACY_KEY])
 
 
 class DropoutTest(tf.test.TestCase):

@@ -1,4 +1,5 @@
-"""Server distillation: one Adam step by hand, the KL falls, early stopping."""
+"""Server distillation: one Adam step by hand (with FedAD's attention term
+too), the KL falls, early stopping."""
 
 import numpy as np
 import tensorflow as tf
@@ -8,24 +9,36 @@ import tiny
 from tff_kd import server_distillation
 
 
-def _run(weights, inputs, teacher, validation=None, max_steps=1000, **kwargs):
+def _run(weights, inputs, teacher, validation=None, max_steps=1000,
+         model_fn=tiny.model_fn, attention_targets=None, **kwargs):
   """Runs the distillation in a TFF computation, as the algorithms do."""
   weights_type = tff.types.tensorflow_to_type(
       tf.nest.map_structure(lambda a: tf.TensorSpec(a.shape, a.dtype), weights))
 
   @tff.tensorflow.computation(weights_type)
   def distill(start):
-    model = tiny.model_fn()
-    fn = server_distillation.build_server_distillation(model, **kwargs)
+    fn = server_distillation.build_server_distillation(model_fn(), **kwargs)
     return fn(start, inputs, teacher, validation, tf.constant([0, 7]),
-              tf.constant(max_steps))
+              tf.constant(max_steps), attention_targets=attention_targets)
 
   return distill(weights)
 
 
-def _initial_weights():
+def _np_attention_loss(params, x, teacher, target, beta):
+  """KL + beta ||a_S - target||^2 of `tiny.attention_model_fn`, in numpy."""
+  conv_kernel, conv_bias, kernel, bias = params
+  features = x[:, :, None] * conv_kernel[0, 0] + conv_bias  # [B, 4, 2]
+  z = features.reshape(len(x), -1) @ kernel + bias
+  q_t, q_s = tiny.np_softmax(teacher), tiny.np_softmax(z)
+  kl = np.sum(q_t * (np.log(q_t) - np.log(q_s)), axis=1)
+  maps = np.mean(features**2, axis=-1)
+  maps /= np.linalg.norm(maps, axis=1, keepdims=True)
+  return np.mean(kl + beta * np.sum((maps - target)**2, axis=1))
+
+
+def _initial_weights(model_fn=tiny.model_fn):
   with tf.Graph().as_default():
-    weights_type = tff.learning.models.weights_type_from_model(tiny.model_fn())
+    weights_type = tff.learning.models.weights_type_from_model(model_fn())
   rng = np.random.default_rng(0)
   return tff.learning.models.ModelWeights(
       trainable=[rng.normal(size=t.shape).astype(np.float32)
@@ -69,6 +82,40 @@ class ServerDistillationTest(tf.test.TestCase):
                             np.log(tiny.np_softmax(t))
                             - np.log(tiny.np_softmax(x @ kernel + bias)))),
                         rtol=1e-5)
+
+  def test_one_adam_step_with_attention_matches_a_hand_computation(self):
+    weights = _initial_weights(tiny.attention_model_fn)
+    x, t = self.inputs[:1].astype(np.float64), self.teacher[:1]
+    target = np.abs(np.random.default_rng(2).normal(size=(1, 4)))
+    target /= np.linalg.norm(target)
+    beta, lr = 3.0, 0.01
+    params = [np.array(w, np.float64) for w in weights.trainable]
+    loss = _np_attention_loss(params, x, t, target, beta)
+    # Central differences, clipped to global norm 5. Adam's first step (TFF's:
+    # bias correction in the learning rate, eps = 1e-7) moves a weight by
+    # lr * g / (|g| + eps / sqrt(1 - beta_2)).
+    grads = []
+    for i, p in enumerate(params):
+      grad = np.zeros_like(p)
+      for j in np.ndindex(p.shape):
+        shifted = [q.copy() for q in params]
+        shifted[i][j] += 1e-6
+        up = _np_attention_loss(shifted, x, t, target, beta)
+        shifted[i][j] -= 2e-6
+        down = _np_attention_loss(shifted, x, t, target, beta)
+        grad[j] = (up - down) / 2e-6
+      grads.append(grad)
+    scale = min(1.0, 5.0 / np.sqrt(sum(np.sum(g**2) for g in grads)))
+    eps = 1e-7 / np.sqrt(1 - 0.999)
+    expected = [p - lr * scale * g / (scale * np.abs(g) + eps)
+                for p, g in zip(params, grads)]
+    result, metrics = _run(
+        weights, self.inputs[:1], t, model_fn=tiny.attention_model_fn,
+        attention_targets=target.astype(np.float32), steps=1, batch_size=4,
+        learning_rate=lr, attention_weight=beta)
+    self.assertAllClose(metrics['loss_first'], loss, rtol=1e-4)
+    for got, want in zip(result.trainable, expected):
+      self.assertAllClose(got, want, atol=1e-5)
 
   def test_distillation_lowers_the_kl_to_the_teacher(self):
     before = self._kl(self.weights)

@@ -1,5 +1,8 @@
-"""Federated learning algorithms, each a `build_*` returning a LearningProcess."""
+"""Federated learning algorithms, each a `build_*` returning its process."""
 
+from tff_kd.algorithms.dsfl import build_dsfl
+from tff_kd.algorithms.fd import build_fd
+from tff_kd.algorithms.fedad import build_fedad
 from tff_kd.algorithms.fedavg import build_fedavg
 from tff_kd.algorithms.feddf import build_fedaux
 from tff_kd.algorithms.feddf import build_feddf

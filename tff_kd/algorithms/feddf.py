@@ -190,82 +190,27 @@ def _distill_kwargs(steps, batch_size, learning_rate, temperature,
   )
 
 
-def _probe(name, model_fn, needs_features, distill_kwargs):
-  """Data type, metrics aggregation and output size of a prototype's model.
-
-  Builds the model once, in a throwaway graph, and checks on it what would
-  otherwise fail inside a trace: the model type, the `head` FedAUX needs and
-  the distillation arguments.
-  """
-  if not callable(model_fn):
-    raise TypeError(f'The model_fn of prototype {name!r} is not callable: '
-                    f'{model_fn!r}.')
-  with tf.Graph().as_default():
-    model = model_fn()
-    if not isinstance(model, tff.learning.models.VariableModel):
-      raise TypeError(
-          f'The model_fn of prototype {name!r} must return a '
-          f'tff.learning.models.VariableModel; it returned '
-          f'{type(model).__name__}.'
-      )
-    if needs_features:
-      model_parts.head_layer(model, f'FedAUX (prototype {name!r})')
-    server_distillation.build_server_distillation(model, **distill_kwargs)
-    input_shape = _inputs_shape(model.input_spec)
-    return dict(
-        data_type=tff.SequenceType(
-            tff.types.tensorflow_to_type(model.input_spec)
-        ),
-        metrics_aggregation_fn=tff.learning.metrics.sum_then_finalize(
-            model.metric_finalizers()
-        ),
-        input_shape=input_shape,
-        num_classes=int(model.predict_on_batch(
-            tf.zeros((1,) + input_shape), training=False).shape[-1]),
-    )
-
-
-def _inputs_shape(input_spec):
-  spec = input_spec['x'] if isinstance(input_spec, Mapping) else input_spec[0]
-  return tuple(spec.shape[1:])
-
-
 def _build(
     prototype_model_fns, client_optimizer_fn, *, distillation_inputs,
     validation, distill_kwargs, client_weighting, seed, certainty,
 ):
   """The process of `build_feddf` (certainty None) and `build_fedaux`."""
-  if not isinstance(prototype_model_fns, Mapping) or not prototype_model_fns:
-    raise ValueError('prototype_model_fns must be a non-empty mapping of '
-                     f'prototype name -> model_fn; got {prototype_model_fns!r}.')
   if client_weighting not in CLIENT_WEIGHTINGS:
     raise ValueError(f'client_weighting must be one of {CLIENT_WEIGHTINGS}; '
                      f'got {client_weighting!r}.')
-  names = list(prototype_model_fns)
-  probes = {
-      n: _probe(n, fn, certainty is not None, distill_kwargs)
-      for n, fn in prototype_model_fns.items()
-  }
+
+  def check(name, model):
+    if certainty is not None:
+      model_parts.head_layer(model, f'FedAUX (prototype {name!r})')
+    server_distillation.build_server_distillation(model, **distill_kwargs)
+
+  probes = model_parts.probe_prototypes(prototype_model_fns, check)
+  names = list(probes)
   data_type = probes[names[0]]['data_type']
   num_classes = probes[names[0]]['num_classes']
-  for n in names[1:]:
-    if probes[n]['data_type'] != data_type:
-      raise ValueError(
-          f'Prototypes {names[0]!r} and {n!r} take different inputs: '
-          f'{data_type} vs {probes[n]["data_type"]}.'
-      )
-    if probes[n]['num_classes'] != num_classes:
-      raise ValueError(
-          f'Prototypes {names[0]!r} and {n!r} predict different numbers of '
-          f'classes: {num_classes} vs {probes[n]["num_classes"]}.'
-      )
-  distill_x = np.asarray(distillation_inputs, np.float32)
-  input_shape = probes[names[0]]['input_shape']
-  if distill_x.ndim < 1 or tuple(distill_x.shape[1:]) != input_shape:
-    raise ValueError(
-        f'distillation_inputs have shape {distill_x.shape}; the models take '
-        f'inputs of shape {input_shape} (so [R, {", ".join(map(str, input_shape))}]).'
-    )
+  distill_x = model_parts.check_inputs(
+      distillation_inputs, probes[names[0]]['input_shape'],
+      'distillation_inputs')
   if len(distill_x) < distill_kwargs['batch_size']:
     raise ValueError(
         f'The distillation set has {len(distill_x)} inputs, fewer than the '

@@ -4,7 +4,9 @@ Binaries read this registry: an algorithm added here gets its flags in
 `binaries/train.py` and joins `binaries/compare.py` without editing them.
 Each entry's `build(task, *, client_learning_rate, server_learning_rate,
 clients_per_round, **hparams)` returns a `tff.learning.templates.
-LearningProcess` for the task. Algorithms may share a hyperparameter (the
+LearningProcess` for the task, or for the algorithms whose clients keep their
+own models (FD, DS-FL, FedAD) a `tff_kd.stateful_clients.
+StatefulClientsProcess`. Algorithms may share a hyperparameter (the
 same `Hparam` object, one flag): FedDF and FedAUX share the distillation ones.
 """
 
@@ -17,6 +19,9 @@ import tensorflow_federated as tff
 
 import tasks
 
+from tff_kd.algorithms import dsfl
+from tff_kd.algorithms import fd
+from tff_kd.algorithms import fedad
 from tff_kd.algorithms import fedavg
 from tff_kd.algorithms import feddf
 from tff_kd.algorithms import fedgen
@@ -44,6 +49,7 @@ class Algorithm:
   build: Callable[..., tff.learning.templates.LearningProcess]
   hparams: Mapping[str, Hparam] = dataclasses.field(default_factory=dict)
   prototypes: bool = False  # Supports heterogeneous model prototypes.
+  stateful_clients: bool = False  # Clients keep their own models.
 
 
 def _optimizers(client_learning_rate, server_learning_rate):
@@ -137,7 +143,8 @@ def _prototype_model_fns(task):
 def _check_server_learning_rate(name, server_learning_rate):
   if server_learning_rate != 1.0:
     raise ValueError(
-        f'{name} fuses the client models by averaging (no server optimizer);'
+        f'{name} has no server optimizer (it averages models or exchanges'
+        ' outputs);'
         f' --server_learning_rate must be 1, got {server_learning_rate}.'
     )
 
@@ -150,6 +157,81 @@ def _distillation_kwargs(distill_steps, distill_batch_size,
       distill_learning_rate=distill_learning_rate,
       temperature=distill_temperature, eval_every=distill_eval_every,
       patience=distill_patience,
+  )
+
+
+def _server_distillation_kwargs(**distillation):
+  """`server_distillation.build_server_distillation`'s arguments."""
+  kwargs = _distillation_kwargs(**distillation)
+  return dict(
+      steps=kwargs.pop('distill_steps'),
+      batch_size=kwargs.pop('distill_batch_size'),
+      learning_rate=kwargs.pop('distill_learning_rate'), **kwargs)
+
+
+def _client_prototypes(task):
+  """Client id -> prototype (TFF baseline tasks: all the one `model`)."""
+  if hasattr(task, 'client_prototypes'):
+    return task.client_prototypes
+  return {c: 'model' for c in task.datasets.train_data.client_ids}
+
+
+def _build_fd(
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    fd_beta, fd_temperature, fd_exclude_own,
+):
+  del clients_per_round
+  _check_server_learning_rate('fd', server_learning_rate)
+  return fd.build_fd(
+      _prototype_model_fns(task),
+      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_prototypes=_client_prototypes(task),
+      beta=fd_beta, temperature=fd_temperature, exclude_own=fd_exclude_own,
+  )
+
+
+def _build_dsfl(
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    distill_data, dsfl_aggregation, dsfl_era_temperature, dsfl_subset_size,
+    dsfl_distill_epochs, dsfl_distill_batch_size, dsfl_distill_learning_rate,
+    dsfl_server_model, **distillation,
+):
+  del clients_per_round
+  _check_server_learning_rate('dsfl', server_learning_rate)
+  return dsfl.build_dsfl(
+      _prototype_model_fns(task),
+      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_prototypes=_client_prototypes(task),
+      public_inputs=_distillation_inputs(task, distill_data),
+      subset_size=dsfl_subset_size,
+      aggregation=dsfl_aggregation,
+      era_temperature=dsfl_era_temperature,
+      distill_epochs=dsfl_distill_epochs,
+      distill_batch_size=dsfl_distill_batch_size,
+      distill_learning_rate=dsfl_distill_learning_rate,
+      server_distillation_kwargs=(
+          _server_distillation_kwargs(**distillation)
+          if dsfl_server_model else None),
+      validation=getattr(task, 'validation', None),
+      seed=getattr(task, 'seed', 0),
+  )
+
+
+def _build_fedad(
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    distill_data, fedad_beta, **distillation,
+):
+  del clients_per_round
+  _check_server_learning_rate('fedad', server_learning_rate)
+  return fedad.build_fedad(
+      _prototype_model_fns(task),
+      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_prototypes=_client_prototypes(task),
+      public_inputs=_distillation_inputs(task, distill_data),
+      attention_weight=fedad_beta,
+      server_distillation_kwargs=_server_distillation_kwargs(**distillation),
+      validation=getattr(task, 'validation', None),
+      seed=getattr(task, 'seed', 0),
   )
 
 
@@ -205,25 +287,26 @@ _AT_LEAST_1 = dict(check=lambda v: v >= 1, requirement='>= 1')
 _POSITIVE = dict(check=lambda v: v > 0, requirement='> 0')
 _DISTILLATION_HPARAMS = {
     'distill_data': Hparam(
-        'public', 'FedDF/FedAUX: server distillation inputs: public (the'
+        'public', 'FedDF/FedAUX/FedAD/DS-FL: server distillation inputs (DS-FL,'
+        ' FedAD: the public data the clients predict on): public (the'
         ' task\'s unlabeled split), noise (data-free), or another task\'s'
         ' name (out-of-domain, images resized).',
         check=lambda v: v in DISTILL_SOURCES,
         requirement=f'one of {DISTILL_SOURCES}'),
-    'distill_steps': Hparam(200, 'FedDF/FedAUX: most server distillation '
+    'distill_steps': Hparam(200, 'Server distillation: most server distillation '
                             'steps per round (0 = no distillation).',
                             **_AT_LEAST_0),
-    'distill_batch_size': Hparam(32, 'FedDF/FedAUX: distillation batch.',
+    'distill_batch_size': Hparam(32, 'Server distillation: distillation batch.',
                                  **_AT_LEAST_1),
     'distill_learning_rate': Hparam(
-        1e-3, 'FedDF/FedAUX: peak Adam learning rate, cosine-decayed '
+        1e-3, 'Server distillation: peak Adam learning rate, cosine-decayed '
         '(FedDF\'s code: 1e-3).', **_POSITIVE),
-    'distill_temperature': Hparam(1.0, 'FedDF/FedAUX: temperature tau.',
+    'distill_temperature': Hparam(1.0, 'Server distillation: temperature tau.',
                                   **_POSITIVE),
-    'distill_eval_every': Hparam(10, 'FedDF/FedAUX: steps between '
+    'distill_eval_every': Hparam(10, 'Server distillation: steps between '
                                  'validation evaluations (early stopping).',
                                  **_AT_LEAST_1),
-    'distill_patience': Hparam(5, 'FedDF/FedAUX: evaluations without '
+    'distill_patience': Hparam(5, 'Server distillation: evaluations without '
                                'improvement before distillation stops.',
                                **_AT_LEAST_1),
 }
@@ -309,6 +392,69 @@ ALGORITHMS: dict[str, Algorithm] = {
                     check=lambda v: 0 < v < 1, requirement='in (0, 1)'),
             ),
             prototypes=True,
+        ),
+        Algorithm(
+            'fd',
+            'FD (Jeong et al. 2018): clients keep their models and exchange'
+            ' per-label mean logits; distillation toward the others\' ones.',
+            _build_fd,
+            {
+                'fd_beta': Hparam(1.0, 'FD: weight beta of the distillation'
+                                  ' term.', **_AT_LEAST_0),
+                'fd_temperature': Hparam(1.0, 'FD: temperature tau.',
+                                         **_POSITIVE),
+                'fd_exclude_own': Hparam(True, 'FD: distill toward the global'
+                                         ' logits without the client\'s own'
+                                         ' last contribution (the paper).'),
+            },
+            prototypes=True,
+            stateful_clients=True,
+        ),
+        Algorithm(
+            'dsfl',
+            'DS-FL (Itahara et al. 2021): clients keep their models and'
+            ' exchange soft labels on public data, fused by ERA or SA.',
+            _build_dsfl,
+            dict(
+                _DISTILLATION_HPARAMS,
+                dsfl_aggregation=Hparam(
+                    'era', 'DS-FL: soft-label aggregation, era (entropy'
+                    ' reduction) or sa (simple averaging).',
+                    check=lambda v: v in dsfl.AGGREGATIONS,
+                    requirement=f'one of {dsfl.AGGREGATIONS}'),
+                dsfl_era_temperature=Hparam(0.1, 'DS-FL: ERA temperature T.',
+                                            **_POSITIVE),
+                dsfl_subset_size=Hparam(1000, 'DS-FL: public inputs per round'
+                                        ' (at most the public split).',
+                                        **_AT_LEAST_1),
+                dsfl_distill_epochs=Hparam(5, 'DS-FL: client distillation'
+                                           ' epochs per round.', **_AT_LEAST_1),
+                dsfl_distill_batch_size=Hparam(100, 'DS-FL: client'
+                                               ' distillation batch.',
+                                               **_AT_LEAST_1),
+                dsfl_distill_learning_rate=Hparam(0.1, 'DS-FL: client'
+                                                  ' distillation SGD learning'
+                                                  ' rate.', **_POSITIVE),
+                dsfl_server_model=Hparam(True, 'DS-FL: the server distills a'
+                                         ' model of its own on the global soft'
+                                         ' labels (evaluated as the test'
+                                         ' accuracy).'),
+            ),
+            prototypes=True,
+            stateful_clients=True,
+        ),
+        Algorithm(
+            'fedad',
+            'FedAD (Gong et al. 2021): clients keep their models; the server'
+            ' distills its model from their logits and attention maps.',
+            _build_fedad,
+            dict(
+                _DISTILLATION_HPARAMS,
+                fedad_beta=Hparam(1.0, 'FedAD: weight beta of the attention'
+                                  ' term.', **_AT_LEAST_0),
+            ),
+            prototypes=True,
+            stateful_clients=True,
         ),
     ]
 }

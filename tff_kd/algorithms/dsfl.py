@@ -1,0 +1,342 @@
+"""DS-FL: distillation-based semi-supervised FL (Itahara et al., IEEE TMC 2021).
+
+Itahara, Nishio, Koda, Morikura, Yamamoto, "Distillation-Based
+Semi-Supervised Federated Learning for Communication-Efficient Collaborative
+Training With Non-IID Private Data" (the guide's "exchanging soft labels on a
+proxy dataset").
+
+No weights travel. An unlabeled public (proxy) dataset of R inputs is known to
+the server and every client; every client keeps its own model across rounds
+(`tff_kd.stateful_clients`; heterogeneous architectures allowed). The five
+steps of the guide, for round t:
+1. The server broadcasts the global soft labels of subset S_t (made last
+   round) and the indices of S_t and of the next subset S_{t+1} (each m
+   inputs drawn without replacement by (seed, round); m = min(subset_size,
+   R)).
+2. A sampled client distills its model on (S_t, soft labels): KL(p || q_S),
+   `distill_epochs` epochs of SGD minibatches (skipped in round 1: no labels
+   yet).
+3. It trains on its private data with CE (the task's local epochs).
+4. It predicts softmax probabilities on S_{t+1} and uploads them (m x C).
+5. The server averages them per input (`LogitFusionFactory`, weight 1 per
+   client: SA) and, with ERA, sharpens them (`EntropyReductionFactory`,
+   softmax(mean / T)); they are S_{t+1}'s global soft labels for round t+1.
+Optionally the server keeps a model of the first prototype's architecture,
+distilled every round on (S_{t+1}, global soft labels) with
+`tff_kd.server_distillation` (from its previous weights) and evaluated like
+the clients' models.
+
+A client that drops out of a round (no data) neither distills nor sends: its
+model is unchanged. Upload per client: m x C probabilities plus the fusion's
+m weights; download: m x C soft labels and 2 m indices.
+"""
+
+import collections
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_kd import communication
+from tff_kd import local_training
+from tff_kd import losses
+from tff_kd import model_parts
+from tff_kd import server_distillation
+from tff_kd import stateful_clients
+from tff_kd.aggregators import entropy_reduction
+from tff_kd.aggregators import logit_fusion
+
+ModelFn = Callable[[], tff.learning.models.VariableModel]
+AGGREGATIONS = ('era', 'sa')
+
+
+def build_dsfl(
+    prototype_model_fns: Mapping[str, ModelFn],
+    client_optimizer_fn: tff.learning.optimizers.Optimizer,
+    *,
+    client_prototypes: Mapping[str, str],
+    public_inputs: np.ndarray,
+    subset_size: int = 1000,
+    aggregation: str = 'era',
+    era_temperature: float = 0.1,
+    distill_epochs: int = 5,
+    distill_batch_size: int = 100,
+    distill_learning_rate: float = 0.1,
+    server_distillation_kwargs: Optional[Mapping[str, Any]] = None,
+    validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    seed: int = 0,
+) -> stateful_clients.StatefulClientsProcess:
+  """Builds DS-FL.
+
+  Args:
+    prototype_model_fns: prototype name -> no-arg `model_fn` returning a
+      `VariableModel` (logits out); all take the same inputs and classes.
+    client_optimizer_fn: the clients' optimizer for their private data
+      (stateless, e.g. SGD).
+    client_prototypes: client id -> prototype name, every client.
+    public_inputs: [R, ...] the unlabeled public (proxy) inputs.
+    subset_size: inputs per round (the paper's code: 1,000); at most R.
+    aggregation: `era` (entropy reduction) or `sa` (simple averaging).
+    era_temperature: ERA's T (the paper: 0.1).
+    distill_epochs: the clients' distillation epochs per round (paper: 5).
+    distill_batch_size: their distillation minibatch (paper: 100).
+    distill_learning_rate: their distillation SGD learning rate (paper: 0.1).
+    server_distillation_kwargs: None for no server model, else the arguments
+      of `server_distillation.build_server_distillation` (steps, batch_size,
+      ...) of the server model's distillation.
+    validation: labelled `(x, y)` split for the server model's early stopping.
+    seed: seed of the subsets and minibatches.
+
+  Returns:
+    A `StatefulClientsProcess`.
+  """
+  if aggregation not in AGGREGATIONS:
+    raise ValueError(f'aggregation must be one of {AGGREGATIONS}; got '
+                     f'{aggregation!r}.')
+  for name, value in (('subset_size', subset_size),
+                      ('distill_epochs', distill_epochs),
+                      ('distill_batch_size', distill_batch_size)):
+    if value < 1:
+      raise ValueError(f'{name} must be >= 1; got {value}.')
+  if not distill_learning_rate > 0:
+    raise ValueError(
+        f'distill_learning_rate must be > 0; got {distill_learning_rate}.')
+  server_model = server_distillation_kwargs is not None
+
+  first = next(iter(prototype_model_fns), None)
+
+  def check(name, model):
+    if server_model and name == first:  # The server model's architecture.
+      server_distillation.build_server_distillation(
+          model, **server_distillation_kwargs)
+
+  probes = model_parts.probe_prototypes(prototype_model_fns, check)
+  names = list(probes)
+  num_classes = probes[names[0]]['num_classes']
+  public_x = model_parts.check_inputs(
+      public_inputs, probes[names[0]]['input_shape'], 'public_inputs')
+  num_public = len(public_x)
+  m = min(subset_size, num_public)
+  if server_model and m < server_distillation_kwargs['batch_size']:
+    raise ValueError(
+        f'The public subset has {m} inputs, fewer than the server '
+        f'distillation batch size {server_distillation_kwargs["batch_size"]}.')
+  if validation is not None:
+    validation = (np.asarray(validation[0], np.float32),
+                  np.asarray(validation[1], np.int32))
+  client_hparams = client_optimizer_fn.get_hparams(
+      client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
+  )
+  distill_optimizer = tff.learning.optimizers.build_sgdm(
+      learning_rate=distill_learning_rate)
+
+  def subset(round_num):
+    """The m public indices of round `round_num`'s predictions."""
+    order = tf.argsort(tf.random.stateless_uniform(
+        [num_public], tf.stack([tf.constant(seed, tf.int32), round_num])))
+    return tf.cast(order[:m], tf.int32)
+
+  @tff.tensorflow.computation()
+  def initial_client_states():
+    return collections.OrderedDict(
+        (n, collections.OrderedDict(model=weights))
+        for n, weights in stateful_clients.initial_models(
+            prototype_model_fns).items()
+    )
+
+  @tff.tensorflow.computation()
+  def initial_server_state():
+    state = collections.OrderedDict(
+        soft_labels=tf.zeros([m, num_classes]),
+        has_labels=tf.constant(False),
+        indices=subset(tf.constant(1, tf.int32)),
+        round=tf.constant(0, tf.int32),
+    )
+    if server_model:
+      state['model'] = tff.learning.models.ModelWeights.from_model(
+          prototype_model_fns[names[0]]())
+    return state
+
+  server_state_type = initial_server_state.type_signature.result
+
+  @tff.tensorflow.computation(server_state_type)
+  def broadcast_of(state):
+    """Step 1: S_t's soft labels and indices, and S_{t+1}'s indices."""
+    return collections.OrderedDict(
+        soft_labels=state['soft_labels'],
+        has_labels=state['has_labels'],
+        indices=state['indices'],
+        next_indices=subset(state['round'] + 2),
+        round=state['round'],
+    )
+
+  broadcast_type = broadcast_of.type_signature.result
+  fusion_value_type = tff.StructWithPythonType(
+      collections.OrderedDict(
+          logits=tff.TensorType(np.float32, [m, num_classes]),
+          weights=tff.TensorType(np.float32, [m]),
+      ),
+      collections.OrderedDict,
+  )
+  client_type = stateful_clients.client_input_type(
+      probes[names[0]]['data_type'],
+      initial_client_states.type_signature.result,
+  )
+
+  @tff.tensorflow.computation(broadcast_type, client_type)
+  def client_round(broadcast, client):
+    models = {n: fn() for n, fn in prototype_model_fns.items()}
+    updates = {
+        n: local_training.build_client_update(models[n], client_optimizer_fn)
+        for n in names
+    }
+    inputs = tf.gather(public_x, broadcast['indices'])
+    # Soft labels as teacher logits: softmax(log p) = p.
+    teacher = tf.math.log(tf.maximum(broadcast['soft_labels'], 1e-30))
+
+    def distill(model, weights, gate):
+      """Step 2: SGD epochs of KL(p || q_S) on S_t; returns the weights."""
+      variables = tuple(model.trainable_variables)
+      local_training.assign(variables, weights.trainable)
+      local_training.assign(model.non_trainable_variables,
+                            weights.non_trainable)
+      epochs = [
+          tf.argsort(tf.random.stateless_uniform(
+              [m], tf.stack([tf.constant(seed, tf.int32),
+                             broadcast['round'] * 1000 + e])))
+          for e in range(distill_epochs)
+      ]
+      batches = tf.data.Dataset.from_tensor_slices(
+          tf.concat(epochs, axis=0)).batch(distill_batch_size).take(gate)
+      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in variables)
+      optimizer_state = distill_optimizer.initialize(specs)
+
+      def step(optimizer_state, index):
+        with tf.GradientTape() as tape:
+          loss = losses.distillation_loss(
+              tf.gather(teacher, index),
+              model.predict_on_batch(tf.gather(inputs, index), training=True))
+        optimizer_state, updated = distill_optimizer.next(
+            optimizer_state, variables, tuple(tape.gradient(loss, variables)))
+        local_training.assign(variables, updated)
+        return optimizer_state
+
+      optimizer_state = batches.reduce(optimizer_state, step)
+      with tf.control_dependencies(tf.nest.flatten(optimizer_state)):
+        return tff.learning.models.ModelWeights(
+            trainable=[tf.identity(v) for v in variables],
+            non_trainable=list(weights.non_trainable),
+        )
+
+    @tf.function
+    def run():
+      states, metrics = collections.OrderedDict(), collections.OrderedDict()
+      probabilities = tf.zeros([m, num_classes])
+      sent = tf.constant(False)
+      non_finite = tf.constant(0)
+      next_inputs = tf.gather(public_x, broadcast['next_indices'])
+      for i, n in enumerate(names):
+        own = tf.equal(client['prototype'], i)
+        old = client['state'][n]['model']
+        gate = tf.where(tf.logical_and(own, broadcast['has_labels']),
+                        tf.constant(-1, tf.int64), 0)
+        distilled = distill(models[n], old, gate)
+        delta, num_examples, is_finite, metrics[n] = updates[n](
+            distilled, stateful_clients.own_data(
+                client['data'], client['prototype'], i),
+            client_hparams,
+        )
+        with tf.control_dependencies(tf.nest.flatten(delta)):
+          predicted = tf.nn.softmax(
+              models[n].predict_on_batch(next_inputs, training=False))
+        participated = tf.logical_and(num_examples > 0,
+                                      tf.cast(is_finite, tf.bool))
+        states[n] = collections.OrderedDict(model=stateful_clients.select(
+            participated, stateful_clients.trained(distilled, delta), old))
+        probabilities += tf.where(participated, predicted, 0.0)
+        sent = tf.logical_or(sent, participated)
+        non_finite += 1 - is_finite
+      return collections.OrderedDict(
+          state=states,
+          fusion=collections.OrderedDict(
+              logits=probabilities,
+              weights=tf.fill([m], tf.cast(sent, tf.float32))),
+          metrics=metrics,
+          non_finite=non_finite,
+      )
+
+    return run()
+
+  if aggregation == 'era':
+    fusion_factory = entropy_reduction.EntropyReductionFactory(era_temperature)
+  else:
+    fusion_factory = logit_fusion.LogitFusionFactory()
+  fusion = fusion_factory.create(fusion_value_type)
+  count_bytes = communication.build_bytes_counter(
+      down=broadcast_type, up=fusion_value_type)
+
+  @tff.tensorflow.computation(server_state_type, broadcast_type,
+                              fusion.next.type_signature.result.result.member)
+  def server_update(state, broadcast, fused):
+    has_labels = tf.reduce_any(fused['weights'] > 0)
+    new_state = collections.OrderedDict(
+        soft_labels=fused['logits'],
+        has_labels=has_labels,
+        indices=broadcast['next_indices'],
+        round=state['round'] + 1,
+    )
+    metrics = collections.OrderedDict(
+        soft_label_entropy=entropy_reduction.mean_entropy(
+            fused['logits'], fused['weights']))
+    if server_model:
+      distill = server_distillation.build_server_distillation(
+          prototype_model_fns[names[0]](), **server_distillation_kwargs)
+      new_state['model'], metrics['server_distillation'] = distill(
+          state['model'], tf.gather(public_x, broadcast['next_indices']),
+          tf.math.log(tf.maximum(fused['logits'], 1e-30)), validation,
+          tf.stack([tf.constant(seed, tf.int32), state['round']]),
+          tf.where(has_labels, server_distillation_kwargs['steps'], 0),
+      )
+    return new_state, metrics
+
+  @tff.federated_computation()
+  def initialize_server():
+    return tff.federated_eval(initial_server_state, tff.SERVER)
+
+  @tff.federated_computation(
+      tff.FederatedType(server_state_type, tff.SERVER),
+      tff.FederatedType(client_type, tff.CLIENTS),
+  )
+  def round_fn(state, clients):
+    broadcast = tff.federated_map(broadcast_of, state)
+    out = tff.federated_map(
+        client_round, (tff.federated_broadcast(broadcast), clients))
+    fused = fusion.next(fusion.initialize(), out.fusion)
+    new_state, server_metrics = tff.federated_map(
+        server_update, (state, broadcast, fused.result))
+    metrics = tff.federated_zip(collections.OrderedDict(
+        client_work=tff.federated_zip(collections.OrderedDict(
+            train=stateful_clients.train_metrics(probes, out.metrics),
+            non_finite_clients=tff.federated_sum(out.non_finite),
+            communication=count_bytes(out.non_finite),
+        )),
+        fusion=fused.measurements,
+        server=server_metrics,
+    ))
+    return new_state, metrics, out.state
+
+  server_model_weights = None
+  if server_model:
+    @tff.tensorflow.computation(server_state_type)
+    def server_model_weights(state):
+      return state['model']
+
+  return stateful_clients.StatefulClientsProcess(
+      initialize_server=initialize_server,
+      initial_client_states=initial_client_states,
+      round_fn=round_fn,
+      client_prototypes=client_prototypes,
+      server_model_weights=server_model_weights,
+  )

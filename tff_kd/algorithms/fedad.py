@@ -1,0 +1,257 @@
+"""FedAD: ensemble attention distillation (Gong et al., ICCV 2021).
+
+Gong, Sharma, Karanam, Wu, Chen, Doermann, Innanje, "Ensemble Attention
+Distillation for Privacy-Preserving Federated Learning", ICCV 2021 (the
+guide's intermediate-feature / attention distillation). No official code;
+our choices are stated here.
+
+No weights travel up. Every client keeps its own model across rounds
+(`tff_kd.stateful_clients`; heterogeneous CNN architectures allowed), and
+the server trains a global model (of the first prototype's architecture) by
+distillation only. Each round:
+1. A sampled client trains its model on its private data with CE (the
+   task's local epochs), continuing from its own last weights. (The paper
+   distills once from clients trained to convergence; the rounds here let the
+   ensemble improve over time, and one round of many local epochs is the
+   paper's one-shot setting.)
+2. On the R public unlabeled inputs it computes its logits and the attention
+   map of its layer `feature_map` (`model_parts.attention_maps`: channel-wise
+   mean of squared activations, resized to the server model's grid,
+   flattened, L2-normalized) and uploads both (R x C + R x H W floats).
+3. The server averages the logits and the attention maps over the clients
+   (two `LogitFusionFactory` aggregations, weight 1 per client).
+4. It distills its global model, from its previous weights, on the public
+   inputs (`tff_kd.server_distillation`, a `tf.function`):
+       tau^2 KL(softmax(mean_k z_k / tau) || softmax(z_S / tau))
+         + beta * ||a_S - mean_k a_k||^2,
+   with Adam, cosine schedule, early stopping on the validation split.
+The paper's diversity term (a weighted choice among the ensemble's members)
+is not implemented: the teacher is the ensemble's consensus, as in FedDF.
+Nothing is broadcast (0 bytes down).
+"""
+
+import collections
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_kd import communication
+from tff_kd import local_training
+from tff_kd import model_parts
+from tff_kd import server_distillation
+from tff_kd import stateful_clients
+from tff_kd.aggregators import logit_fusion
+
+ModelFn = Callable[[], tff.learning.models.VariableModel]
+
+
+def build_fedad(
+    prototype_model_fns: Mapping[str, ModelFn],
+    client_optimizer_fn: tff.learning.optimizers.Optimizer,
+    *,
+    client_prototypes: Mapping[str, str],
+    public_inputs: np.ndarray,
+    attention_weight: float = 1.0,
+    server_distillation_kwargs: Mapping[str, Any],
+    validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    seed: int = 0,
+) -> stateful_clients.StatefulClientsProcess:
+  """Builds FedAD.
+
+  Args:
+    prototype_model_fns: prototype name -> no-arg `model_fn` returning a
+      `VariableModel` (logits out) of a Keras model with a convolutional layer
+      named `feature_map`; all take the same inputs and classes. The server
+      model has the first one's architecture.
+    client_optimizer_fn: the clients' optimizer (stateless, e.g. SGD).
+    client_prototypes: client id -> prototype name, every client.
+    public_inputs: [R, ...] the unlabeled public inputs.
+    attention_weight: beta of the attention term (>= 0).
+    server_distillation_kwargs: the arguments of
+      `server_distillation.build_server_distillation` (steps, batch_size,
+      learning_rate, temperature, ...) except the attention ones.
+    validation: labelled `(x, y)` split for early stopping, or None.
+    seed: seed of the distillation minibatches.
+
+  Returns:
+    A `StatefulClientsProcess` with a server model.
+  """
+  if not attention_weight >= 0:
+    raise ValueError(f'attention_weight must be >= 0; got {attention_weight}.')
+  grids = {}
+  first = next(iter(prototype_model_fns), None)
+
+  def check(name, model):
+    grids[name] = model_parts.attention_grid(
+        model, f'FedAD (prototype {name!r})')
+    if name == first:  # The server model's architecture.
+      server_distillation.build_server_distillation(
+          model, attention_weight=attention_weight,
+          **server_distillation_kwargs)
+
+  probes = model_parts.probe_prototypes(prototype_model_fns, check)
+  names = list(probes)
+  num_classes = probes[names[0]]['num_classes']
+  grid = grids[names[0]]
+  public_x = model_parts.check_inputs(
+      public_inputs, probes[names[0]]['input_shape'], 'public_inputs')
+  num_public = len(public_x)
+  if num_public < server_distillation_kwargs['batch_size']:
+    raise ValueError(
+        f'The public split has {num_public} inputs, fewer than the '
+        f'distillation batch size {server_distillation_kwargs["batch_size"]}.')
+  if validation is not None:
+    validation = (np.asarray(validation[0], np.float32),
+                  np.asarray(validation[1], np.int32))
+  client_hparams = client_optimizer_fn.get_hparams(
+      client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
+  )
+
+  @tff.tensorflow.computation()
+  def initial_client_states():
+    return collections.OrderedDict(
+        (n, collections.OrderedDict(model=weights))
+        for n, weights in stateful_clients.initial_models(
+            prototype_model_fns).items()
+    )
+
+  @tff.tensorflow.computation()
+  def initial_server_state():
+    return collections.OrderedDict(
+        model=tff.learning.models.ModelWeights.from_model(
+            prototype_model_fns[names[0]]()),
+        round=tf.constant(0, tf.int32),
+    )
+
+  server_state_type = initial_server_state.type_signature.result
+
+  def rows(columns):
+    return tff.StructWithPythonType(
+        collections.OrderedDict(
+            logits=tff.TensorType(np.float32, [num_public, columns]),
+            weights=tff.TensorType(np.float32, [num_public]),
+        ),
+        collections.OrderedDict,
+    )
+
+  logits_type, attention_type = rows(num_classes), rows(grid[0] * grid[1])
+  client_type = stateful_clients.client_input_type(
+      probes[names[0]]['data_type'],
+      initial_client_states.type_signature.result,
+  )
+
+  @tff.tensorflow.computation(client_type)
+  def client_round(client):
+    models = {n: fn() for n, fn in prototype_model_fns.items()}
+    updates = {
+        n: local_training.build_client_update(models[n], client_optimizer_fn)
+        for n in names
+    }
+    two_outputs = {
+        n: model_parts.logits_and_feature_map(models[n], 'FedAD')
+        for n in names
+    }
+
+    @tf.function
+    def run():
+      states, metrics = collections.OrderedDict(), collections.OrderedDict()
+      logits = tf.zeros([num_public, num_classes])
+      attention = tf.zeros([num_public, grid[0] * grid[1]])
+      sent = tf.constant(False)
+      non_finite = tf.constant(0)
+      for i, n in enumerate(names):
+        old = client['state'][n]['model']
+        delta, num_examples, is_finite, metrics[n] = updates[n](
+            old, stateful_clients.own_data(
+                client['data'], client['prototype'], i),
+            client_hparams,
+        )
+        with tf.control_dependencies(tf.nest.flatten(delta)):
+          own_logits, feature_maps = two_outputs[n](public_x, training=False)
+        participated = tf.logical_and(num_examples > 0,
+                                      tf.cast(is_finite, tf.bool))
+        states[n] = collections.OrderedDict(
+            model=stateful_clients.trained(old, delta))
+        logits += tf.where(participated, own_logits, 0.0)
+        attention += tf.where(
+            participated, model_parts.attention_maps(feature_maps, grid), 0.0)
+        sent = tf.logical_or(sent, participated)
+        non_finite += 1 - is_finite
+      weights = tf.fill([num_public], tf.cast(sent, tf.float32))
+      return collections.OrderedDict(
+          state=states,
+          logits=collections.OrderedDict(logits=logits, weights=weights),
+          attention=collections.OrderedDict(logits=attention, weights=weights),
+          metrics=metrics,
+          non_finite=non_finite,
+      )
+
+    return run()
+
+  logit_fusion_process = logit_fusion.LogitFusionFactory().create(logits_type)
+  attention_fusion = logit_fusion.LogitFusionFactory().create(attention_type)
+  count_bytes = communication.build_bytes_counter(
+      down=tff.StructType([]),
+      up=tff.StructType([logits_type, attention_type]))
+
+  @tff.tensorflow.computation(
+      server_state_type,
+      logit_fusion_process.next.type_signature.result.result.member,
+      attention_fusion.next.type_signature.result.result.member,
+  )
+  def server_update(state, fused_logits, fused_attention):
+    distill = server_distillation.build_server_distillation(
+        prototype_model_fns[names[0]](), attention_weight=attention_weight,
+        attention_grid=grid, **server_distillation_kwargs)
+    any_sent = tf.reduce_any(fused_logits['weights'] > 0)
+    model, metrics = distill(
+        state['model'], public_x, fused_logits['logits'], validation,
+        tf.stack([tf.constant(seed, tf.int32), state['round']]),
+        tf.where(any_sent, server_distillation_kwargs['steps'], 0),
+        attention_targets=fused_attention['logits'],
+    )
+    return (collections.OrderedDict(model=model, round=state['round'] + 1),
+            metrics)
+
+  @tff.federated_computation()
+  def initialize_server():
+    return tff.federated_eval(initial_server_state, tff.SERVER)
+
+  @tff.federated_computation(
+      tff.FederatedType(server_state_type, tff.SERVER),
+      tff.FederatedType(client_type, tff.CLIENTS),
+  )
+  def round_fn(state, clients):
+    out = tff.federated_map(client_round, clients)
+    fused_logits = logit_fusion_process.next(
+        logit_fusion_process.initialize(), out.logits)
+    fused_attention = attention_fusion.next(
+        attention_fusion.initialize(), out.attention)
+    new_state, distill_metrics = tff.federated_map(
+        server_update, (state, fused_logits.result, fused_attention.result))
+    metrics = tff.federated_zip(collections.OrderedDict(
+        client_work=tff.federated_zip(collections.OrderedDict(
+            train=stateful_clients.train_metrics(probes, out.metrics),
+            non_finite_clients=tff.federated_sum(out.non_finite),
+            communication=count_bytes(out.non_finite),
+        )),
+        fusion=fused_logits.measurements,
+        attention_fusion=fused_attention.measurements,
+        distillation=distill_metrics,
+    ))
+    return new_state, metrics, out.state
+
+  @tff.tensorflow.computation(server_state_type)
+  def server_model_weights(state):
+    return state['model']
+
+  return stateful_clients.StatefulClientsProcess(
+      initialize_server=initialize_server,
+      initial_client_states=initial_client_states,
+      round_fn=round_fn,
+      client_prototypes=client_prototypes,
+      server_model_weights=server_model_weights,
+  )
