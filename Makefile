@@ -20,7 +20,7 @@ run: $(VENV)/installed
 	$(PY) -m binaries.compare --task=digits --partition=dirichlet --alpha=0.5 \
 	  --num_clients=20 --clients_per_round=10 --rounds=20 --seeds=0 \
 	  --rounds_per_checkpoint=10 --target_accuracy=0.9 \
-	  --algorithms=fedavg,fedntd,fedgkd,fedssd,fedgen,feddf,fedaux \
+	  --algorithms=fedavg,fedntd,fedgkd,fedssd,fedgen,feddf,fedaux,fd,dsfl,fedad \
 	  --root_output_dir=$(RUN_DIR)
 
 test: $(VENV)/installed

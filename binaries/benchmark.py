@@ -68,14 +68,27 @@ _LR = 0.05
 
 
 def _median_round_seconds(step, warmup, timed):
-  for _ in range(warmup):
-    step()
-  times = []
+  return _interleaved_medians({None: step}, warmup, timed)[None]
+
+
+def _interleaved_medians(steps, warmup, timed):
+  """Median seconds of each step, the steps' rounds interleaved.
+
+  Every step takes its warm-up rounds, then the timed rounds go round-robin
+  (a, b, c, a, b, c, ...), so a slow phase of the machine (or of the TFF
+  worker: the first TFF process timed in a run used to look ~0.3 s slower
+  than the same process timed later) falls on all of them alike.
+  """
+  for step in steps.values():
+    for _ in range(warmup):
+      step()
+  times = {name: [] for name in steps}
   for _ in range(timed):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    for name, step in steps.items():
+      start = time.perf_counter()
+      step()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _plain_step_fn(task, datasets):
@@ -205,21 +218,19 @@ def main(argv):
   sgd = lambda lr: tff.learning.optimizers.build_sgdm(learning_rate=lr)
   warmup, timed = WARMUP_ROUNDS.value, TIMED_ROUNDS.value
 
-  results = {}
-  results['plain'] = _median_round_seconds(
-      _plain_step_fn(task, datasets), warmup, timed)
-  # Eager Keras models must be built before TFF traces any (module docs of
-  # tff_kd.evaluation), so the distillation is measured here.
+  # Eager Keras models break once TFF traces models of the same classes
+  # (module docs of tff_kd.evaluation): the plain loop and the eager
+  # distillation run first. The TFF processes' rounds are interleaved.
+  plain = _median_round_seconds(_plain_step_fn(task, datasets), warmup, timed)
   distill_rates = _distillation_rates(task, DISTILL_STEPS.value)
+  steps = {}
   with runtime.LocalRuntime():
-    results['ours'] = _median_round_seconds(
-        _process_step_fn(registry.get('fedavg').build(
-            task, client_learning_rate=_LR, server_learning_rate=1.0,
-            clients_per_round=10), datasets), warmup, timed)
-    results['tff'] = _median_round_seconds(
-        _process_step_fn(tff.learning.algorithms.build_weighted_fed_avg(
-            task.model_fn, sgd(_LR), sgd(1.0)), datasets), warmup, timed)
-    per_algorithm = {}
+    steps['ours'] = _process_step_fn(registry.get('fedavg').build(
+        task, client_learning_rate=_LR, server_learning_rate=1.0,
+        clients_per_round=10), datasets)
+    steps['tff'] = _process_step_fn(
+        tff.learning.algorithms.build_weighted_fed_avg(
+            task.model_fn, sgd(_LR), sgd(1.0)), datasets)
     for name in BENCH_ALGORITHMS.value:
       algorithm = registry.get(name)
       process = algorithm.build(
@@ -227,10 +238,12 @@ def main(argv):
           clients_per_round=10,
           **{k: h.default for k, h in algorithm.hparams.items()})
       client_input = experiment.client_input_fn(process, task)
-      per_algorithm[name] = _median_round_seconds(
-          _process_step_fn(process, [
-              client_input(k, d) for k, d in zip(ids, datasets)
-          ]), warmup, timed)
+      steps[f'algorithm {name}'] = _process_step_fn(process, [
+          client_input(k, d) for k, d in zip(ids, datasets)])
+    medians = _interleaved_medians(steps, warmup, timed)
+  results = dict(plain=plain, ours=medians['ours'], tff=medians['tff'])
+  per_algorithm = {name: medians[f'algorithm {name}']
+                   for name in BENCH_ALGORITHMS.value}
 
   scale = {n: _scale(n, 1, 1, timed) for n in map(int, SCALE_CLIENTS.value)}
   workers, at = SCALE_WORKERS.value, SCALE_WORKERS_CLIENTS.value
@@ -242,7 +255,8 @@ def main(argv):
       '# Performance',
       '',
       f'Measured by `{command}` (all figures from one run; medians over '
-      f'{timed} rounds after {warmup} warm-up rounds), on a machine with '
+      f'{timed} rounds after {warmup} warm-up rounds; the rounds of our '
+      'FedAvg, TFF\'s and every algorithm interleaved), on a machine with '
       f'{os.cpu_count()} cores and no GPU.',
       '',
       f'Workload: digits, 10 clients x {np.mean(sizes):.0f} examples '

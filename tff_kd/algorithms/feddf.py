@@ -423,10 +423,8 @@ def _build(
                 (n, probes[n]['metrics_aggregation_fn'](out.metrics[n]))
                 for n in names)),
             non_finite_clients=tff.federated_sum(out.non_finite),
-            communication=tff.federated_zip(collections.OrderedDict(
-                bytes_uploaded=tff.federated_sum(out.bytes_uploaded),
-                bytes_downloaded=tff.federated_sum(out.bytes_downloaded),
-            )),
+            communication=communication.summarize(
+                out.bytes_uploaded, out.bytes_downloaded),
         )),
         aggregator=tff.federated_zip(collections.OrderedDict(
             (n, means[n].measurements) for n in names)),

@@ -115,7 +115,9 @@ class DSFLTest(tf.test.TestCase):
         output.metrics['client_work']['communication'],
         collections.OrderedDict(
             bytes_uploaded=3 * (m * L * 4 + m * 4),
-            bytes_downloaded=3 * (m * L * 4 + 1 + 2 * m * 4 + 4)))
+            bytes_downloaded=3 * (m * L * 4 + 1 + 2 * m * 4 + 4),
+            bytes_uploaded_per_client=m * L * 4 + m * 4,
+            bytes_downloaded_per_client=m * L * 4 + 1 + 2 * m * 4 + 4))
 
   def test_rejects_bad_arguments(self):
     with self.assertRaisesRegex(ValueError, "aggregation must be one of"):

@@ -121,7 +121,9 @@ class FDTest(tf.test.TestCase):
     self.assertEqual(
         output.metrics['client_work']['communication'],
         collections.OrderedDict(bytes_uploaded=3 * per_client,
-                                bytes_downloaded=3 * (per_client + 4)))
+                                bytes_downloaded=3 * (per_client + 4),
+                                bytes_uploaded_per_client=per_client,
+                                bytes_downloaded_per_client=per_client + 4))
     self.assertEqual(communication.type_bytes(
         process.round.type_signature.parameter[0]), per_client + 4)
     self.assertEqual(output.metrics['fusion']['fused_clients'], 3)

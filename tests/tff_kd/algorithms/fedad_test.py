@@ -90,7 +90,9 @@ class FedADTest(tf.test.TestCase):
         output.metrics['client_work']['communication'],
         collections.OrderedDict(
             bytes_uploaded=3 * (r * L * 4 + r * 4 + r * 4 * 4 + r * 4),
-            bytes_downloaded=0))
+            bytes_downloaded=0,
+            bytes_uploaded_per_client=r * L * 4 + r * 4 + r * 4 * 4 + r * 4,
+            bytes_downloaded_per_client=0))
     self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
 
   def test_a_model_without_feature_map_is_named(self):

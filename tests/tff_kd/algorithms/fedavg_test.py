@@ -40,7 +40,9 @@ class FedAvgTest(tf.test.TestCase, parameterized.TestCase):
     # Down: the model (4x3 kernel + 3 biases, float32); up: delta + weight.
     self.assertEqual(output.metrics['client_work']['communication'],
                      dict(bytes_uploaded=3 * (15 * 4 + 4),
-                          bytes_downloaded=3 * 15 * 4))
+                          bytes_downloaded=3 * 15 * 4,
+                          bytes_uploaded_per_client=15 * 4 + 4,
+                          bytes_downloaded_per_client=15 * 4))
 
   def test_matches_tff_build_weighted_fed_avg(self):
     data = tiny.datasets(tiny.client_arrays([12, 7, 20], seed=3), batch_size=4)

@@ -140,9 +140,11 @@ class FedDFTest(tf.test.TestCase):
     state_type = process.initialize.type_signature.result.member
     down = {n: communication.type_bytes(state_type.prototypes[n])
             for n in task.prototypes}
-    self.assertEqual(
-        metrics['client_work']['communication']['bytes_downloaded'],
+    communicated = metrics['client_work']['communication']
+    self.assertEqual(communicated['bytes_downloaded'],
                      sum(down[o] for o in owners))
+    self.assertAllClose(communicated['bytes_downloaded_per_client'],
+                        np.mean([down[o] for o in owners]))
     self.assertEqual(metrics['fusion']['fused_clients'], 4)
 
   def test_accepts_a_tff_baseline_task_model_fn(self):
