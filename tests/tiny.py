@@ -101,3 +101,24 @@ def attention_model_fn(pool: bool = False):
       ),
   ]
   return _variable_model(tf.keras.Sequential(layers))
+
+
+def two_rounds_third_client_dropping_out(process, ids, datasets):
+  """Two rounds of a stateful-client process over clients ids[:3], the third
+  with no data (dropped out); returns (initial state, state, last output)."""
+  initial = state = process.initialize()
+  for _ in range(2):
+    output = process.next(state, list(zip(
+        ids[:3], [datasets[0], datasets[1], datasets[2].take(0)])))
+    state = output.state
+  return initial, state, output
+
+
+def check_client_states(test, initial, state, changed):
+  """Every client's model keeps its shapes; exactly `changed` moved."""
+  for c in initial['clients']:
+    before = initial['clients'][c]['model'].trainable
+    after = state['clients'][c]['model'].trainable
+    test.assertEqual([w.shape for w in after], [w.shape for w in before])
+    moved = any(not np.array_equal(a, b) for a, b in zip(after, before))
+    test.assertEqual(moved, c in changed, c)

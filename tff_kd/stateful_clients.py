@@ -7,14 +7,16 @@ states live with the program: `StatefulClientsProcess` keeps every client's
 state in its own program state and passes the sampled clients' states into
 the round computation as CLIENTS-placed values, which returns them updated:
 
-  round: (<server_state@SERVER, {<data, prototype, state>}@CLIENTS>
+  round: (<server_state@SERVER, {<data, prototype, position, state>}@CLIENTS>
           -> <state=server_state@SERVER, metrics@SERVER,
-              client_states={state}@CLIENTS>)
+              client_states={<position, state>}@CLIENTS>)
 
-`data` is the client's dataset, `prototype` the index of its architecture and
-`state` an `OrderedDict(prototype name -> state of that prototype)`: the
-client's own entry is its state, the others the prototypes' initial states
-(a CLIENTS-placed value has one type for all clients). A client state is an
+`data` is the client's dataset, `prototype` the index of its architecture,
+`position` its place in the round's list of clients (echoed back: a runtime
+over several workers need not return the clients in order) and `state` an
+`OrderedDict(prototype name -> state of that prototype)`: the client's own
+entry is its state, the others the prototypes' initial states (a
+CLIENTS-placed value has one type for all clients). A client state is an
 `OrderedDict(model=ModelWeights, ...)` plus whatever the algorithm keeps. The
 optimizer state is not kept: the clients use SGD, which has none.
 
@@ -106,20 +108,27 @@ class StatefulClientsProcess:
   ) -> tff.learning.templates.LearningProcessOutput:
     """Runs a round on `client_data`, `(client id, dataset)` pairs."""
     inputs = []
-    for client_id, dataset in client_data:
+    for position, (client_id, dataset) in enumerate(client_data):
       own = self.client_prototypes[client_id]
       inputs.append(collections.OrderedDict(
           data=dataset,
           prototype=np.int32(self.prototypes.index(own)),
+          position=np.int32(position),
           state=collections.OrderedDict(
               (n, state['clients'][client_id] if n == own else self._initial[n])
               for n in self.prototypes
           ),
       ))
-    server, metrics, client_states = self.round(state['server'], inputs)
+    server, metrics, outputs = self.round(state['server'], inputs)
+    positions = sorted(int(output['position']) for output in outputs)
+    if positions != list(range(len(client_data))):
+      raise RuntimeError(
+          f'The round returned client states at positions {positions}; '
+          f'expected each of the {len(client_data)} clients once.')
     clients = collections.OrderedDict(state['clients'])
-    for (client_id, _), client_state in zip(client_data, client_states):
-      clients[client_id] = client_state[self.client_prototypes[client_id]]
+    for output in outputs:
+      client_id, _ = client_data[int(output['position'])]
+      clients[client_id] = output['state'][self.client_prototypes[client_id]]
     return tff.learning.templates.LearningProcessOutput(
         collections.OrderedDict(server=server, clients=clients), metrics
     )
@@ -145,6 +154,7 @@ def client_input_type(
       collections.OrderedDict(
           data=data_type,
           prototype=tff.TensorType(np.int32),
+          position=tff.TensorType(np.int32),
           state=client_state_type,
       ),
       collections.OrderedDict,
@@ -178,17 +188,34 @@ def own_data(dataset: tf.data.Dataset, prototype: tf.Tensor,
       tf.where(tf.equal(prototype, index), tf.constant(-1, tf.int64), 0))
 
 
-def initial_models(prototype_model_fns):
-  """`OrderedDict(prototype -> ModelWeights)` of new models (call in a trace)."""
+def initial_states(prototype_model_fns, **extra):
+  """`OrderedDict(prototype -> OrderedDict(model=new ModelWeights, **extra))`.
+
+  Call in a trace (`tff.tensorflow.computation`).
+  """
   return collections.OrderedDict(
-      (n, tff.learning.models.ModelWeights.from_model(fn()))
+      (n, collections.OrderedDict(
+          model=tff.learning.models.ModelWeights.from_model(fn()), **extra))
       for n, fn in prototype_model_fns.items()
   )
 
 
-def train_metrics(probes, client_metrics):
-  """Per prototype, its clients' training metrics summed then finalized."""
+def client_output(client, states, **values):
+  """A client's result: `<position, state>` for the round, and `values`."""
+  return collections.OrderedDict(
+      state=collections.OrderedDict(position=client['position'], state=states),
+      **values)
+
+
+def client_work_metrics(probes, out, count_bytes):
+  """The `client_work` metrics of a round: per prototype its clients'
+  training metrics (summed then finalized), the non-finite clients and the
+  bytes (`communication.build_bytes_counter`). `out` is the clients' results,
+  with `metrics` (per prototype) and `non_finite`."""
   return tff.federated_zip(collections.OrderedDict(
-      (n, probe['metrics_aggregation_fn'](client_metrics[n]))
-      for n, probe in probes.items()
+      train=tff.federated_zip(collections.OrderedDict(
+          (n, probe['metrics_aggregation_fn'](out.metrics[n]))
+          for n, probe in probes.items())),
+      non_finite_clients=tff.federated_sum(out.non_finite),
+      communication=count_bytes(out.non_finite),
   ))

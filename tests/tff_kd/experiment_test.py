@@ -74,8 +74,14 @@ class CheckpointTest(tf.test.TestCase):
     for root in roots:
       manager = experiment.AtomicFileProgramStateManager(
           experiment.output_paths(root, 'run')['checkpoints'])
-      state, version = asyncio.run(
-          manager.load_latest(process.initialize()))
+      # Not asyncio.run: it would leave no event loop for the next test's
+      # tff.simulation.run_training_process.
+      loop = asyncio.new_event_loop()
+      try:
+        state, version = loop.run_until_complete(
+            manager.load_latest(process.initialize()))
+      finally:
+        loop.close()
       self.assertEqual(version, 3)
       states.append(state)
     flat = [tf.nest.flatten(s) for s in states]

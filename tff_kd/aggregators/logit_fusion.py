@@ -29,6 +29,17 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 
+def value_type(rows: int, columns: int) -> tff.Type:
+  """What a client sends: `<logits=float32[rows, columns], weights=float32[rows]>`."""
+  return tff.StructWithPythonType(
+      collections.OrderedDict(
+          logits=tff.TensorType(np.float32, [rows, columns]),
+          weights=tff.TensorType(np.float32, [rows]),
+      ),
+      collections.OrderedDict,
+  )
+
+
 class LogitFusionFactory(tff.aggregators.UnweightedAggregationFactory):
   """Per-row weighted mean of client logits (see module docstring)."""
 

@@ -140,11 +140,7 @@ def build_dsfl(
 
   @tff.tensorflow.computation()
   def initial_client_states():
-    return collections.OrderedDict(
-        (n, collections.OrderedDict(model=weights))
-        for n, weights in stateful_clients.initial_models(
-            prototype_model_fns).items()
-    )
+    return stateful_clients.initial_states(prototype_model_fns)
 
   @tff.tensorflow.computation()
   def initial_server_state():
@@ -173,13 +169,7 @@ def build_dsfl(
     )
 
   broadcast_type = broadcast_of.type_signature.result
-  fusion_value_type = tff.StructWithPythonType(
-      collections.OrderedDict(
-          logits=tff.TensorType(np.float32, [m, num_classes]),
-          weights=tff.TensorType(np.float32, [m]),
-      ),
-      collections.OrderedDict,
-  )
+  fusion_value_type = logit_fusion.value_type(m, num_classes)
   client_type = stateful_clients.client_input_type(
       probes[names[0]]['data_type'],
       initial_client_states.type_signature.result,
@@ -258,8 +248,8 @@ def build_dsfl(
         probabilities += tf.where(participated, predicted, 0.0)
         sent = tf.logical_or(sent, participated)
         non_finite += 1 - is_finite
-      return collections.OrderedDict(
-          state=states,
+      return stateful_clients.client_output(
+          client, states,
           fusion=collections.OrderedDict(
               logits=probabilities,
               weights=tf.fill([m], tf.cast(sent, tf.float32))),
@@ -317,11 +307,8 @@ def build_dsfl(
     new_state, server_metrics = tff.federated_map(
         server_update, (state, broadcast, fused.result))
     metrics = tff.federated_zip(collections.OrderedDict(
-        client_work=tff.federated_zip(collections.OrderedDict(
-            train=stateful_clients.train_metrics(probes, out.metrics),
-            non_finite_clients=tff.federated_sum(out.non_finite),
-            communication=count_bytes(out.non_finite),
-        )),
+        client_work=stateful_clients.client_work_metrics(
+            probes, out, count_bytes),
         fusion=fused.measurements,
         server=server_metrics,
     ))

@@ -35,7 +35,6 @@ reports in a round has N[y] = 0 next round: no distillation toward it.
 import collections
 from collections.abc import Callable, Mapping
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -93,11 +92,8 @@ def build_fd(
 
   @tff.tensorflow.computation()
   def initial_client_states():
-    return collections.OrderedDict(
-        (n, collections.OrderedDict(model=weights, upload=knowledge(-1)))
-        for n, weights in stateful_clients.initial_models(
-            prototype_model_fns).items()
-    )
+    return stateful_clients.initial_states(prototype_model_fns,
+                                           upload=knowledge(-1))
 
   @tff.tensorflow.computation()
   def initial_server_state():
@@ -105,13 +101,7 @@ def build_fd(
     return knowledge(0)
 
   server_state_type = initial_server_state.type_signature.result
-  fusion_value_type = tff.StructWithPythonType(
-      collections.OrderedDict(
-          logits=tff.TensorType(np.float32, [num_classes, num_classes]),
-          weights=tff.TensorType(np.float32, [num_classes]),
-      ),
-      collections.OrderedDict,
-  )
+  fusion_value_type = logit_fusion.value_type(num_classes, num_classes)
   client_type = stateful_clients.client_input_type(
       probes[names[0]]['data_type'],
       initial_client_states.type_signature.result,
@@ -193,8 +183,8 @@ def build_fd(
         sums += own_sums
         counts += own_counts
         non_finite += 1 - is_finite
-      return collections.OrderedDict(
-          state=states,
+      return stateful_clients.client_output(
+          client, states,
           fusion=collections.OrderedDict(
               logits=tf.math.divide_no_nan(sums, counts[:, None]),
               weights=counts),
@@ -233,11 +223,8 @@ def build_fd(
     new_state, knowledge_metrics = tff.federated_map(
         server_update, (state, fused.result))
     metrics = tff.federated_zip(collections.OrderedDict(
-        client_work=tff.federated_zip(collections.OrderedDict(
-            train=stateful_clients.train_metrics(probes, out.metrics),
-            non_finite_clients=tff.federated_sum(out.non_finite),
-            communication=count_bytes(out.non_finite),
-        )),
+        client_work=stateful_clients.client_work_metrics(
+            probes, out, count_bytes),
         fusion=fused.measurements,
         knowledge=knowledge_metrics,
     ))

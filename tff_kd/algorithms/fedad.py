@@ -112,11 +112,7 @@ def build_fedad(
 
   @tff.tensorflow.computation()
   def initial_client_states():
-    return collections.OrderedDict(
-        (n, collections.OrderedDict(model=weights))
-        for n, weights in stateful_clients.initial_models(
-            prototype_model_fns).items()
-    )
+    return stateful_clients.initial_states(prototype_model_fns)
 
   @tff.tensorflow.computation()
   def initial_server_state():
@@ -128,16 +124,8 @@ def build_fedad(
 
   server_state_type = initial_server_state.type_signature.result
 
-  def rows(columns):
-    return tff.StructWithPythonType(
-        collections.OrderedDict(
-            logits=tff.TensorType(np.float32, [num_public, columns]),
-            weights=tff.TensorType(np.float32, [num_public]),
-        ),
-        collections.OrderedDict,
-    )
-
-  logits_type, attention_type = rows(num_classes), rows(grid[0] * grid[1])
+  logits_type = logit_fusion.value_type(num_public, num_classes)
+  attention_type = logit_fusion.value_type(num_public, grid[0] * grid[1])
   client_type = stateful_clients.client_input_type(
       probes[names[0]]['data_type'],
       initial_client_states.type_signature.result,
@@ -181,8 +169,8 @@ def build_fedad(
         sent = tf.logical_or(sent, participated)
         non_finite += 1 - is_finite
       weights = tf.fill([num_public], tf.cast(sent, tf.float32))
-      return collections.OrderedDict(
-          state=states,
+      return stateful_clients.client_output(
+          client, states,
           logits=collections.OrderedDict(logits=logits, weights=weights),
           attention=collections.OrderedDict(logits=attention, weights=weights),
           metrics=metrics,
@@ -233,11 +221,8 @@ def build_fedad(
     new_state, distill_metrics = tff.federated_map(
         server_update, (state, fused_logits.result, fused_attention.result))
     metrics = tff.federated_zip(collections.OrderedDict(
-        client_work=tff.federated_zip(collections.OrderedDict(
-            train=stateful_clients.train_metrics(probes, out.metrics),
-            non_finite_clients=tff.federated_sum(out.non_finite),
-            communication=count_bytes(out.non_finite),
-        )),
+        client_work=stateful_clients.client_work_metrics(
+            probes, out, count_bytes),
         fusion=fused_logits.measurements,
         attention_fusion=fused_attention.measurements,
         distillation=distill_metrics,

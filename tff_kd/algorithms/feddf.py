@@ -240,13 +240,7 @@ def _build(
 
   state_type = initial_state.type_signature.result
   prototypes_type = state_type.prototypes
-  fusion_value_type = tff.StructWithPythonType(
-      collections.OrderedDict(
-          logits=tff.TensorType(np.float32, [num_inputs, num_classes]),
-          weights=tff.TensorType(np.float32, [num_inputs]),
-      ),
-      collections.OrderedDict,
-  )
+  fusion_value_type = logit_fusion.value_type(num_inputs, num_classes)
   # What a deployment sends per client of prototype n (see docstring).
   bytes_down = {n: communication.type_bytes(prototypes_type[n]) for n in names}
   bytes_up = {

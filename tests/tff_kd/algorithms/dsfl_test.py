@@ -86,24 +86,15 @@ class DSFLTest(tf.test.TestCase):
         distill_batch_size=2,
         server_distillation_kwargs=dict(steps=20, batch_size=3),
         seed=2)
-    initial = process.initialize()
-    state = initial
-    for _ in range(2):
-      output = process.next(state, list(zip(ids[:3], datasets[:2] + [
-          datasets[2].take(0)])))  # Client 2 drops out.
-      state = output.state
+    initial, state, output = tiny.two_rounds_third_client_dropping_out(
+        process, ids, datasets)
     # SA: the plain mean of the two clients' predictions (no sharpening).
     labels = state['server']['soft_labels']
     self.assertEqual(labels.shape, (6, L))  # subset_size capped at R = 6.
     self.assertAllClose(labels.sum(-1), np.ones(6), atol=1e-5)
     self.assertNotIn('entropy', output.metrics['fusion'])
     self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
-    for c in ids:
-      before = initial['clients'][c]['model'].trainable
-      after = state['clients'][c]['model'].trainable
-      self.assertEqual([w.shape for w in after], [w.shape for w in before])
-      changed = any(not np.array_equal(a, b) for a, b in zip(after, before))
-      self.assertEqual(changed, c in ('0', '1'), c)
+    tiny.check_client_states(self, initial, state, changed=('0', '1'))
     # The server model (the first prototype's) is distilled every round.
     self.assertEqual(
         output.metrics['server']['server_distillation']['steps'], 20)

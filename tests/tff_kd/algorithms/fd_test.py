@@ -101,18 +101,9 @@ class FDTest(tf.test.TestCase):
     process = algorithms.build_fd(
         {'linear': tiny.model_fn, 'mlp': tiny.mlp_model_fn}, tiny.sgd(0.2),
         client_prototypes=assignment)
-    initial = process.initialize()
-    state = initial
-    for _ in range(2):
-      output = _run(process, state, ids[:3], datasets[:2] + [
-          datasets[2].take(0)])  # Client 2 drops out.
-      state = output.state
-    for c in ids:
-      before = initial['clients'][c]['model'].trainable
-      after = state['clients'][c]['model'].trainable
-      self.assertEqual([w.shape for w in after], [w.shape for w in before])
-      changed = any(not np.array_equal(a, b) for a, b in zip(after, before))
-      self.assertEqual(changed, c in ('0', '1'), c)
+    initial, state, output = tiny.two_rounds_third_client_dropping_out(
+        process, ids, datasets)
+    tiny.check_client_states(self, initial, state, changed=('0', '1'))
     self.assertLen(state['clients']['1']['model'].trainable, 4)  # The MLP.
     train = output.metrics['client_work']['train']
     self.assertEqual(train['linear']['num_examples'], 9)

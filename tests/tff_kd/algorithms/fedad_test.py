@@ -68,18 +68,9 @@ class FedADTest(tf.test.TestCase):
         client_prototypes=dict(zip(ids, ['conv', 'pooled', 'conv', 'pooled'])),
         public_inputs=self.public,
         server_distillation_kwargs=dict(steps=10, batch_size=2))
-    initial = process.initialize()
-    state = initial
-    for _ in range(2):
-      output = process.next(state, list(zip(ids[:3], datasets[:2] + [
-          datasets[2].take(0)])))  # Client 2 drops out.
-      state = output.state
-    for c in ids:
-      before = initial['clients'][c]['model'].trainable
-      after = state['clients'][c]['model'].trainable
-      self.assertEqual([w.shape for w in after], [w.shape for w in before])
-      changed = any(not np.array_equal(a, b) for a, b in zip(after, before))
-      self.assertEqual(changed, c in ('0', '1'), c)
+    initial, state, output = tiny.two_rounds_third_client_dropping_out(
+        process, ids, datasets)
+    tiny.check_client_states(self, initial, state, changed=('0', '1'))
     self.assertFalse(np.array_equal(
         process.server_model_weights(state).trainable[2],
         process.server_model_weights(initial).trainable[2]))
