@@ -24,7 +24,7 @@ run: $(VENV)/installed
 	  --root_output_dir=$(RUN_DIR)
 
 test: $(VENV)/installed
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 clean-venv:
 	rm -rf $(VENV)
