@@ -4,8 +4,8 @@ The server's test and validation sets are evaluated by a
 `tff.tensorflow.computation` (model weights, dataset) -> totals, run on the
 TFF worker like every other computation: the model is built inside the traced
 graph, the weights assigned, and `forward_pass(training=False)` gives the loss
-and logits of each batch in a `Dataset.reduce`. (A Keras model built eagerly
-in the Python process breaks once TFF traces models of the same classes in
+and logits of each batch in a `local_training.dataset_reduce` loop. (A Keras
+model built eagerly in the Python process breaks once TFF traces models of the same classes in
 graph mode, which is why this is not a plain `tf.function`.) Works for any
 classification `tff.learning.models.VariableModel`, TFF baseline tasks too.
 """
@@ -77,7 +77,8 @@ def _build_accumulate(model):
       loss_sum += tf.cast(output.loss, tf.float64) * tf.cast(size, tf.float64)
       return correct, loss_sum, count + size
 
-    return dataset.reduce(
+    return local_training.dataset_reduce(
+        dataset,
         (tf.constant(0, tf.int64), tf.constant(0.0, tf.float64),
          tf.constant(0, tf.int64)),
         reduce_fn,

@@ -11,13 +11,16 @@ class BenchmarkTest(tf.test.TestCase):
   def test_writes_a_report_with_every_row(self):
     output = self.create_tempfile().full_path
     with flagsaver.flagsaver(output=output, warmup_rounds=0, timed_rounds=1,
-                             bench_algorithms=['fedavg', 'feddf'], scale_clients=['4'],
+                             bench_algorithms=['fedavg', 'feddf'],
+                             scale_clients=['4'],
                              scale_workers_clients=4, bench_distill_steps=2):
       benchmark.main(['benchmark'])
     with open(output) as f:
       report = f.read()
     for row in ['| plain `tf.function` loop', '| `tff_kd` FedAvg',
-                '| TFF `build_weighted_fed_avg`', '| fedavg |', '| feddf |',
+                '| TFF `build_weighted_fed_avg`, same runtime |',
+                '| TFF `build_weighted_fed_avg(loop_implementation=',
+                '| fedavg |', '| feddf |',
                 '| `tf.function` (one `tf.while_loop`) |', '| eager |',
                 '| 4 | ', '4 clients per round on 1 worker']:
       self.assertIn(row, report)

@@ -213,7 +213,8 @@ def build_dsfl(
         local_training.assign(variables, updated)
         return optimizer_state
 
-      optimizer_state = batches.reduce(optimizer_state, step)
+      optimizer_state = local_training.dataset_reduce(
+          batches, optimizer_state, step)
       with tf.control_dependencies(tf.nest.flatten(optimizer_state)):
         return tff.learning.models.ModelWeights(
             trainable=[tf.identity(v) for v in variables],

@@ -133,7 +133,8 @@ def build_fd(
             counts + tf.math.unsorted_segment_sum(
                 tf.ones_like(labels, tf.float32), labels, num_classes),
         )
-      return dataset.reduce(
+      return local_training.dataset_reduce(
+          dataset,
           (tf.zeros([num_classes, num_classes]), tf.zeros([num_classes])),
           add)
 

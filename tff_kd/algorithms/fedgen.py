@@ -48,7 +48,8 @@ def _label_counts(dataset, num_classes):
     labels = tf.reshape(local_training.batch_labels(batch), [-1])
     return counts + tf.reduce_sum(tf.one_hot(labels, num_classes), axis=0)
 
-  return dataset.reduce(tf.zeros([num_classes]), add)
+  return local_training.dataset_reduce(
+      dataset, tf.zeros([num_classes]), add)
 
 
 def build_fedgen(
