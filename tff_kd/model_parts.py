@@ -166,6 +166,18 @@ def probe_prototypes(
   return probes
 
 
+def check_validation(validation: Optional[tuple[Any, Any]]):
+  """A labelled split `(x, y)` as float32 and int32 arrays; None stays None."""
+  if validation is None:
+    return None
+  x = np.asarray(validation[0], np.float32)
+  y = np.asarray(validation[1], np.int32)
+  if not len(x):
+    raise ValueError('The validation split is empty; pass None to run '
+                     'every distillation step.')
+  return x, y
+
+
 def check_inputs(inputs: Any, input_shape: tuple[int, ...],
                  name: str) -> np.ndarray:
   """`inputs` as float32 [R, *input_shape], R >= 1; a clear error otherwise."""

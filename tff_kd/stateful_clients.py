@@ -54,7 +54,7 @@ class StatefulClientsProcess:
   def __init__(
       self,
       *,
-      initialize_server: tff.Computation,
+      initial_server_state: tff.Computation,
       initial_client_states: tff.Computation,
       round_fn: tff.Computation,
       client_prototypes: Mapping[str, str],
@@ -63,7 +63,8 @@ class StatefulClientsProcess:
     """Builds the process.
 
     Args:
-      initialize_server: `( -> server_state@SERVER)`.
+      initial_server_state: `( -> server_state)`, a
+        `tff.tensorflow.computation`.
       initial_client_states: `( -> OrderedDict(prototype -> state))`, a
         `tff.tensorflow.computation`: the state every client of a prototype
         starts from.
@@ -84,7 +85,7 @@ class StatefulClientsProcess:
     if not client_prototypes:
       raise ValueError('client_prototypes is empty: no clients.')
     self.client_prototypes = dict(client_prototypes)
-    self._initialize_server = initialize_server
+    self._initial_server_state = initial_server_state
     self.round = round_fn
     self._server_model_weights = server_model_weights
     self.has_server_model = server_model_weights is not None
@@ -96,7 +97,7 @@ class StatefulClientsProcess:
 
   def initialize(self) -> collections.OrderedDict:
     return collections.OrderedDict(
-        server=self._initialize_server(),
+        server=self._initial_server_state(),
         clients=collections.OrderedDict(
             (client_id, self._initial[prototype])
             for client_id, prototype in self.client_prototypes.items()

@@ -1,4 +1,4 @@
-"""Attention maps vs numpy; models without the needed layers get clear errors."""
+"""Attention maps vs numpy; bad models and splits get clear errors."""
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +42,17 @@ class AttentionMapsTest(tf.test.TestCase):
         model_parts.logits_and_feature_map(tiny.mlp_model_fn(), 'FedAD')
       self.assertEqual(model_parts.attention_grid(
           tiny.attention_model_fn(pool=True), 'FedAD'), (2, 1))
+
+
+class CheckValidationTest(tf.test.TestCase):
+
+  def test_converts_dtypes_and_rejects_an_empty_split(self):
+    x, y = model_parts.check_validation(([[1, 2]], [np.int64(3)]))
+    self.assertEqual((x.dtype, y.dtype), (np.float32, np.int32))
+    self.assertAllEqual(x, [[1.0, 2.0]])
+    self.assertIsNone(model_parts.check_validation(None))
+    with self.assertRaisesRegex(ValueError, 'validation split is empty'):
+      model_parts.check_validation((np.zeros((0, 2)), np.zeros(0)))
 
 
 if __name__ == '__main__':

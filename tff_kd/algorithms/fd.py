@@ -209,10 +209,6 @@ def build_fd(
         labels_reported=tf.reduce_sum(
             tf.cast(fused['weights'] > 0.5, tf.int32)))
 
-  @tff.federated_computation()
-  def initialize_server():
-    return tff.federated_eval(initial_server_state, tff.SERVER)
-
   @tff.federated_computation(
       tff.FederatedType(server_state_type, tff.SERVER),
       tff.FederatedType(client_type, tff.CLIENTS),
@@ -232,7 +228,7 @@ def build_fd(
     return new_state, metrics, out.state
 
   return stateful_clients.StatefulClientsProcess(
-      initialize_server=initialize_server,
+      initial_server_state=initial_server_state,
       initial_client_states=initial_client_states,
       round_fn=round_fn,
       client_prototypes=client_prototypes,

@@ -103,9 +103,7 @@ def build_fedad(
     raise ValueError(
         f'The public split has {num_public} inputs, fewer than the '
         f'distillation batch size {server_distillation_kwargs["batch_size"]}.')
-  if validation is not None:
-    validation = (np.asarray(validation[0], np.float32),
-                  np.asarray(validation[1], np.int32))
+  validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
@@ -204,10 +202,6 @@ def build_fedad(
     return (collections.OrderedDict(model=model, round=state['round'] + 1),
             metrics)
 
-  @tff.federated_computation()
-  def initialize_server():
-    return tff.federated_eval(initial_server_state, tff.SERVER)
-
   @tff.federated_computation(
       tff.FederatedType(server_state_type, tff.SERVER),
       tff.FederatedType(client_type, tff.CLIENTS),
@@ -234,7 +228,7 @@ def build_fedad(
     return state['model']
 
   return stateful_clients.StatefulClientsProcess(
-      initialize_server=initialize_server,
+      initial_server_state=initial_server_state,
       initial_client_states=initial_client_states,
       round_fn=round_fn,
       client_prototypes=client_prototypes,

@@ -216,12 +216,7 @@ def _build(
         f'The distillation set has {len(distill_x)} inputs, fewer than the '
         f'distillation batch size {distill_kwargs["batch_size"]}.'
     )
-  if validation is not None:
-    validation = (np.asarray(validation[0], np.float32),
-                  np.asarray(validation[1], np.int32))
-    if len(validation[0]) == 0:
-      raise ValueError('The validation split is empty; pass None to run '
-                       'every distillation step.')
+  validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
