@@ -6,10 +6,13 @@ r"""Runs `compare` over tasks and label skews and writes one results page.
 For each task and each value of --alphas (a Dirichlet concentration, or `iid`)
 this runs `binaries.compare` with every registered algorithm (or
 --algorithms) into DIR/{task}_{alpha}/, then writes --page: the commit it
-ran at, the command, and per setting the summary table and the two plots
-(copied next to --page). Resumable: --resume continues every run.
+ran at, the command (every flag not at its default), an overview of the final
+test accuracy of every algorithm in every setting, and per setting the
+summary table and the two plots (copied next to --page). Resumable: --resume
+continues every run and reads finished ones back.
 """
 
+import csv
 import os
 import shutil
 import subprocess
@@ -49,6 +52,41 @@ def _commit() -> str:
     return 'unknown'
 
 
+def _command(page: str) -> str:
+  """The invocation: every flag of the binaries not at its default."""
+  by_module = flags.FLAGS.flags_by_module_dict()
+  per_setting = {'task', 'partition', 'alpha', 'seed', 'root_output_dir',
+                 'page'}
+  # How absl keys this module's flags (the script path when run as __main__).
+  this_module = flags.FLAGS.find_module_defining_flag('tasks')
+  args = sorted(
+      flag.serialize()
+      for module in (common.__name__, compare.__name__, this_module)
+      for flag in by_module.get(module, [])
+      if not flag.using_default_value and flag.name not in per_setting)
+  return ' '.join(['python -m binaries.results'] + args
+                  + ['--root_output_dir=DIR', f'--page={page}'])
+
+
+def _overview(settings: list[str], root: str) -> str:
+  """Final test accuracy (mean +- std over seeds): algorithms x settings."""
+  cells, rows = {}, []
+  for setting in settings:
+    with open(os.path.join(root, setting, 'summary.csv')) as f:
+      for row in csv.DictReader(f):
+        if row['algorithm'] not in rows:
+          rows.append(row['algorithm'])
+        cells[row['algorithm'], setting] = (
+            f'{float(row["final_accuracy_mean"]):.3f} +- '
+            f'{float(row["final_accuracy_std"]):.3f}')
+  lines = ['| algorithm | ' + ' | '.join(settings) + ' |',
+           '|---' * (len(settings) + 1) + '|']
+  lines += ['| ' + ' | '.join([name] + [cells.get((name, s), '')
+                                         for s in settings]) + ' |'
+            for name in rows]
+  return '\n'.join(lines) + '\n'
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -59,10 +97,11 @@ def main(argv):
   out_dir = os.path.dirname(os.path.abspath(PAGE.value))
   assets = os.path.splitext(os.path.basename(PAGE.value))[0].lower()
   os.makedirs(os.path.join(out_dir, assets), exist_ok=True)
-  sections = []
+  sections, settings = [], []
   for task in TASKS.value:
     for alpha in ALPHAS.value:
       setting = f'{task}_{"iid" if alpha == "iid" else "alpha" + alpha}'
+      settings.append(setting)
       FLAGS.task = task
       FLAGS.partition = 'iid' if alpha == 'iid' else 'dirichlet'
       if alpha != 'iid':
@@ -80,21 +119,19 @@ def main(argv):
           f' ![communication]({assets}/{setting}_communication.png)\n'
       )
   FLAGS.root_output_dir = root
-  command = (
-      'python -m binaries.results '
-      f'--tasks={",".join(TASKS.value)} --alphas={",".join(ALPHAS.value)} '
-      f'--algorithms={",".join(FLAGS.algorithms)} '
-      f'--seeds={",".join(compare.SEEDS.value)} --rounds={common.ROUNDS.value} '
-      f'--root_output_dir=DIR --page={PAGE.value}'
-  )
   with open(PAGE.value, 'w') as f:
     f.write(
         '# Results: every algorithm, every setting\n\n'
-        f'Generated at commit {_commit()} by\n\n```\n{command}\n```\n\n'
-        'Each table: final and best test accuracy (mean +- std over seeds),'
-        ' accuracy at fixed rounds, rounds to the target accuracy, MB'
-        ' communicated and training seconds; other flags at their defaults'
-        ' (see README).\n\n' + '\n'.join(sections)
+        f'Generated at commit {_commit()} by\n\n'
+        f'```\n{_command(PAGE.value)}\n```\n\n'
+        'Other flags at their defaults (see README). Final test accuracy, '
+        'mean +- std over seeds (`algorithm[clients]`: the mean over all '
+        'client models, for algorithms whose clients keep their own):\n\n'
+        + _overview(settings, root) +
+        '\nEach setting\'s table: final and best test accuracy (mean +- std '
+        'over seeds), accuracy at fixed rounds, rounds to the target '
+        'accuracy, MB communicated and training seconds.\n\n'
+        + '\n'.join(sections)
     )
   print(f'Wrote {PAGE.value}')
 

@@ -27,7 +27,14 @@ class ResultsTest(tf.test.TestCase):
         self.assertTrue(os.path.exists(os.path.join(
             os.path.dirname(output), 'results', f'{setting}_{png}.png')))
     self.assertIn('| fedavg |', page)
-    self.assertIn('--alphas=0.5,iid', page)
+    self.assertRegex(page, r'\| algorithm \| digits_alpha0.5 \| digits_iid \|\n'
+                     r'\|---\|---\|---\|\n\| fedavg \| 0\.\d{3} \+- 0\.000 \| '
+                     r'0\.\d{3} \+- 0\.000 \|')
+    for flag in ('--alphas=0.5,iid', '--algorithms=fedavg', '--model=mlp',
+                 '--rounds=1', '--local_epochs=1', '--seeds=0'):
+      self.assertIn(flag, page)
+    for per_setting in ('--task=', '--partition=', '--alpha=', '--seed='):
+      self.assertNotIn(per_setting, page)
 
 
 if __name__ == '__main__':
