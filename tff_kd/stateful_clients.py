@@ -33,7 +33,7 @@ and `next(state, [(client id, dataset), ...])`.
 
 import collections
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -47,8 +47,8 @@ class StatefulClientsProcess:
     prototypes: the prototype names, in the order of the `prototype` index.
     client_prototypes: client id -> prototype name, for every client.
     round: the round `tff.Computation`.
-    has_server_model: whether the server trains a model of its own
-      (`server_model_weights`).
+    has_server_model: whether the server trains a model of its own, its
+      state's `model` (`server_model_weights`).
   """
 
   def __init__(
@@ -58,7 +58,7 @@ class StatefulClientsProcess:
       initial_client_states: tff.Computation,
       round_fn: tff.Computation,
       client_prototypes: Mapping[str, str],
-      server_model_weights: Optional[tff.Computation] = None,
+      has_server_model: bool = False,
   ):
     """Builds the process.
 
@@ -71,8 +71,8 @@ class StatefulClientsProcess:
       round_fn: the round (module docstring).
       client_prototypes: client id -> prototype name, every client that may
         be sampled.
-      server_model_weights: `(server_state -> ModelWeights)` if the server
-        keeps a model.
+      has_server_model: whether the server state (a mapping) has a `model`,
+        the `ModelWeights` of a model the server trains.
     """
     self._initial = initial_client_states()
     self.prototypes = list(self._initial)
@@ -87,8 +87,7 @@ class StatefulClientsProcess:
     self.client_prototypes = dict(client_prototypes)
     self._initial_server_state = initial_server_state
     self.round = round_fn
-    self._server_model_weights = server_model_weights
-    self.has_server_model = server_model_weights is not None
+    self.has_server_model = has_server_model
 
   @property
   def client_data_type(self) -> tff.Type:
@@ -144,7 +143,7 @@ class StatefulClientsProcess:
   ) -> tff.learning.models.ModelWeights:
     if not self.has_server_model:
       raise ValueError('This process has no server model.')
-    return self._server_model_weights(state['server'])
+    return state['server']['model']
 
 
 def client_input_type(

@@ -223,14 +223,10 @@ def build_fedad(
     ))
     return new_state, metrics, out.state
 
-  @tff.tensorflow.computation(server_state_type)
-  def server_model_weights(state):
-    return state['model']
-
   return stateful_clients.StatefulClientsProcess(
       initial_server_state=initial_server_state,
       initial_client_states=initial_client_states,
       round_fn=round_fn,
       client_prototypes=client_prototypes,
-      server_model_weights=server_model_weights,
+      has_server_model=True,
   )
