@@ -273,9 +273,9 @@ def main(argv):
         f'Worker memory from {fewest} to {most} clients per round: '
         f'{per_client:.2f} MB per added client, '
         f'{per_client / model_mb:.1f} x the model ({model_mb:.2f} MB of '
-        'float32 weights): the models being averaged. TFF\'s C++ executor '
-        'holds every client\'s broadcast weights and its update until the '
-        'federated mean sums them.',
+        'float32 weights): the models being averaged, consistent with TFF\'s '
+        'C++ executor holding every client\'s copy of the broadcast weights '
+        'and its update until the federated mean sums them.',
     ]
   workers, at = SCALE_WORKERS.value, SCALE_WORKERS_CLIENTS.value
   scale_workers = _scale(at, workers, 1, timed)
