@@ -340,7 +340,10 @@ def main(argv):
       'iterates it lazily, one batch at a time, in '
       '`local_training.dataset_reduce`\'s loop. So the trainer never '
       'materializes a round\'s data and a client\'s batches exist only '
-      'while it trains.',
+      'while it trains. The loop is a `for` over the dataset\'s iterator, '
+      'not `Dataset.reduce`: that op instantiates its reduce function anew '
+      'on every call, about 50 ms per client for the `cnn`\'s training step '
+      '(the plain loop above took 0.59 s per round with it).',
       '',
       '| clients per round | examples per client | seconds per round | '
       'ms per client | peak trainer MB | peak worker MB |',
