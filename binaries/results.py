@@ -130,7 +130,9 @@ def main(argv):
         + _overview(settings, root) +
         '\nEach setting\'s table: final and best test accuracy (mean +- std '
         'over seeds), accuracy at fixed rounds, rounds to the target '
-        'accuracy, MB communicated and training seconds.\n\n'
+        'accuracy, MB communicated and training seconds (these depend on '
+        'what else ran on the machine: speed is measured in '
+        'docs/PERFORMANCE.md).\n\n'
         + '\n'.join(sections)
     )
   print(f'Wrote {PAGE.value}')
