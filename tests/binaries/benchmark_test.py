@@ -20,7 +20,7 @@ class BenchmarkTest(tf.test.TestCase):
     for row in ['| plain `tf.function` loop', '| `tff_kd` FedAvg',
                 '| TFF `build_weighted_fed_avg`, same runtime |',
                 '| TFF `build_weighted_fed_avg(loop_implementation=',
-                '| fedavg |', '| feddf |',
+                '## Against PyTorch peers', '| fedavg |', '| feddf |',
                 '| `tf.function` (one `tf.while_loop`) |', '| eager |',
                 '| 4 | ', '4 clients per round on 1 worker']:
       self.assertIn(row, report)
