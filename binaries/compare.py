@@ -106,35 +106,43 @@ def _mean_std(values) -> str:
 
 
 def _plot(results, path_accuracy, path_communication, title):
-  """Test accuracy vs round (mean, band = +-1 std over seeds); final vs MB."""
+  """Test accuracy vs round (mean, band = +-1 std over seeds); final vs MB.
+
+  Series k gets color k mod 10 and line style / marker k // 10, so more than
+  10 series stay distinguishable; the legend sits right of the axes.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for label, runs in results.items():
+  colors = plt.get_cmap('tab10').colors
+  styles = [(colors[k % 10], ('-', '--', ':')[k // 10 % 3],
+             ('o', 's', '^')[k // 10 % 3]) for k in range(len(results))]
+
+  def save(fig, ax, path, **labels):
+    ax.set(title=title, **labels)
+    ax.legend(fontsize='small', loc='center left', bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(7.5, 4))
+  for (label, runs), (color, line, _) in zip(results.items(), styles):
     rounds = sorted(set.intersection(*[set(r) for r in runs['curves']]))
     values = np.array([[c[r] for r in rounds] for c in runs['curves']])
     mean, std = values.mean(axis=0), values.std(axis=0)
-    ax.plot(rounds, mean, label=label)
-    ax.fill_between(rounds, mean - std, mean + std, alpha=0.2)
-  ax.set(xlabel='round', ylabel='test accuracy', title=title)
-  ax.legend(fontsize='small')
-  fig.tight_layout()
-  fig.savefig(path_accuracy, dpi=100)
-  plt.close(fig)
+    ax.plot(rounds, mean, line, color=color, label=label)
+    ax.fill_between(rounds, mean - std, mean + std, color=color, alpha=0.2)
+  save(fig, ax, path_accuracy, xlabel='round', ylabel='test accuracy')
 
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for label, runs in results.items():
+  fig, ax = plt.subplots(figsize=(7.5, 4))
+  for (label, runs), (color, _, marker) in zip(results.items(), styles):
     final = [c[max(c)] for c in runs['curves']]
-    mb = np.mean(runs['mb'])
-    ax.errorbar(mb, np.mean(final), yerr=np.std(final), fmt='o', label=label)
-  ax.set(xlabel='MB communicated (up + down, all rounds)',
-         ylabel='final test accuracy', title=title)
-  ax.legend(fontsize='small')
-  fig.tight_layout()
-  fig.savefig(path_communication, dpi=100)
-  plt.close(fig)
+    ax.errorbar(np.mean(runs['mb']), np.mean(final), yerr=np.std(final),
+                fmt=marker, color=color, label=label)
+  save(fig, ax, path_communication,
+       xlabel='MB communicated (up + down, all rounds)',
+       ylabel='final test accuracy')
 
 
 def main(argv):
