@@ -174,14 +174,19 @@ class _PeakRss:
     self._thread.join()
 
 
-def _scale(num_clients, num_workers, warmup, timed):
-  """(seconds per round, peak trainer MB, peak worker MB, examples/client)."""
-  task = tasks.create_task(
+def _scale_task(num_clients):
+  """mnist1d split IID over `num_clients`, 1 epoch, batch 16, the `cnn`."""
+  return tasks.create_task(
       'mnist1d',
       train_client_spec=tff.simulation.baselines.ClientSpec(
           num_epochs=1, batch_size=16),
       model='cnn', partition='iid', num_clients=num_clients, seed=0,
   )
+
+
+def _scale(num_clients, num_workers, warmup, timed):
+  """(seconds per round, peak trainer MB, peak worker MB, examples/client)."""
+  task = _scale_task(num_clients)
   datasets = [task.datasets.train_preprocess_fn(
       task.datasets.train_data.create_tf_dataset_for_client(c))
               for c in task.datasets.train_data.client_ids]
@@ -270,10 +275,7 @@ def main(argv):
   fewest, most = min(scale), max(scale)
   growth = []
   if most > fewest:
-    model_mb = _model_mb(tasks.create_task(
-        'mnist1d', model='cnn',
-        train_client_spec=tff.simulation.baselines.ClientSpec(
-            num_epochs=1, batch_size=16)))
+    model_mb = _model_mb(_scale_task(most))
     per_client = (scale[most][2] - scale[fewest][2]) / (most - fewest)
     growth = [
         '',

@@ -12,7 +12,7 @@ class BenchmarkTest(tf.test.TestCase):
     output = self.create_tempfile().full_path
     with flagsaver.flagsaver(output=output, warmup_rounds=0, timed_rounds=1,
                              bench_algorithms=['fedavg', 'feddf'],
-                             scale_clients=['4'],
+                             scale_clients=['2', '4'],
                              scale_workers_clients=4, bench_distill_steps=2):
       benchmark.main(['benchmark'])
     with open(output) as f:
@@ -22,7 +22,8 @@ class BenchmarkTest(tf.test.TestCase):
                 '| TFF `build_weighted_fed_avg(loop_implementation=',
                 '## Against PyTorch peers', '| fedavg |', '| feddf |',
                 '| `tf.function` (one `tf.while_loop`) |', '| eager |',
-                '| 4 | ', '4 clients per round on 1 worker']:
+                '| 2 | ', '| 4 | ', '4 clients per round on 1 worker',
+                'Worker memory from 2 to 4 clients per round']:
       self.assertIn(row, report)
 
 
