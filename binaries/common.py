@@ -1,21 +1,26 @@
 """Flags shared by the binaries, and the objects built from them.
 
-Every flag is validated when it is parsed (absl validators), so a bad value
-stops the program before any data is loaded or any model is built, with a
-message that names the flag and the value.
+Every flag is validated when it is parsed (absl validators; every float must
+be finite and in its range), so a bad value stops the program before any
+data is loaded or any model is built, with a message that names the flag and
+the value. `run(main)` runs a binary: an error prints one line (`--debug`
+shows the traceback), and Ctrl-C stops cleanly (exit 130), keeping the last
+checkpoint.
 """
 
+import math
 import os
+import sys
+import tempfile
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # Quiet TF by default.
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow_federated as tff
 
-from absl import flags  # pylint: disable=g-import-not-at-top
-from absl import logging  # pylint: disable=g-import-not-at-top
-import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-
-import tasks  # pylint: disable=g-import-not-at-top
-from tff_kd import runtime  # pylint: disable=g-import-not-at-top
-from tff_kd.algorithms import registry  # pylint: disable=g-import-not-at-top
+import tasks
+from tff_kd import runtime
+from tff_kd.algorithms import registry
 
 # Task and data.
 TASK = flags.DEFINE_enum('task', 'digits', tasks.TASK_NAMES, 'Task (dataset).')
@@ -96,7 +101,12 @@ ROOT_OUTPUT_DIR = flags.DEFINE_string(
     'root_output_dir', '/tmp/tff_kd', 'Root of checkpoints/, results/, logdir/.'
 )
 RESUME = flags.DEFINE_bool(
-    'resume', False, 'Continue from the last checkpoint of the experiment.'
+    'resume', False, 'Continue from the last checkpoint of the experiment '
+    '(with the flags it was started with; only --rounds may grow, and '
+    '--rounds_per_eval, --rounds_per_checkpoint and the runtime may change).'
+)
+DEBUG = flags.DEFINE_bool(
+    'debug', False, 'On an error, show the traceback instead of one line.'
 )
 
 # Each registered algorithm's own hyperparameters, one flag each.
@@ -112,7 +122,15 @@ for _algorithm in registry.ALGORITHMS.values():
         str: flags.DEFINE_string,
     }[type(_hparam.default)]
     ALGORITHM_HPARAM_FLAGS[_name] = _define(_name, _hparam.default, _hparam.help)
-    if _hparam.check is not None:
+    if isinstance(_hparam.default, float):
+      flags.register_validator(
+          _name,
+          lambda v, check=_hparam.check: v is not None and math.isfinite(v)
+          and (check is None or check(v)),
+          f'--{_name} must be finite'
+          + (f' and {_hparam.requirement}' if _hparam.check else '') + '.',
+      )
+    elif _hparam.check is not None:
       flags.register_validator(
           _name, _hparam.check, f'--{_name} must be {_hparam.requirement}.'
       )
@@ -125,18 +143,32 @@ for _name in _POSITIVE:
   flags.register_validator(
       _name, lambda v: v is not None and v >= 1, f'--{_name} must be >= 1.'
   )
-for _name in ['alpha', 'client_learning_rate', 'server_learning_rate']:
+for _name in ['client_learning_rate', 'server_learning_rate']:
   flags.register_validator(
-      _name, lambda v: v is not None and v > 0, f'--{_name} must be > 0.'
+      _name, lambda v: v is not None and math.isfinite(v) and v > 0,
+      f'--{_name} must be finite and > 0.'
   )
-
-
+# Below 1e-3 numpy's Dirichlet sampler crawls; above 1e3 it is IID anyway.
 flags.register_validator(
-    'workers',
-    lambda v: all(a.rpartition(':')[0] and a.rpartition(':')[2].isdigit()
-                  for a in v),
-    '--workers must be host:port addresses, comma-separated.',
+    'alpha', lambda v: v is not None and 1e-3 <= v <= 1e3,
+    '--alpha must be in [0.001, 1000].'
 )
+flags.register_validator(
+    'seed', lambda v: v is not None and 0 <= v < 2**31,
+    '--seed must be in [0, 2**31).'
+)
+
+
+def _check_workers(addresses):
+  for address in addresses:
+    try:
+      runtime.check_worker_address(address)
+    except ValueError as e:
+      raise flags.ValidationError(f'--workers: {e}') from None
+  return True
+
+
+flags.register_validator('workers', _check_workers)
 flags.register_validator(
     'prototypes',
     lambda v: set(v) <= set(tasks.MODEL_NAMES) and len(set(v)) == len(v),
@@ -146,7 +178,7 @@ flags.register_validator(
 
 flags.register_validator(
     'client_dropout', lambda v: v is not None and 0 <= v < 1,
-    '--client_dropout must be in [0, 1).',
+    '--client_dropout must be in [0, 1).',  # NaN fails both comparisons.
 )
 
 
@@ -163,6 +195,56 @@ def tff_runtime():
   if WORKERS.value:
     return runtime.RemoteRuntime(WORKERS.value)
   return runtime.LocalRuntime(num_workers=LOCAL_WORKERS.value)
+
+
+def run(main) -> None:
+  """`app.run(main)`: errors as one line (exit 1), Ctrl-C as a clean stop."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except KeyboardInterrupt:
+      # The runtime's `with` block has stopped the workers on the way here.
+      print('\nInterrupted. The last checkpoint of the run is kept: continue '
+            'it with the same flags and --resume.', file=sys.stderr)
+      sys.stdout.flush()
+      sys.stderr.flush()
+      # Not sys.exit: a TFF call cut short leaves gRPC threads whose C++
+      # teardown at interpreter exit aborts the process (SIGABRT).
+      os._exit(130)  # pylint: disable=protected-access
+    except Exception as e:  # pylint: disable=broad-except
+      if DEBUG.value:
+        raise
+      print(f'Error: {e}  ({type(e).__name__}; --debug shows the traceback)',
+            file=sys.stderr)
+      sys.exit(1)
+
+  app.run(guarded)
+
+
+def check_output_dir() -> None:
+  """--root_output_dir is a writable directory (made if missing)."""
+  path = ROOT_OUTPUT_DIR.value
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    raise flags.ValidationError(
+        f'--root_output_dir={path!r} is not a writable directory: '
+        f'{e.strerror or e}.') from None
+
+
+def check_algorithm_flags(algorithms) -> None:
+  """Algorithm flags given on the command line belong to `algorithms`."""
+  own = {name for a in algorithms for name in a.hparams}
+  foreign = sorted(name for name, flag in ALGORITHM_HPARAM_FLAGS.items()
+                   if flag.present and name not in own)
+  if foreign:
+    raise flags.ValidationError(
+        f'--{foreign[0]} is not a flag of '
+        f'{", ".join(a.name for a in algorithms)}; the flags it takes: '
+        + (', '.join(f'--{n}' for n in sorted(own)) or 'none') + '.')
 
 
 def quiet_logging() -> None:

@@ -10,7 +10,8 @@ Writes DIR/summary.csv and DIR/summary.md and prints the table: final and
 best test accuracy (mean +- std over seeds), accuracy at --report_rounds, the
 mean first round reaching --target_accuracy, MB uploaded and downloaded over
 all rounds (all clients; from the TFF types of what travels), and the training
-seconds (sum of the rounds' training time, evaluation excluded). Runs over
+seconds (sum of the rounds' training time, evaluation excluded); rows
+marked (L) used the server's labelled validation split. Runs over
 several model prototypes (--prototypes) get a row per prototype,
 `algorithm[prototype]`, instead of one. Algorithms whose clients keep their
 own models also get `algorithm[clients]` (the mean test accuracy of all
@@ -53,10 +54,42 @@ flags.register_validator(
     + ', '.join(sorted(registry.ALGORITHMS)),
 )
 flags.register_validator(
-    'seeds',
-    lambda seeds: bool(seeds) and all(s.lstrip('-').isdigit() for s in seeds),
-    '--seeds must be a non-empty list of integers.',
+    'algorithms', lambda names: len(set(names)) == len(names),
+    '--algorithms must not list an algorithm twice.',
 )
+flags.register_validator(
+    'seeds',
+    lambda seeds: bool(seeds) and all(
+        s.isascii() and s.isdigit() and int(s) < 2**31 for s in seeds)
+    and len(set(map(int, seeds))) == len(seeds),
+    '--seeds must be distinct integers in [0, 2**31).',
+)
+flags.register_validator(
+    'report_rounds',
+    lambda rounds: all(r.isascii() and r.isdigit() and int(r) >= 1
+                       for r in rounds),
+    '--report_rounds must be round numbers >= 1.',
+)
+flags.register_validator(
+    'target_accuracy', lambda v: v is not None and 0 <= v <= 1,
+    '--target_accuracy must be in [0, 1].',
+)
+
+
+@flags.multi_flags_validator(
+    ['report_rounds', 'rounds'],
+    message='--report_rounds must be at most --rounds.')
+def _check_report_rounds(values):
+  return all(int(r) <= values['rounds'] for r in values['report_rounds']
+             if r.isascii() and r.isdigit())
+
+
+LABELLED_MARK = ' (L)'
+LABELLED_NOTE = (
+    '(L): used the labelled server validation split (FedDF: early stopping '
+    'and model selection of the distilled model; FedSSD: class credibility; '
+    'others when their `*_validation` flag is set), data the other '
+    'algorithms never see.')
 
 
 def _curve(rows, key) -> dict[int, float]:
@@ -150,19 +183,28 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   common.quiet_logging()
   root = common.ROOT_OUTPUT_DIR.value
-  runs = {name: [] for name in ALGORITHMS.value}
+  algorithms = [registry.get(name) for name in ALGORITHMS.value]
+  common.check_algorithm_flags(algorithms)
+  common.check_output_dir()
+  runs = {a.name: [] for a in algorithms}
+  labelled = {  # Algorithm -> it used the labelled server split.
+      a.name: a.labelled_server_data(common.algorithm_hparams(a))
+      for a in algorithms}
   seeds = [int(s) for s in SEEDS.value]
   with common.tff_runtime():
-    with tqdm.tqdm(total=len(seeds) * len(ALGORITHMS.value) * common.ROUNDS.value,
+    with tqdm.tqdm(total=len(seeds) * len(algorithms) * common.ROUNDS.value,
                    unit='round', disable=None) as progress:
       for seed in seeds:
         flags.FLAGS.seed = seed
         task = common.create_task()
-        for name in ALGORITHMS.value:
-          algorithm = registry.get(name)
+        # Every algorithm is built before the first run trains: a bad
+        # combination fails before any run has spent time.
+        processes = [common.build_process(task, a) for a in algorithms]
+        for algorithm, process in zip(algorithms, processes):
+          name = algorithm.name
           progress.set_description(f'{name} seed {seed}')
           rows = experiment.run_experiment(
-              common.build_process(task, algorithm),
+              process,
               task,
               total_rounds=common.ROUNDS.value,
               clients_per_round=common.CLIENTS_PER_ROUND.value,
@@ -193,6 +235,7 @@ def main(argv):
           mb_down=[r['mb_down'] for r in seed_runs],
           mb=[r['mb_up'] + r['mb_down'] for r in seed_runs],
           seconds=[r['seconds'] for r in seed_runs],
+          labelled=labelled[name],
       )
 
   report_rounds = [int(r) for r in REPORT_ROUNDS.value]
@@ -201,15 +244,18 @@ def main(argv):
              'best_accuracy_mean', 'best_accuracy_std']
             + [f'accuracy_at_round_{r}_mean' for r in report_rounds]
             + [f'rounds_to_{target}', 'mb_uploaded_mean',
-               'mb_downloaded_mean', 'training_seconds_mean'])
+               'mb_downloaded_mean', 'training_seconds_mean',
+               'labelled_server_data'])
   table, lines = [], []
   for label, result in results.items():
     curves = result['curves']
+    # The last round is always evaluated; round 0 (the untrained model)
+    # counts neither as best nor as reaching the target.
     final = [curve[max(curve)] for curve in curves]
-    best = [max(curve.values()) for curve in curves]
+    best = [max(a for r, a in curve.items() if r > 0) for curve in curves]
     at = [[curve.get(r, np.nan) for curve in curves] for r in report_rounds]
-    reached = [min((r for r, a in c.items() if a >= target), default=None)
-               for c in curves]
+    reached = [min((r for r, a in c.items() if r > 0 and a >= target),
+                   default=None) for c in curves]
     hits = [r for r in reached if r is not None]
     to_target = (f'{np.mean(hits):.1f} ({len(hits)}/{len(curves)} seeds)'
                  if hits else f'not reached (0/{len(curves)})')
@@ -217,9 +263,11 @@ def main(argv):
     seconds = np.mean(result['seconds'])
     table.append([label, len(curves), np.mean(final), np.std(final),
                   np.mean(best), np.std(best)] + [np.mean(a) for a in at]
-                 + [to_target, mb_up, mb_down, seconds])
+                 + [to_target, mb_up, mb_down, seconds,
+                    int(result['labelled'])])
     lines.append(
-        f'| {label} | {_mean_std(final)} | {_mean_std(best)} | '
+        f'| {label}{LABELLED_MARK if result["labelled"] else ""} | '
+        f'{_mean_std(final)} | {_mean_std(best)} | '
         + ''.join(f'{_mean_std(a)} | ' for a in at)
         + f'{to_target} | {mb_up:.1f} | {mb_down:.1f} | {seconds:.0f} |'
     )
@@ -245,11 +293,12 @@ def main(argv):
       + ''.join(f'round {r} | ' for r in report_rounds)
       + f'rounds to {target} | MB up | MB down | training s |',
       '|---|---|---|' + '---|' * len(report_rounds) + '---|---|---|---|',
-  ] + lines) + '\n'
+  ] + lines + (['', LABELLED_NOTE] if any(
+      r['labelled'] for r in results.values()) else [])) + '\n'
   with open(os.path.join(root, 'summary.md'), 'w') as f:
     f.write(summary)
   print('\n' + summary)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  common.run(main)

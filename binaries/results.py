@@ -74,9 +74,11 @@ def _overview(settings: list[str], root: str) -> str:
   for setting in settings:
     with open(os.path.join(root, setting, 'summary.csv')) as f:
       for row in csv.DictReader(f):
-        if row['algorithm'] not in rows:
-          rows.append(row['algorithm'])
-        cells[row['algorithm'], setting] = (
+        name = row['algorithm'] + (compare.LABELLED_MARK if int(
+            row['labelled_server_data']) else '')
+        if name not in rows:
+          rows.append(name)
+        cells[name, setting] = (
             f'{float(row["final_accuracy_mean"]):.3f} +- '
             f'{float(row["final_accuracy_std"]):.3f}')
   lines = ['| algorithm | ' + ' | '.join(settings) + ' |',
@@ -84,6 +86,8 @@ def _overview(settings: list[str], root: str) -> str:
   lines += ['| ' + ' | '.join([name] + [cells.get((name, s), '')
                                          for s in settings]) + ' |'
             for name in rows]
+  if any(name.endswith(compare.LABELLED_MARK) for name in rows):
+    lines += ['', compare.LABELLED_NOTE]
   return '\n'.join(lines) + '\n'
 
 
@@ -139,4 +143,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  common.run(main)

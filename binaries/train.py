@@ -9,7 +9,7 @@ Outputs under --root_output_dir (see tff_kd.experiment): checkpoints/NAME,
 results/NAME/experiment.metrics.csv and hparams.json, logdir/NAME.
 """
 
-from absl import app
+from absl import app  # For app.UsageError.
 from absl import flags
 
 from binaries import common
@@ -31,6 +31,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   common.quiet_logging()
   algorithm = registry.get(ALGORITHM.value)
+  common.check_algorithm_flags([algorithm])
+  common.check_output_dir()
   name = EXPERIMENT_NAME.value or (
       f'{common.TASK.value}_{algorithm.name}_{common.PARTITION.value}'
       f'_seed{common.SEED.value}'
@@ -55,4 +57,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  common.run(main)

@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import importlib.util
 import os
+import re
 
 import numpy as np
 
@@ -204,15 +205,35 @@ def load_split_file(path: str, num_examples: int):
   training data or to both training and test data.
   """
   try:
-    with np.load(path) as npz:
+    loaded = np.load(path)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise ValueError(f'it holds one {type(loaded).__name__}, not named arrays')
+    with loaded as npz:
       contents = {k: npz[k] for k in npz.files}
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, EOFError) as e:
     raise ValueError(f'split_file={path!r} is not a readable .npz: {e}') from e
   if 'num_clients' not in contents:
     raise ValueError(f'split_file={path!r} has no num_clients entry.')
-  num_clients = int(contents['num_clients'])
-  if num_clients < 1:
-    raise ValueError(f'split_file={path!r}: num_clients={num_clients} < 1.')
+  declared = np.asarray(contents['num_clients'])
+  if (declared.shape != () or not np.issubdtype(declared.dtype, np.integer)
+      or not 1 <= declared <= num_examples):
+    raise ValueError(
+        f'split_file={path!r}: num_clients must be one integer in [1, '
+        f'{num_examples}] (the canonical examples); got {declared!r}.')
+  num_clients = int(declared)
+  extra = sorted(k for k in contents
+                 if re.fullmatch(r'(train|test)_\d+', k)
+                 and int(k.split('_')[1]) >= num_clients)
+  if extra:
+    raise ValueError(
+        f'split_file={path!r} declares num_clients={num_clients} but has '
+        f'{", ".join(extra[:3])}: fix num_clients or remove them.')
+  unknown = sorted(k for k in contents if k != 'num_clients'
+                   and not re.fullmatch(r'(train|test)_\d+', k))
+  if unknown:
+    raise ValueError(
+        f'split_file={path!r} has entries {", ".join(unknown[:3])}; a split '
+        'file holds num_clients, train_{c} and optionally test_{c}.')
 
   def indices(key):
     values = np.asarray(contents[key])

@@ -19,6 +19,7 @@ dataset's own test split (centralized).
 
 import collections
 from collections.abc import Callable
+import functools
 from typing import Optional
 
 import attrs
@@ -71,6 +72,7 @@ class Task(tff.simulation.baselines.BaselineTask):
     public_x: numpy array of unlabeled server (distillation) inputs.
     prototypes: model architectures, the first is `model_name`.
     client_prototypes: client id -> its prototype.
+    train_client_spec: epochs, batch size, ... of the clients' training data.
   """
 
   name: str
@@ -84,10 +86,29 @@ class Task(tff.simulation.baselines.BaselineTask):
   public_x: np.ndarray
   prototypes: tuple[str, ...]
   client_prototypes: dict[str, str]
+  train_client_spec: tff.simulation.baselines.ClientSpec
 
   @property
   def test(self) -> tuple[np.ndarray, np.ndarray]:
     return self.arrays.x_test, self.arrays.y_test
+
+  def client_dataset(self, client_id: str, round_num: int) -> tf.data.Dataset:
+    """Client `client_id`'s training data in round `round_num`, preprocessed.
+
+    Shuffled by a seed drawn from (task seed, round, client id): each round
+    and client has its own order (and each epoch within a round, as
+    `reshuffle_each_iteration` reshuffles every pass), and the same flags give
+    the same orders, on resume too. `datasets.train_preprocess_fn` (a
+    `BaselineTask`'s round-free interface) shuffles by the task seed alone:
+    every round would see the same order.
+    """
+    shuffle_seed = np.random.default_rng(
+        [self.seed, round_num, 5, *client_id.encode()]
+    ).integers(2**63 - 1)
+    return _train_preprocess(
+        self.datasets.train_data.create_tf_dataset_for_client(client_id),
+        spec=self.train_client_spec, shuffle_seed=int(shuffle_seed),
+    )
 
   def keras_model_fn(self, model_name: Optional[str] = None) -> tf.keras.Model:
     """A new Keras model (logits out), initialized by the task's seed."""
@@ -112,26 +133,17 @@ class Task(tff.simulation.baselines.BaselineTask):
     """Unlabeled server inputs for distillation, by `source`.
 
     Args:
-      source: `public` (the task's public split), `noise` (as many Gaussian
-        noise inputs, each min-max scaled to [0, 1]: FedDF's data-free
-        variant; seeded by the task's seed), or the name of another of our
-        tasks (out-of-domain data: its training inputs, images resized to
-        this task's height and width; the channels must match).
+      source: `public` (the task's public split) or the name of another of
+        our tasks (out-of-domain data: its training inputs, images resized to
+        this task's height and width; the channels must match). (Data-free
+        noise is drawn by the algorithms: `tff_kd.server_distillation.
+        noise_inputs`.)
       data_dir: tensorflow-datasets directory, for tfds sources.
     """
     if source == 'public':
       if not len(self.public_x):
         raise ValueError(f'Task {self.name!r} has an empty public split.')
       return self.public_x
-    if source == 'noise':
-      rng = np.random.default_rng([self.seed, 3])
-      noise = rng.normal(size=(len(self.public_x),) + self.input_shape)
-      flat = noise.reshape(len(noise), -1)
-      low = flat.min(axis=1, keepdims=True)
-      high = flat.max(axis=1, keepdims=True)
-      return ((flat - low) / (high - low)).reshape(noise.shape).astype(
-          np.float32
-      )
     if source == self.name:
       raise ValueError(
           f'Distillation source {source!r} is the task itself: use '
@@ -139,7 +151,7 @@ class Task(tff.simulation.baselines.BaselineTask):
       )
     if source not in data.SPECS:
       raise ValueError(
-          f'Unknown distillation source {source!r}; choose public, noise or '
+          f'Unknown distillation source {source!r}; choose public or '
           f'one of {tuple(data.SPECS)}.'
       )
     shape = data.SPECS[source][0]
@@ -190,6 +202,21 @@ def _assign_prototypes(
       str(client): prototypes[i % len(prototypes)]
       for i, client in enumerate(order)
   }
+
+
+def _train_preprocess(
+    dataset: tf.data.Dataset,
+    *,
+    spec: tff.simulation.baselines.ClientSpec,
+    shuffle_seed: int,
+) -> tf.data.Dataset:
+  """Shuffles (each epoch anew), repeats and batches as `spec` says."""
+  dataset = dataset.shuffle(spec.shuffle_buffer_size or 10_000,
+                            seed=shuffle_seed)
+  dataset = dataset.repeat(spec.num_epochs).batch(spec.batch_size)
+  if spec.max_elements is not None and spec.max_elements > 0:
+    dataset = dataset.take(spec.max_elements)
+  return dataset
 
 
 def _client_data(x, y, parts) -> tff.simulation.datasets.ClientData:
@@ -343,21 +370,12 @@ def create_task(
     client_indices = [client_pool[p] for p in parts]
   validation = (arrays.x_train[validation_idx], arrays.y_train[validation_idx])
 
-  spec = train_client_spec
-  shuffle_buffer = spec.shuffle_buffer_size or 10_000
-
-  def train_preprocess_fn(dataset):
-    dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    dataset = dataset.repeat(spec.num_epochs).batch(spec.batch_size)
-    if spec.max_elements is not None and spec.max_elements > 0:
-      dataset = dataset.take(spec.max_elements)
-    return dataset
-
   datasets = tff.simulation.baselines.BaselineTaskDatasets(
       train_data=_client_data(arrays.x_train, arrays.y_train, client_indices),
       test_data=_centralized(arrays.x_test, arrays.y_test),
       validation_data=_centralized(*validation),
-      train_preprocess_fn=train_preprocess_fn,
+      train_preprocess_fn=functools.partial(
+          _train_preprocess, spec=train_client_spec, shuffle_seed=seed),
       eval_preprocess_fn=lambda dataset: dataset.batch(eval_batch_size),
   )
   return Task(
@@ -377,4 +395,5 @@ def create_task(
       public_x=arrays.x_train[public_idx],
       prototypes=prototypes,
       client_prototypes=_assign_prototypes(prototypes, num_clients, seed),
+      train_client_spec=train_client_spec,
   )

@@ -28,9 +28,11 @@ client's model on the test set: `evaluation/clients/accuracy` is their mean
 has one (DS-FL, FedAD), else the clients' mean (FD).
 """
 
+import asyncio
 import collections
 import csv
 from collections.abc import Callable, Mapping
+import fcntl
 import json
 import os
 from typing import Any, Optional
@@ -46,10 +48,22 @@ ACCURACY_KEY = 'evaluation/test/accuracy'
 CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
 BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
 BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
+NON_FINITE_KEY = 'client_work/non_finite_clients'
+# hparams that may change when a run is resumed; any other change is refused.
+RESUMABLE_HPARAMS = ('rounds', 'rounds_per_eval', 'rounds_per_checkpoint')
 
 
 def prototype_accuracy_key(name: str) -> str:
   return f'evaluation/test_{name}/accuracy'
+
+
+def _run_sync(coroutine):
+  """Runs `coroutine` on a loop of its own (the current loop is untouched)."""
+  loop = asyncio.new_event_loop()
+  try:
+    return loop.run_until_complete(coroutine)
+  finally:
+    loop.close()
 
 
 class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
@@ -58,14 +72,21 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
   A version is written under a temporary name and renamed when complete, so a
   run killed mid-save leaves the previous checkpoint as the latest. A version
   that cannot be read (truncated or corrupted on disk) raises an error naming
-  its directory; removing that directory resumes from the one before.
+  its directory. With `every`, only versions 0, multiples of `every` and
+  `last` are written (the training loop may offer every round): the last
+  round is always checkpointed.
   """
 
   _TMP = '.partial_'
 
-  def __init__(self, root_dir: str, **kwargs):
+  def __init__(self, root_dir: str, *, every: int = 1,
+               last: Optional[int] = None, **kwargs):
     super().__init__(root_dir=root_dir, **kwargs)
     self._saving = None
+    self._every = every
+    self._last = last
+    versions = _run_sync(self.get_versions())
+    self.last_saved = max(versions) if versions else None
 
   def _get_path_for_version(self, version: int) -> str:
     path = super()._get_path_for_version(version)
@@ -75,6 +96,8 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     return path
 
   async def save(self, program_state, version: int) -> None:
+    if version % self._every and version != self._last:
+      return
     final = super()._get_path_for_version(version)
     self._saving = version
     try:
@@ -85,6 +108,7 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     finally:
       self._saving = None
     tf.io.gfile.rename(partial, final)
+    self.last_saved = version
     await self._remove_old_program_state()  # Now that `final` counts.
 
   async def load(self, version: int, structure):
@@ -96,8 +120,9 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
       path = self._get_path_for_version(version)
       raise RuntimeError(
           f'Checkpoint {path} cannot be read ({type(e).__name__}: {e}). '
-          'It is truncated or corrupt: remove that directory to resume from '
-          'the checkpoint before it.'
+          'The run\'s settings match it (they were checked first), so it is '
+          'truncated or corrupt: remove that directory to resume from the '
+          'checkpoint before it.'
       ) from e
 
 
@@ -120,8 +145,12 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
     dropped, sampled = self._dropped.get(key, (0, 0))
     if dropped:
       line += f'  {dropped}/{sampled} clients dropped out'
-      if dropped == sampled:
-        line += ': no update, the model is unchanged'
+    non_finite = int(metrics.get(NON_FINITE_KEY, 0))
+    if non_finite:
+      line += (f'  {non_finite}/{sampled} clients dropped: their update was '
+               'not finite (NaN or Inf)')
+    if sampled and dropped + non_finite >= sampled:
+      line += ': no update, the model is unchanged'
     self._print(line)
 
 
@@ -221,6 +250,21 @@ def client_input_fn(
   return client_input
 
 
+def client_dataset(
+    task: tff.simulation.baselines.BaselineTask, client_id: str, round_num: int
+) -> tf.data.Dataset:
+  """A client's preprocessed training data for a round.
+
+  A task with a `client_dataset(client_id, round_num)` method (ours:
+  `tasks.Task`, shuffled by (seed, round, client)) gives it; any other
+  `BaselineTask` (TFF's) its `train_preprocess_fn` of the client's data.
+  """
+  if hasattr(task, 'client_dataset'):
+    return task.client_dataset(client_id, round_num)
+  return task.datasets.train_preprocess_fn(
+      task.datasets.train_data.create_tf_dataset_for_client(client_id))
+
+
 def _check_data_fits_process(process, task) -> None:
   """A clear error, before training, when the task's data and model differ."""
   if _is_stateful(process):
@@ -259,6 +303,82 @@ def _evaluate_clients(process, state, dataset, evaluate, prototype_evaluators):
   return metrics
 
 
+def _check_experiment_name(name: str) -> None:
+  if not name or name in ('.', '..') or '/' in name or os.sep in name:
+    raise ValueError(
+        'experiment_name must be a plain directory name under the root (no '
+        f'"/", not "." or ".."); got {name!r}.')
+
+
+def _json_normalized(values: Mapping[str, Any]) -> dict[str, Any]:
+  """`values` as hparams.json stores them (tuples become lists, ...)."""
+  return json.loads(json.dumps(dict(values), sort_keys=True, default=str))
+
+
+def _check_resumable(paths, name, hparams, total_rounds, latest_version):
+  """Raises unless the run on disk is this configuration and can continue."""
+  if tf.io.gfile.exists(paths['hparams']):
+    with tf.io.gfile.GFile(paths['hparams']) as f:
+      saved = json.load(f)
+    now = _json_normalized(hparams)
+    changed = [k for k in sorted(set(saved) | set(now))
+               if k not in RESUMABLE_HPARAMS and saved.get(k) != now.get(k)]
+    if changed:
+      raise ValueError(
+          f'Run {name!r} belongs to another configuration; nothing was '
+          'changed. Its saved settings differ in: '
+          + ', '.join(f'{k}={saved.get(k)!r} (now {now.get(k)!r})'
+                      for k in changed)
+          + f'. Resume with its settings (only {", ".join(RESUMABLE_HPARAMS)}'
+          ' may change) or choose another experiment name.')
+  if latest_version is not None and total_rounds < latest_version:
+    raise ValueError(
+        f'Run {name!r} has already trained {latest_version} rounds; the '
+        f'total of {total_rounds} rounds asked for is fewer. Resume with at '
+        f'least {latest_version} rounds.')
+
+
+class RunLock:
+  """An exclusive lock on a run's results directory (`fcntl.flock`).
+
+  A second process on the same run fails at once with an error naming the
+  process holding it. The lock goes with the process (a killed run leaves
+  none behind).
+  """
+
+  def __init__(self, results_dir: str, name: str):
+    path = os.path.join(results_dir, '.lock')
+    self._file = open(path, 'a+')  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      self._file.seek(0)
+      holder = self._file.read().strip() or 'unknown'
+      self._file.close()
+      raise RuntimeError(
+          f'Run {name!r} is in use by another process (pid {holder}); wait '
+          'for it to finish or choose another experiment name.') from None
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(str(os.getpid()))
+    self._file.flush()
+
+  def release(self) -> None:
+    self._file.close()  # Closing releases the lock.
+
+
+def _check_finite(state: Any, round_num: int, last_checkpoint: str) -> None:
+  """Raises if any float in the process state is NaN or Inf."""
+  for value in tf.nest.flatten(state):
+    value = np.asarray(value)
+    if (np.issubdtype(value.dtype, np.floating)
+        and not np.all(np.isfinite(value))):
+      raise FloatingPointError(
+          f'Round {round_num} made the model non-finite (NaN or Inf); the run '
+          f'stops here and keeps its last checkpoint ({last_checkpoint}). '
+          'Lower the learning rates or the distillation weights.')
+
+
 def run_experiment(
     process: tff.learning.templates.LearningProcess,
     task: tff.simulation.baselines.BaselineTask,
@@ -277,21 +397,31 @@ def run_experiment(
 ) -> list[dict[str, str]]:
   """Trains `process` on `task` and returns the last round's metrics.
 
+  Runs are never overwritten nor mislabelled: without `resume` a run whose
+  checkpoint, results or log directory exists is an error; with `resume`, a
+  run whose saved `hparams.json` differs from `hparams` (other than in
+  `RESUMABLE_HPARAMS`) or that trained more rounds than `total_rounds` is an
+  error, as is one whose results exist but whose checkpoints were deleted.
+  A lock on the results directory keeps two processes off one run. A round
+  that makes the state non-finite stops the run (its last checkpoint kept);
+  a fresh run that fails before its first checkpoint removes what it
+  created, so it can be started again.
+
   Args:
     process: a `LearningProcess` whose `next` takes the sampled clients'
       preprocessed datasets, or a `StatefulClientsProcess`.
     task: a `BaselineTask` (ours or TFF's); its centralized test data is
-      evaluated every `rounds_per_eval` rounds.
+      evaluated every `rounds_per_eval` rounds and after the last round.
     total_rounds: number of training rounds, >= 1.
     clients_per_round: clients sampled per round.
     root_output_dir: root of the output layout (see module docstring).
-    experiment_name: name of this run under the root.
+    experiment_name: name of this run under the root (a plain name).
     seed: seed of the client sampling.
-    rounds_per_eval: evaluate every this many rounds.
-    rounds_per_checkpoint: checkpoint every this many rounds.
-    resume: continue from the last checkpoint of `experiment_name`. Without it
-      an existing checkpoint directory is an error (nothing is overwritten).
-    hparams: written to `hparams.json`.
+    rounds_per_eval: evaluate every this many rounds (and the last round).
+    rounds_per_checkpoint: checkpoint every this many rounds (and the last).
+    resume: continue from the last checkpoint of `experiment_name` (a run not
+      started yet starts).
+    hparams: written to `hparams.json`, and checked against it on resume.
     print_fn: receives the progress line of each round.
     client_dropout: probability that a sampled client drops out of a round
       (seeded by (seed, round)): it trains on nothing and sends nothing that
@@ -307,24 +437,56 @@ def run_experiment(
   ):
     if value < 1:
       raise ValueError(f'{name} must be >= 1; got {value}.')
-  if not experiment_name:
-    raise ValueError('experiment_name must not be empty.')
+  _check_experiment_name(experiment_name)
   if not 0 <= client_dropout < 1:
     raise ValueError(f'client_dropout must be in [0, 1); got {client_dropout}.')
   paths = output_paths(root_output_dir, experiment_name)
-  if not resume and tf.io.gfile.exists(paths['checkpoints']):
+  existing = [paths[k] for k in ('checkpoints', 'results', 'logdir')
+              if tf.io.gfile.exists(paths[k])]
+  if existing and not resume:
     raise FileExistsError(
-        f'{paths["checkpoints"]} exists: pass resume=True (--resume) to'
-        ' continue that run, or choose another experiment_name.'
-    )
+        f'{existing[0]} exists: run {experiment_name!r} was started before. '
+        'Pass resume=True (--resume) to continue it, or choose another '
+        'experiment name.')
+  if existing and resume and not tf.io.gfile.exists(paths['checkpoints']):
+    raise FileExistsError(
+        f'{existing[0]} exists but {paths["checkpoints"]} does not: run '
+        f'{experiment_name!r} has no checkpoint to resume from, and its '
+        'records are not overwritten. Choose another experiment name.')
   _check_data_fits_process(process, task)
   client_ids = list(task.datasets.train_data.client_ids)
   sample = client_sampler(client_ids, clients_per_round, seed)
-  train_data = task.datasets.train_data
-  preprocess = task.datasets.train_preprocess_fn
   client_input = client_input_fn(process, task)
+  hparams = dict(hparams or {})
+  fresh = not existing
+  tf.io.gfile.makedirs(paths['results'])
+  lock = RunLock(paths['results'], experiment_name)
+  manager = AtomicFileProgramStateManager(
+      root_dir=paths['checkpoints'], keep_total=2, keep_first=False,
+      every=rounds_per_checkpoint, last=total_rounds)
+  try:
+    if resume:
+      _check_resumable(paths, experiment_name, hparams, total_rounds,
+                       manager.last_saved)
+    _train(process, task, paths, manager, hparams, client_input, sample,
+           seed=seed, total_rounds=total_rounds,
+           rounds_per_eval=rounds_per_eval, print_fn=print_fn,
+           client_dropout=client_dropout)
+  except BaseException:
+    if fresh and manager.last_saved is None:
+      for key in ('checkpoints', 'results', 'logdir'):
+        if tf.io.gfile.exists(paths[key]):
+          tf.io.gfile.rmtree(paths[key])
+    raise
+  finally:
+    lock.release()
+  return read_metrics(paths['metrics_csv'])
 
-  dropped = {}
+
+def _train(process, task, paths, manager, hparams, client_input, sample, *,
+           seed, total_rounds, rounds_per_eval, print_fn, client_dropout):
+  """`run_training_process` with our managers, selection and checks."""
+  dropped = {}  # round -> (clients dropped out, clients sampled)
 
   def training_selection_fn(round_num):
     clients = sample(round_num)
@@ -333,7 +495,7 @@ def run_experiment(
     dropped[round_num] = (int(drops.sum()), len(clients))
     datasets = []
     for c, drop in zip(clients, drops):
-      dataset = preprocess(train_data.create_tf_dataset_for_client(c))
+      dataset = client_dataset(task, c, round_num)
       datasets.append(client_input(c, dataset.take(0) if drop else dataset))
     return datasets
 
@@ -345,7 +507,15 @@ def run_experiment(
   }
   test_data = task.datasets.get_centralized_test_data()
 
+  def evaluation_selection_fn(round_num):
+    # Every `rounds_per_eval` rounds, and the last round always.
+    if round_num % rounds_per_eval == 0 or round_num == total_rounds:
+      return test_data
+    return None
+
   def evaluation_fn(state, dataset):
+    if dataset is None:
+      return collections.OrderedDict()
     if _is_stateful(process):
       return _evaluate_clients(process, state, dataset, evaluate,
                                prototype_evaluators)
@@ -358,9 +528,20 @@ def run_experiment(
       )
     return metrics
 
-  tf.io.gfile.makedirs(paths['results'])
+  class FiniteProcess:
+    """`process`, whose `next` refuses to return a non-finite state."""
+
+    initialize = process.initialize
+
+    @staticmethod
+    def next(state, client_data):
+      output = process.next(state, client_data)
+      _check_finite(output.state, max(dropped),
+                    f'round {manager.last_saved}')
+      return output
+
   with tf.io.gfile.GFile(paths['hparams'], 'w') as f:
-    json.dump(dict(hparams or {}), f, indent=2, sort_keys=True, default=str)
+    json.dump(hparams, f, indent=2, sort_keys=True, default=str)
 
   metrics_managers = [
       tff.program.CSVFileReleaseManager(
@@ -370,16 +551,13 @@ def run_experiment(
       ProgressReleaseManager(total_rounds, print_fn, dropped),
   ]
   tff.simulation.run_training_process(
-      training_process=process,
+      training_process=FiniteProcess,
       training_selection_fn=training_selection_fn,
       total_rounds=total_rounds,
       evaluation_fn=evaluation_fn,
-      evaluation_selection_fn=lambda round_num: test_data,
-      rounds_per_evaluation=rounds_per_eval,
-      program_state_manager=AtomicFileProgramStateManager(
-          root_dir=paths['checkpoints'], keep_total=2, keep_first=False
-      ),
-      rounds_per_saving_program_state=rounds_per_checkpoint,
+      evaluation_selection_fn=evaluation_selection_fn,
+      rounds_per_evaluation=1,
+      program_state_manager=manager,
+      rounds_per_saving_program_state=1,
       metrics_managers=metrics_managers,
   )
-  return read_metrics(paths['metrics_csv'])

@@ -22,6 +22,9 @@ import tensorflow as tf
 # (labels, student_logits, teacher_logits, extra) -> scalar loss added to the
 # model's own loss; `extra` is the broadcast payload or None.
 DistillationFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, Any], tf.Tensor]
+# (observed, labels, student_logits) -> observed: a statistic accumulated over
+# the training steps' own forward passes (FD's per-label mean outputs).
+ObserveFn = Callable[[Any, tf.Tensor, tf.Tensor], Any]
 
 
 def batch_inputs(batch: Any) -> Any:
@@ -65,6 +68,7 @@ def build_client_update(
     *,
     teacher=None,
     distillation_fn: Optional[DistillationFn] = None,
+    observe_fn: Optional[ObserveFn] = None,
 ) -> Callable[..., Any]:
   """Builds `client_update(initial_weights, dataset, optimizer_hparams)`.
 
@@ -76,15 +80,19 @@ def build_client_update(
       weights, i.e. the broadcast global model).
     distillation_fn: the extra loss term of each batch; its `teacher_logits`
       are None without a `teacher` (FedGen distills from a generator).
+    observe_fn: folds each training step's labels and student logits (the
+      forward pass the step's gradient comes from) into a statistic that
+      starts at `client_update`'s `observed` argument.
 
   Returns:
     A `tf.function` `client_update(initial_weights, dataset, optimizer_hparams,
-    teacher_weights=None, extra=None)` returning `(delta, weight, is_finite,
-    unfinalized_metrics)`: `delta = initial_trainable - final_trainable` as in TFF's FedAvg, `weight`
-    the number of examples trained on (float32). A client whose delta has a
-    NaN or Inf sends a zero delta with weight 0 and `is_finite = 0`, so the
-    weighted mean ignores it (as TFF's model-delta client work does), and its
-    training metrics are reset.
+    teacher_weights=None, extra=None, observed=None)` returning `(delta,
+    weight, is_finite, unfinalized_metrics)`, plus the final `observed` with
+    an `observe_fn`: `delta = initial_trainable - final_trainable` as in
+    TFF's FedAvg, `weight` the number of examples trained on (float32). A
+    client whose delta has a NaN or Inf sends a zero delta with weight 0 and
+    `is_finite = 0`, so the weighted mean ignores it (as TFF's model-delta
+    client work does), and its training metrics are reset.
   """
   if teacher is not None and distillation_fn is None:
     raise ValueError('A teacher needs a distillation_fn.')
@@ -94,7 +102,7 @@ def build_client_update(
   @tf.function
   def client_update(
       initial_weights, dataset, optimizer_hparams, teacher_weights=None,
-      extra=None,
+      extra=None, observed=None,
   ):
     trainable, non_trainable = initial_weights
     assign(student_vars, trainable)
@@ -111,7 +119,7 @@ def build_client_update(
     )
 
     def reduce_fn(state, batch):
-      num_examples, optimizer_state = state
+      num_examples, optimizer_state, observed = state
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
         loss = output.loss
@@ -123,6 +131,9 @@ def build_client_update(
               batch_labels(batch), output.predictions, teacher_logits, extra
           )
       gradients = tape.gradient(loss, student_vars)
+      if observe_fn is not None:
+        observed = observe_fn(observed, batch_labels(batch),
+                              tf.stop_gradient(output.predictions))
       optimizer_state, updated = optimizer.next(
           optimizer_state, tuple(student_vars), tuple(gradients)
       )
@@ -131,10 +142,13 @@ def build_client_update(
         num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
       else:
         num_examples += tf.cast(output.num_examples, tf.int64)
-      return num_examples, optimizer_state
+      return num_examples, optimizer_state, observed
 
-    num_examples, _ = dataset_reduce(
-        dataset, (tf.constant(0, tf.int64), optimizer_state), reduce_fn
+    num_examples, _, observed = dataset_reduce(
+        dataset,
+        (tf.constant(0, tf.int64), optimizer_state,
+         () if observed is None else observed),
+        reduce_fn,
     )
     delta = tf.nest.map_structure(
         tf.subtract, tuple(tf.nest.flatten(trainable)), tuple(student_vars)
@@ -146,11 +160,12 @@ def build_client_update(
       delta = tf.nest.map_structure(tf.zeros_like, delta)
       model.reset_metrics()
     weight = tf.where(is_finite, tf.cast(num_examples, tf.float32), 0.0)
-    return (
+    result = (
         delta,
         weight,
         tf.cast(is_finite, tf.int32),
         model.report_local_unfinalized_metrics(),
     )
+    return result if observe_fn is None else result + (observed,)
 
   return client_update

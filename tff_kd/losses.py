@@ -133,9 +133,10 @@ def selective_distillation_loss(
   (teacher) model (its per-class accuracy on the server's validation split)
   and q_T(y_i | x_i) (at tau = 1) its confidence in the true label, so
   knowledge of classes, and of samples, the global model gets wrong is
-  distilled less (He et al., "Learning Critically: Selective Self
-  Distillation in Federated Learning on Non-IID Data"; no official code, this
-  is our reading of the paper).
+  distilled less (He, Chen, Yang, Yu, Huang, Gu, "Learning Critically:
+  Selective Self Distillation in Federated Learning on Non-IID Data"; no
+  official code: this is our reading of the paper's abstract and of FedCAD,
+  see docs/FIDELITY.md).
   """
   labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
   true_class_confidence = tf.gather(
@@ -149,17 +150,22 @@ def selective_distillation_loss(
 def per_label_distillation_loss(
     labels: tf.Tensor,
     student_logits: tf.Tensor,
-    label_logits: tf.Tensor,
+    label_probs: tf.Tensor,
     label_mask: tf.Tensor,
     temperature: float = 1.0,
 ) -> tf.Tensor:
-  """FD's term: distillation toward the global mean logits of each label.
+  """FD's term: distillation toward the global mean output of each label.
 
-  tau^2 * mean_i m[y_i] KL(softmax(g[y_i] / tau) || softmax(z_i / tau)), g
-  [C, C] the per-label teacher logits and m [C] 1 for labels with a teacher,
-  0 for the others (their examples add nothing).
+  tau^2 * mean_i m[y_i] KL(p[y_i] || softmax(z_i / tau)), p [C, C] the
+  per-label teacher distributions (FD averages softmax outputs, not logits)
+  and m [C] 1 for labels with a teacher, 0 for the others (their examples add
+  nothing). The paper's regularizer is the cross-entropy of the student's
+  output against p[y_i], whose gradient this KL shares.
   """
   labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-  kl = kl_divergence(tf.gather(label_logits, labels), student_logits,
-                     temperature)
+  teacher = tf.gather(label_probs, labels)
+  student_log_probs = tf.nn.log_softmax(student_logits / temperature, axis=-1)
+  kl = tf.reduce_sum(
+      teacher * (tf.math.log(tf.maximum(teacher, 1e-12)) - student_log_probs),
+      axis=-1)
   return temperature**2 * tf.reduce_mean(tf.gather(label_mask, labels) * kl)

@@ -5,8 +5,15 @@ set_sync_local_cpp_execution_context`) starts its C++ worker binary lazily and
 relies on a `__del__` to stop it. That finalizer runs during interpreter
 teardown, after the `subprocess` module is gone, so the worker outlives Python
 (holding ~750 MB and the parent's stdout). Here we start the same worker binary
-ourselves, with its output sent to a log file, and stop it explicitly: through
-`close()`, the context manager, or an `atexit` hook registered at start.
+ourselves and stop it explicitly: through `close()`, the context manager, or
+an `atexit` hook registered at start. Stopping is SIGTERM, then SIGKILL after
+a short grace; a `LocalRuntime` signals all its workers before waiting for any.
+
+A worker's output goes to a log in a private directory (`tempfile.mkdtemp`,
+mode 0700, so no other user can plant or read files there), one directory per
+`LocalRuntime` (or per `LocalWorker` used alone). Closing removes the logs and
+the directory, except the log of a worker that failed to start, which the
+error names.
 
 Importing this module replaces TFF's leaking default context by "no
 context", so a computation run outside a `LocalRuntime` (or a context set
@@ -22,9 +29,12 @@ The context itself is TFF's: a `SyncExecutionContext` over a
 """
 
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
+import ipaddress
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +57,8 @@ _GRPC_OPTIONS = [
     ('grpc.max_send_message_length', 2 * 1000 * 1000 * 1000),
 ]
 _STARTUP_TIMEOUT_SECONDS = 120.0
+_STOP_GRACE_SECONDS = 5.0
+_LOG_TAIL_LINES = 20
 
 set_default_context.set_no_default_context()
 
@@ -55,9 +67,19 @@ _LIBC = (ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
          if sys.platform.startswith('linux') else None)
 
 
-def _die_with_parent() -> None:
-  """Runs in the forked child before exec: SIGKILL it when the parent dies."""
-  _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _prepare_worker() -> None:
+  """Runs in the forked worker before exec.
+
+  The kernel SIGKILLs the worker when its parent dies, and SIGTERM (which
+  `close()` sends) kills it even if the parent ignores SIGTERM. SIGINT is
+  ignored: a Ctrl-C reaches the whole process group, and the parent, which
+  owns the worker, handles it (it stops cleanly, then stops its workers); a
+  worker that died of it first would turn the clean stop into a gRPC error.
+  """
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  if _LIBC is not None:
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _exit_on_sigterm() -> None:
@@ -75,28 +97,89 @@ def worker_binary_path() -> str:
   return path
 
 
+def check_worker_address(address: str) -> None:
+  """Raises ValueError unless `address` is a worker address, host:port.
+
+  The port is a number in 1..65535 in ASCII digits. The host is a name or an
+  IPv4 address (ASCII letters, digits, '.', '-', '_'), or an IPv6 address in
+  brackets, as in `[::1]:8000`.
+  """
+  host, colon, port = address.rpartition(':')
+  if not colon:
+    problem = 'no ":port"'
+  elif not re.fullmatch('[0-9]{1,5}', port) or not 1 <= int(port) <= 65535:
+    problem = f'port {port!r} is not a number in 1..65535'
+  elif not _is_host(host):
+    problem = (f'host {host!r} is not a name, an IPv4 address or an IPv6 '
+               'address in brackets')
+  else:
+    return
+  raise ValueError(
+      f'Bad TFF worker address {address!r}: {problem} (expected host:port, '
+      'as localhost:8000 or [::1]:8000).'
+  )
+
+
+def _is_host(host: str) -> bool:
+  """Whether `host` is a name, an IPv4 address or a bracketed IPv6 address."""
+  if host.startswith('[') and host.endswith(']'):
+    try:
+      ipaddress.IPv6Address(host[1:-1])
+    except ValueError:
+      return False
+    return True
+  return re.fullmatch('[A-Za-z0-9._-]+', host) is not None
+
+
+def _stop(processes: Sequence[subprocess.Popen]) -> None:
+  """Stops `processes` all at once: SIGTERM, SIGKILL after a shared grace."""
+  running = [process for process in processes if process.poll() is None]
+  for process in running:
+    process.terminate()
+  deadline = time.monotonic() + _STOP_GRACE_SECONDS
+  for process in running:
+    try:
+      process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+
+
+def _remove_if_empty(directory: str) -> None:
+  with contextlib.suppress(OSError):  # Not empty: keeps a failed worker's log.
+    os.rmdir(directory)
+
+
+# The running `LocalWorker`s by address: waiting for one of them fails at once
+# if it exits.
+_LOCAL_WORKERS = {}
+
+
 class LocalWorker:
   """A TFF worker binary serving on a loopback port, owned by this process.
 
   Use as a context manager, or call `close()`; an `atexit` hook also stops it,
-  so a program that exits without closing leaves no worker behind.
+  so a program that exits without closing leaves no worker behind. Its output
+  goes to `log_path` in `log_dir`, a directory private to this user (by
+  default one of its own, removed on close).
   """
 
-  def __init__(self, port: Optional[int] = None, log_path: Optional[str] = None):
+  def __init__(self, port: Optional[int] = None, log_dir: Optional[str] = None):
+    binary = worker_binary_path()
     self.port = port or portpicker.pick_unused_port()
-    if log_path is None:
-      log_path = os.path.join(
-          tempfile.gettempdir(), f'tff_kd_worker_{self.port}.log'
+    self._own_log_dir = log_dir is None
+    self.log_dir = log_dir or tempfile.mkdtemp(prefix='tff_kd_workers_')
+    self.log_path = os.path.join(self.log_dir, f'worker_{self.port}.log')
+    self._keep_log = False
+    with open(self.log_path, 'xb') as log:  # 'x': O_EXCL, follows no symlink.
+      self.process = subprocess.Popen(
+          [binary, f'--port={self.port}'],
+          stdin=subprocess.DEVNULL,
+          stdout=log,
+          stderr=subprocess.STDOUT,
+          preexec_fn=_prepare_worker,
       )
-    self.log_path = log_path
-    self._log = open(log_path, 'wb')
-    self.process = subprocess.Popen(
-        [worker_binary_path(), f'--port={self.port}'],
-        stdin=subprocess.DEVNULL,
-        stdout=self._log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent if _LIBC is not None else None,
-    )
+    _LOCAL_WORKERS[self.address] = self
     atexit.register(self.close)
     _exit_on_sigterm()
 
@@ -104,17 +187,29 @@ class LocalWorker:
   def address(self) -> str:
     return f'localhost:{self.port}'
 
+  def startup_error(self, problem: str) -> RuntimeError:
+    """Keeps the log (on close) and returns the error of a failed start."""
+    self._keep_log = True
+    with open(self.log_path, 'rb') as log:
+      lines = log.read().decode(errors='replace').splitlines()
+    return RuntimeError(
+        f'The TFF worker at {self.address} {problem}. Its log '
+        f'{self.log_path} ends with:\n' + '\n'.join(lines[-_LOG_TAIL_LINES:])
+    )
+
   def close(self) -> None:
-    """Stops the worker (SIGINT, then SIGKILL after 10 s); idempotent."""
-    if self.process.poll() is None:
-      self.process.send_signal(signal.SIGINT)
-      try:
-        self.process.wait(timeout=10)
-      except subprocess.TimeoutExpired:
-        self.process.kill()
-        self.process.wait()
-    self._log.close()
+    """Stops the worker (SIGTERM, SIGKILL after 5 s); idempotent.
+
+    Removes the log unless the worker failed to start.
+    """
+    _stop([self.process])
     atexit.unregister(self.close)
+    _LOCAL_WORKERS.pop(self.address, None)
+    if not self._keep_log:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(self.log_path)
+    if self._own_log_dir:
+      _remove_if_empty(self.log_dir)
 
   def __enter__(self) -> 'LocalWorker':
     return self
@@ -124,16 +219,24 @@ class LocalWorker:
 
 
 def _ready_stub(address: str) -> tff.framework.RemoteExecutorGrpcStub:
-  """Returns a gRPC stub to the worker at `address`, once it answers."""
+  """Returns a gRPC stub to the worker at `address`, once it answers.
+
+  Fails at once if the worker is a `LocalWorker` that exits meanwhile.
+  """
+  worker = _LOCAL_WORKERS.get(address)
   channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
   stub = tff.framework.RemoteExecutorGrpcStub(channel)
   deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
   while not stub.is_ready:
-    if time.monotonic() > deadline:
-      raise RuntimeError(
-          f'The TFF worker at {address} did not answer within '
-          f'{_STARTUP_TIMEOUT_SECONDS:.0f} s.'
+    if worker is not None and worker.process.poll() is not None:
+      raise worker.startup_error(
+          f'exited during start-up (status {worker.process.returncode})'
       )
+    if time.monotonic() > deadline:
+      problem = f'did not answer within {_STARTUP_TIMEOUT_SECONDS:.0f} s'
+      if worker is not None:
+        raise worker.startup_error(problem)
+      raise RuntimeError(f'The TFF worker at {address} {problem}.')
     time.sleep(0.05)
   return stub
 
@@ -165,12 +268,15 @@ def set_remote_context(addresses: Sequence[str]) -> None:
   one `AsyncExecutionContext` per worker, joined by TFF's mergeable-computation
   context (`tff.backends.native.set_mergeable_comp_execution_context`), which
   splits each round's clients across the workers and merges their partial
-  aggregates.
+  aggregates. Raises ValueError for a malformed address
+  (`check_worker_address`) before connecting to any.
   """
   if isinstance(addresses, str):
     addresses = [addresses]
   if not addresses:
     raise ValueError('set_remote_context needs at least one worker address.')
+  for address in addresses:
+    check_worker_address(address)
   if len(addresses) == 1:
     context = tff.framework.SyncExecutionContext(
         executor_fn=_executor_factory(addresses[0]), **_context_kwargs()
@@ -215,29 +321,36 @@ class LocalRuntime:
   with runtime.LocalRuntime():
     state = process.initialize()
   ```
-  On exit (or at interpreter exit) the workers are stopped and the context
-  that was the default before is the default again (as `RemoteRuntime`), so
-  runtimes nest.
+  On exit (or at interpreter exit) the workers are stopped, all at once, and
+  the context that was the default before is the default again (as
+  `RemoteRuntime`), so runtimes nest. The workers' logs are in `log_dir`.
   """
 
   def __init__(self, num_workers: int = 1):
     if num_workers < 1:
       raise ValueError(f'num_workers must be >= 1; got {num_workers}.')
+    self.log_dir = tempfile.mkdtemp(prefix='tff_kd_workers_')
     self.workers = []
     self._remote = None
     try:
       for _ in range(num_workers):
-        self.workers.append(LocalWorker())
+        self.workers.append(LocalWorker(log_dir=self.log_dir))
+      atexit.register(self.close)  # After the workers' hooks: runs first.
       self._remote = RemoteRuntime([w.address for w in self.workers])
     except Exception:
       self.close()
       raise
 
   def close(self) -> None:
+    """Stops the workers, all at once, and restores the context; idempotent."""
+    atexit.unregister(self.close)
     if self._remote is not None:
       self._remote.close()
+      self._remote = None
+    _stop([worker.process for worker in self.workers])
     for worker in self.workers:
       worker.close()
+    _remove_if_empty(self.log_dir)
 
   def __enter__(self) -> 'LocalRuntime':
     return self

@@ -1,26 +1,41 @@
 """Server-side distillation of a student toward fixed teacher logits.
 
-FedDF's and FedAUX's server step (the guide's Algorithm 3): starting from the
-fused (averaged) model, take up to `steps` Adam steps on minibatches of the
-distillation inputs, minimizing
+FedDF's and FedAUX's server step (the guide's Algorithm 3), also DS-FL's
+server model and FedAD's: starting from the fused (averaged) model, take up
+to `steps` Adam steps on minibatches of the distillation inputs, minimizing
 
     tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))
 
-(the tau^2 factor is optional: FedDF's code has none), plus, for FedAD, beta
-times the squared L2 distance between the student's attention map and a
-target map (`model_parts.attention_maps`), with FedDF's cosine
-learning-rate schedule and gradient-norm clipping. With a labelled validation
-split, the student is evaluated every `eval_every` steps, training stops after
-`patience` evaluations without improvement, and the best weights seen
-(including the starting point) are kept: FedDF's early stopping.
+(the tau^2 factor is optional: FedDF's and FedAUX's codes have none), plus,
+for FedAD, beta times the squared L2 distance between the student's attention
+map and a target map (`model_parts.attention_maps`). Each algorithm picks the
+rest to match its reference:
+
+- learning-rate `schedule`: `cosine` (FedDF's CosineAnnealingLR over the
+  step budget) or `constant` (FedAUX);
+- `clip_norm`: global gradient-norm clip (FedDF's code: 5) or None (FedAUX);
+- `sampling` of the minibatches: `uniform`, drawn with replacement (DS-FL's
+  and FedAD's server models); `shuffled`, epochs over the inputs, each in a
+  fresh permutation cut into batches, the last one of an epoch smaller, as a
+  PyTorch `DataLoader(shuffle=True, drop_last=False)` re-iterated when
+  exhausted (FedDF, FedAUX; fewer inputs than a batch make one batch of
+  all); `ordered`, the same epochs unshuffled (FedDF's data-free variant:
+  batch i is inputs [i B, (i + 1) B), see `noise_inputs`);
+- with a labelled validation split, the student is evaluated every
+  `eval_every` steps, training stops after `patience` evaluations without
+  improvement, and the best weights seen (including the starting point) are
+  kept: FedDF's early stopping. Without one, all steps run.
+
+The Adam state starts afresh at every call (FedAUX's code keeps one Adam
+optimizer across rounds; FedDF's creates one per round).
 
 The whole loop is one `tf.function` (a `tf.while_loop`, no Python per step),
-so it runs where TF places it: on a GPU when one is present. Minibatches are
-sampled with replacement from a stateless seed, so a run is reproducible.
+so it runs where TF places it: on a GPU when one is present. Minibatches and
+permutations come from a stateless seed, so a run is reproducible.
 """
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import math
 from typing import Any, Optional
 
@@ -31,6 +46,42 @@ from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
 
+SAMPLINGS = ('uniform', 'shuffled', 'ordered')
+SCHEDULES = ('cosine', 'constant')
+
+
+def noise_inputs(
+    seed: tf.Tensor, num_batches: int, batch_size: int,
+    input_shape: Sequence[int],
+) -> tf.Tensor:
+  """FedDF's data-free distillation inputs: batches of scaled Gaussian noise.
+
+  FedDF's `NoiseKTSolver._create_data_randomly`
+  (codes/FedDF-code/pcode/aggregation/noise_knowledge_transfer.py): a batch
+  of standard normal noise, min-max scaled to [0, 1] over the WHOLE batch
+  tensor (not per input).
+
+  Args:
+    seed: int32 [2] stateless seed.
+    num_batches: batches (>= 1).
+    batch_size: inputs per batch (>= 1).
+    input_shape: the shape of one input.
+
+  Returns:
+    float32 [num_batches * batch_size, *input_shape]; rows
+    [i * batch_size, (i + 1) * batch_size) are batch i.
+  """
+  for name, value in (('num_batches', num_batches),
+                      ('batch_size', batch_size)):
+    if value < 1:
+      raise ValueError(f'{name} must be >= 1; got {value}.')
+  size = math.prod(input_shape)
+  noise = tf.random.stateless_normal([num_batches, batch_size * size], seed)
+  low = tf.reduce_min(noise, axis=1, keepdims=True)
+  high = tf.reduce_max(noise, axis=1, keepdims=True)
+  return tf.reshape((noise - low) / (high - low),
+                    [num_batches * batch_size, *input_shape])
+
 
 def build_server_distillation(
     model: Any,
@@ -38,9 +89,11 @@ def build_server_distillation(
     steps: int,
     batch_size: int,
     learning_rate: float = 1e-3,
+    schedule: str = 'cosine',
     temperature: float = 1.0,
     scale_by_temperature_squared: bool = True,
-    clip_norm: float = 5.0,
+    clip_norm: Optional[float] = 5.0,
+    sampling: str = 'uniform',
     eval_every: int = 10,
     patience: int = 3,
     attention_weight: float = 0.0,
@@ -53,10 +106,13 @@ def build_server_distillation(
       `trainable_variables`, `non_trainable_variables`) built once per trace.
     steps: the most distillation steps (>= 0).
     batch_size: distillation minibatch size (>= 1).
-    learning_rate: peak Adam learning rate (cosine-decayed to 0 over `steps`).
+    learning_rate: (peak) Adam learning rate.
+    schedule: `cosine` (decayed to 0 over the steps run: `steps` capped by
+      `max_steps`) or `constant`.
     temperature: tau > 0.
     scale_by_temperature_squared: multiply the KL by tau^2 (Hinton).
-    clip_norm: global gradient-norm clip (FedDF's code: 5).
+    clip_norm: global gradient-norm clip (FedDF's code: 5), or None.
+    sampling: `uniform`, `shuffled` or `ordered` (module docstring).
     eval_every: steps between validation evaluations (>= 1).
     patience: evaluations without improvement before stopping (>= 1).
     attention_weight: beta >= 0 of FedAD's attention term; > 0 needs a model
@@ -67,14 +123,14 @@ def build_server_distillation(
   Returns:
     A `tf.function` `distill(weights, inputs, teacher_logits, validation,
     seed, max_steps, attention_targets=None)`: `weights` a `ModelWeights` to
-    start from, `inputs`
-    [R, ...] and `teacher_logits` [R, C] the distillation set, `validation`
-    an `(x, y)` pair or None (no early stopping), `seed` an int32 [2] stateless
-    seed, `max_steps` an int32 scalar further capping the steps (0 skips
-    distillation). It returns `(ModelWeights, metrics)`, metrics an
-    `OrderedDict` with `steps` run, `loss_first` and `loss_last` (the
-    distillation loss of the first and last step), and `validation_before`
-    and `validation_best` accuracies (-1 without validation).
+    start from, `inputs` [R, ...] and `teacher_logits` [R, C] the
+    distillation set, `validation` an `(x, y)` pair or None (no early
+    stopping), `seed` an int32 [2] stateless seed, `max_steps` an int32
+    scalar further capping the steps (0 skips distillation). It returns
+    `(ModelWeights, metrics)`, metrics an `OrderedDict` with `steps` run,
+    `loss_first` and `loss_last` (the distillation loss of the first and last
+    step), and `validation_before` and `validation_best` accuracies (-1
+    without validation).
   """
   for name, value, low in (('steps', steps, 0), ('batch_size', batch_size, 1),
                            ('eval_every', eval_every, 1),
@@ -82,9 +138,15 @@ def build_server_distillation(
     if value < low:
       raise ValueError(f'{name} must be >= {low}; got {value}.')
   for name, value in (('learning_rate', learning_rate),
-                      ('temperature', temperature), ('clip_norm', clip_norm)):
+                      ('temperature', temperature)):
     if not value > 0:
       raise ValueError(f'{name} must be > 0; got {value}.')
+  if clip_norm is not None and not clip_norm > 0:
+    raise ValueError(f'clip_norm must be > 0 or None; got {clip_norm}.')
+  if schedule not in SCHEDULES:
+    raise ValueError(f'schedule must be one of {SCHEDULES}; got {schedule!r}.')
+  if sampling not in SAMPLINGS:
+    raise ValueError(f'sampling must be one of {SAMPLINGS}; got {sampling!r}.')
   if not attention_weight >= 0:
     raise ValueError(f'attention_weight must be >= 0; got {attention_weight}.')
   optimizer = tff.learning.optimizers.build_adam(learning_rate=learning_rate)
@@ -112,6 +174,22 @@ def build_server_distillation(
     predicted = tf.argmax(model.predict_on_batch(x, training=False), axis=-1)
     labels = tf.cast(tf.reshape(y, [-1]), predicted.dtype)
     return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
+
+  def batch_indices(step, num_inputs, seed):
+    """The indices of step `step`'s minibatch (see `sampling`)."""
+    if sampling == 'uniform':
+      return tf.random.stateless_uniform(
+          [batch_size], tf.random.experimental.stateless_fold_in(seed, step),
+          maxval=num_inputs, dtype=tf.int32,
+      )
+    batches_per_epoch = (num_inputs + batch_size - 1) // batch_size
+    epoch = step // batches_per_epoch
+    first = (step % batches_per_epoch) * batch_size
+    order = tf.range(num_inputs)
+    if sampling == 'shuffled':
+      order = tf.argsort(tf.random.stateless_uniform(
+          [num_inputs], tf.random.experimental.stateless_fold_in(seed, epoch)))
+    return order[first:tf.minimum(first + batch_size, num_inputs)]
 
   @tf.function
   def distill(weights, inputs, teacher_logits, validation, seed, max_steps,
@@ -143,27 +221,25 @@ def build_server_distillation(
       # One step at a time: the steps share the model's variables, and reads
       # of a later step must not overtake the writes of an earlier one.
       tf.autograph.experimental.set_loop_options(parallel_iterations=1)
-      index = tf.random.stateless_uniform(
-          [batch_size], tf.random.experimental.stateless_fold_in(seed, step),
-          maxval=num_inputs, dtype=tf.int32,
-      )
+      index = batch_indices(step, num_inputs, seed)
       with tf.GradientTape() as tape:
         loss = loss_fn(
             tf.gather(inputs, index), tf.gather(teacher_logits, index),
             None if attention_targets is None
             else tf.gather(attention_targets, index),
         )
-      gradients, _ = tf.clip_by_global_norm(
-          tape.gradient(loss, variables), clip_norm
-      )
-      progress = tf.cast(step, tf.float32) / tf.cast(num_steps, tf.float32)
-      optimizer_state = optimizer.set_hparams(
-          optimizer_state,
-          collections.OrderedDict(
-              learning_rate=learning_rate
-              * 0.5 * (1.0 + tf.cos(math.pi * progress))
-          ),
-      )
+      gradients = tape.gradient(loss, variables)
+      if clip_norm is not None:
+        gradients, _ = tf.clip_by_global_norm(gradients, clip_norm)
+      if schedule == 'cosine':
+        progress = tf.cast(step, tf.float32) / tf.cast(num_steps, tf.float32)
+        optimizer_state = optimizer.set_hparams(
+            optimizer_state,
+            collections.OrderedDict(
+                learning_rate=learning_rate
+                * 0.5 * (1.0 + tf.cos(math.pi * progress))
+            ),
+        )
       optimizer_state, updated = optimizer.next(
           optimizer_state, variables, tuple(gradients)
       )

@@ -2,12 +2,15 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 
 from absl import flags
 from absl.testing import flagsaver
+import numpy as np
 import tensorflow as tf
 
 import processes
@@ -89,9 +92,45 @@ class BadFlagsTest(tf.test.TestCase):
   def test_unknown_algorithm(self):
     self._assert_rejected('algorithm', algorithm='fedfoo')
 
-  def test_alpha_not_positive(self):
-    self._assert_rejected('--alpha must be > 0', alpha=0.0)
-    self._assert_rejected('--alpha must be > 0', alpha=-1.0)
+  def test_alpha_outside_its_range(self):
+    for alpha in (0.0, -1.0, 1e-10, 1e10, 'nan', 'inf'):
+      self._assert_rejected(r'--alpha must be in \[0.001, 1000\]',
+                            alpha=alpha)
+
+  def test_non_finite_floats(self):
+    for name in ('client_learning_rate', 'server_learning_rate', 'ntd_beta',
+                 'gkd_gamma', 'gkd_temperature', 'distill_temperature',
+                 'fd_beta', 'gen_alpha'):
+      for value in ('nan', 'inf', '-inf'):
+        self._assert_rejected(f'--{name} must be finite', **{name: value})
+    self._assert_rejected('--client_dropout must be in', client_dropout='nan')
+
+  def test_seed_outside_its_range(self):
+    self._assert_rejected(r'--seed must be in \[0, 2\*\*31\)', seed=-1)
+    self._assert_rejected(r'--seed must be in \[0, 2\*\*31\)', seed=2**40)
+
+  def test_malformed_worker_addresses(self):
+    for address in ('h:1:2', 'host:99999', 'host:0', 'host:\u0661\u0662',
+                    ':80', 'host'):
+      self._assert_rejected('--workers', workers=address)
+
+  def test_a_flag_of_another_algorithm(self):
+    with flagsaver.flagsaver(algorithm='fedavg', fd_beta=0.5):
+      FLAGS['fd_beta'].present = 1
+      try:
+        with self.assertRaisesRegex(flags.ValidationError,
+                                    '--fd_beta is not a flag of fedavg'):
+          train.main(['train'])
+      finally:
+        FLAGS['fd_beta'].present = 0
+
+  def test_unwritable_output_directory(self):
+    blocker = os.path.join(self.create_tempdir().full_path, 'file')
+    open(blocker, 'w').close()
+    with flagsaver.flagsaver(root_output_dir=os.path.join(blocker, 'x')):
+      with self.assertRaisesRegex(flags.ValidationError,
+                                  '--root_output_dir=.* not a writable'):
+        train.main(['train'])
 
   def test_clients_per_round_above_num_clients(self):
     self._assert_rejected(
@@ -103,7 +142,7 @@ class BadFlagsTest(tf.test.TestCase):
     self._assert_rejected('--rounds must be >= 1', rounds=0)
 
   def test_learning_rate_not_positive(self):
-    self._assert_rejected('--client_learning_rate must be > 0',
+    self._assert_rejected('--client_learning_rate must be finite and > 0',
                           client_learning_rate=0.0)
 
   def test_missing_data_dir_data(self):
@@ -111,6 +150,52 @@ class BadFlagsTest(tf.test.TestCase):
     with flagsaver.flagsaver(task='mnist', data_dir=empty):
       with self.assertRaisesRegex(flags.ValidationError, 'data_dir'):
         train.main(['train'])
+
+
+def _train_process(args, marker, **kwargs):
+  """`python -m binaries.train ARGS` with the test's marker in its env."""
+  return subprocess.Popen(
+      [sys.executable, '-m', 'binaries.train'] + args,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+      env=dict(os.environ, TFF_KD_TEST_MARKER=marker), **kwargs)
+
+
+class ProcessTest(tf.test.TestCase):
+  """Whole processes: one-line errors, Ctrl-C, no leaked worker."""
+
+  def test_an_error_is_one_line_without_traceback(self):
+    split = os.path.join(self.create_tempdir().full_path, 'split.npy')
+    np.save(split, np.arange(3))
+    child = _train_process([f'--split_file={split}', '--num_clients=3',
+                            '--clients_per_round=2', '--rounds=1'],
+                           uuid.uuid4().hex)
+    _, stderr = child.communicate(timeout=300)
+    self.assertEqual(child.returncode, 1, stderr)
+    self.assertNotIn('Traceback', stderr)
+    self.assertRegex(stderr, r'split_file=.*split.npy.* not a readable .npz')
+
+  def test_ctrl_c_stops_cleanly_and_the_run_resumes(self):
+    marker = uuid.uuid4().hex
+    root = self.create_tempdir().full_path
+    args = ['--task=digits', '--model=mlp', '--num_clients=4',
+            '--clients_per_round=2', '--rounds=400', '--rounds_per_eval=400',
+            f'--root_output_dir={root}', '--experiment_name=run']
+    child = _train_process(args, marker)
+    checkpoints = experiment.output_paths(root, 'run')['checkpoints']
+    deadline = time.monotonic() + 240
+    while not (os.path.isdir(checkpoints) and any(
+        n.startswith('program_state_') for n in os.listdir(checkpoints))):
+      self.assertLess(time.monotonic(), deadline, 'no checkpoint in time')
+      time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    self.assertEqual(child.returncode, 130, stderr)
+    self.assertNotIn('Traceback', stderr)
+    self.assertIn('--resume', stderr)
+    self.assertEqual(processes.workers_with(marker), [])
+    self.assertNotEmpty([n for n in os.listdir(checkpoints)
+                         if n.startswith('program_state_')])
 
 
 class NoLeakedWorkerTest(tf.test.TestCase):

@@ -50,6 +50,21 @@ class TaskTest(tf.test.TestCase, parameterized.TestCase):
     again = list(task.datasets.train_preprocess_fn(raw))
     self.assertAllEqual(batches[0]['y'], again[0]['y'])  # Seeded shuffle.
 
+  def test_client_dataset_reshuffles_every_round_and_epoch(self):
+    task = tasks.create_task('digits', train_client_spec=_SPEC, seed=0)
+    n = len(task.client_indices[2])
+
+    def order(client_id, round_num):
+      return np.concatenate(
+          [b['y'].numpy() for b in task.client_dataset(client_id, round_num)])
+
+    first = order('2', 3)
+    self.assertLen(first, 2 * n)  # Both epochs, every example twice.
+    self.assertAllEqual(first, order('2', 3))  # Reproducible.
+    self.assertNotAllEqual(first[:n], first[n:])  # Each epoch anew.
+    self.assertNotAllEqual(first, order('2', 4))  # Each round anew.
+    self.assertAllEqual(np.sort(first), np.sort(order('2', 4)))
+
   def test_same_seed_same_task_other_seed_other_split(self):
     a = tasks.create_task('digits', train_client_spec=_SPEC, seed=1)
     b = tasks.create_task('digits', train_client_spec=_SPEC, seed=1)
@@ -106,13 +121,6 @@ class TaskTest(tf.test.TestCase, parameterized.TestCase):
   def test_distillation_inputs(self):
     task = tasks.create_task('digits', train_client_spec=_SPEC, seed=0)
     self.assertIs(task.distillation_inputs('public'), task.public_x)
-    noise = task.distillation_inputs('noise')
-    self.assertEqual(noise.shape, task.public_x.shape)
-    self.assertAllClose(noise.reshape(len(noise), -1).min(axis=1),
-                        np.zeros(len(noise)))
-    self.assertAllClose(noise.reshape(len(noise), -1).max(axis=1),
-                        np.ones(len(noise)))
-    self.assertAllEqual(noise, task.distillation_inputs('noise'))
     # Out-of-domain: the 4,000 MNIST training images, area-resized to 8x8.
     mnist = task.distillation_inputs('mnist5k')
     self.assertEqual(mnist.shape, (4000, 8, 8, 1))
@@ -169,8 +177,21 @@ class TaskTest(tf.test.TestCase, parameterized.TestCase):
                                      train_1=np.arange(25, 35)),
        'two clients'),
       ('range', lambda t: dict(train_0=np.array([5000])), 'outside'),
-      ('count', lambda t: dict(train_0=np.arange(20, 30), num_clients=1),
-       'has 1 clients but num_clients=2'),
+      ('count', lambda t: dict(train_0=np.arange(20, 30), num_clients=3,
+                               train_2=np.arange(60, 62)),
+       'has 3 clients but num_clients=2'),
+      ('extra', lambda t: dict(train_0=np.arange(20, 30), num_clients=1),
+       'declares num_clients=1 but has train_1'),
+      ('fractional', lambda t: dict(train_0=np.arange(20, 30),
+                                    num_clients=4.9), 'one integer'),
+      ('text', lambda t: dict(train_0=np.arange(20, 30), num_clients='2'),
+       'one integer'),
+      ('array', lambda t: dict(train_0=np.arange(20, 30),
+                               num_clients=np.array([2, 2])), 'one integer'),
+      ('huge', lambda t: dict(train_0=np.arange(20, 30),
+                              num_clients=10**9), 'one integer'),
+      ('unknown', lambda t: dict(train_0=np.arange(20, 30), notes=np.ones(2)),
+       'has entries notes'),
       ('missing', lambda t: dict(), 'lacks train_0'),
       ('empty', lambda t: dict(train_0=np.array([], np.int64)),
        'client 0 .train_0. has no examples'),

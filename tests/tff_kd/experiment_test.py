@@ -2,7 +2,11 @@
 client states restored exactly; dropout; evaluation of stateful clients."""
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
+from unittest import mock
 
 import numpy as np
 
@@ -146,6 +150,108 @@ class DropoutTest(tf.test.TestCase):
           None, task, total_rounds=1, clients_per_round=2,
           root_output_dir=self.create_tempdir().full_path,
           experiment_name='x', client_dropout=1.0)
+
+
+class RunIntegrityTest(tf.test.TestCase):
+  """Runs are never overwritten, mislabelled, shared or left non-finite."""
+
+  def setUp(self):
+    super().setUp()
+    self.task = _task()
+    self.process = algorithms.build_fedavg(
+        self.task.model_fn,
+        tff.learning.optimizers.build_sgdm(learning_rate=0.1))
+    self.root = self.create_tempdir().full_path
+
+  def _run(self, rounds, resume=False, hparams=None, process=None, **kwargs):
+    return experiment.run_experiment(
+        process or self.process, self.task, total_rounds=rounds,
+        clients_per_round=2, root_output_dir=self.root, experiment_name='run',
+        resume=resume, hparams=dict(hparams or {'alpha': 0.5}, rounds=rounds),
+        print_fn=lambda line: None, **kwargs)
+
+  def test_resume_with_other_settings_is_refused_and_changes_nothing(self):
+    self._run(2)
+    paths = experiment.output_paths(self.root, 'run')
+    with open(paths['hparams']) as f:
+      before = f.read()
+    with self.assertRaisesRegex(
+        ValueError, r"another configuration.*alpha=0.5 \(now 0.3\)"):
+      self._run(4, resume=True, hparams={'alpha': 0.3})
+    with self.assertRaisesRegex(ValueError, 'already trained 2 rounds'):
+      self._run(1, resume=True)
+    with open(paths['hparams']) as f:
+      self.assertEqual(f.read(), before)
+    self.assertLen(experiment.read_metrics(paths['metrics_csv']), 3)
+    rows = self._run(3, resume=True)  # More rounds may be asked for.
+    self.assertEqual(rows[-1]['round_num'], '3')
+    with open(paths['hparams']) as f:
+      self.assertEqual(json.load(f)['rounds'], 3)
+
+  def test_a_run_without_its_checkpoints_is_not_overwritten(self):
+    self._run(1)
+    paths = experiment.output_paths(self.root, 'run')
+    tf.io.gfile.rmtree(paths['checkpoints'])
+    for resume in (False, True):
+      with self.assertRaisesRegex(FileExistsError, 'results/run exists'):
+        self._run(1, resume=resume)
+    self.assertLen(experiment.read_metrics(paths['metrics_csv']), 2)
+
+  def test_names_that_leave_the_root_are_refused(self):
+    for name in ('/abs', '../..', 'a/b', '..', ''):
+      with self.assertRaisesRegex(ValueError, 'plain directory name'):
+        experiment.run_experiment(
+            self.process, self.task, total_rounds=1, clients_per_round=2,
+            root_output_dir=self.root, experiment_name=name)
+
+  def test_a_second_process_on_the_run_is_refused(self):
+    results = experiment.output_paths(self.root, 'run')['results']
+    os.makedirs(results)
+    lock = experiment.RunLock(results, 'run')
+    child = subprocess.run(
+        [sys.executable, '-c',
+         'import sys; from tff_kd import experiment; '
+         'experiment.RunLock(sys.argv[1], "run")', results],
+        capture_output=True, text=True, check=False)
+    lock.release()
+    self.assertNotEqual(child.returncode, 0)
+    self.assertIn(f'in use by another process (pid {os.getpid()})',
+                  child.stderr)
+    experiment.RunLock(results, 'run').release()  # Free again.
+
+  def test_a_non_finite_model_stops_the_run_and_keeps_its_checkpoint(self):
+    process = algorithms.build_fedavg(
+        self.task.model_fn,
+        tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+        tff.learning.optimizers.build_sgdm(learning_rate=float('inf')))
+    with self.assertRaisesRegex(FloatingPointError,
+                                r'Round 1 .*non-finite.*\(round 0\)'):
+      self._run(3, process=process)
+    checkpoints = experiment.output_paths(self.root, 'run')['checkpoints']
+    self.assertEqual(os.listdir(checkpoints), ['program_state_0'])
+
+  def test_a_fresh_run_that_fails_early_can_be_started_again(self):
+    # Round 0's evaluation fails, before the first checkpoint.
+    with mock.patch.object(experiment.evaluation, 'build_evaluator',
+                           return_value=lambda weights, data: 1 / 0):
+      with self.assertRaises(ZeroDivisionError):
+        self._run(1)
+    paths = experiment.output_paths(self.root, 'run')
+    for key in ('checkpoints', 'results', 'logdir'):
+      self.assertFalse(os.path.exists(paths[key]), key)
+    self._run(1)  # Not blocked by what the failed start left.
+
+  def test_the_last_round_is_evaluated_and_checkpointed(self):
+    rows = experiment.run_experiment(
+        self.process, self.task, total_rounds=3, clients_per_round=2,
+        root_output_dir=self.root, experiment_name='run', rounds_per_eval=5,
+        rounds_per_checkpoint=2, print_fn=lambda line: None)
+    evaluated = [r['round_num'] for r in rows
+                 if r.get(experiment.ACCURACY_KEY)]
+    self.assertEqual(evaluated, ['0', '3'])
+    checkpoints = experiment.output_paths(self.root, 'run')['checkpoints']
+    self.assertCountEqual(os.listdir(checkpoints),
+                          ['program_state_2', 'program_state_3'])
 
 
 if __name__ == '__main__':

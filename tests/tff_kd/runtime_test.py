@@ -1,10 +1,19 @@
 """Two TFF workers (mergeable context) give the numbers of one worker, for
-FedAvg, FedDF and FD (stateful clients)."""
+FedAvg, FedDF and FD (stateful clients); workers stop at once, log privately,
+and fail fast on bad addresses or start-up failures."""
 
 import collections
+import os
+import signal
+import socket
+import stat
+import tempfile
+import time
 
 import numpy as np
+import portpicker
 import tensorflow as tf
+import tensorflow_federated as tff
 
 import tiny
 from tff_kd import algorithms
@@ -53,6 +62,99 @@ class TwoWorkersTest(tf.test.TestCase):
                        two[1][train]['non_finite_clients'])
     for worker in two_workers.workers:
       self.assertIsNotNone(worker.process.poll())  # Stopped on exit.
+
+
+class WorkerLifecycleTest(tf.test.TestCase):
+
+  def test_close_stops_workers_at_once_when_sigint_is_ignored(self):
+    # As a background job (`cmd &`): SIGINT ignored, inherited by the workers.
+    # SIGTERM ignored too: the workers must still die of it.
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(s, signal.SIG_IGN) for s in signals]
+    try:
+      local = runtime.LocalRuntime(num_workers=3)
+    finally:
+      for s, handler in zip(signals, previous):
+        signal.signal(s, handler)
+    start = time.monotonic()
+    local.close()
+    self.assertLess(time.monotonic() - start, 3.0)
+    for worker in local.workers:
+      self.assertIsNotNone(worker.process.poll())
+      with self.assertRaises(ProcessLookupError):
+        os.kill(worker.process.pid, 0)
+
+  def test_logs_are_private_and_removed_on_close(self):
+    port = portpicker.pick_unused_port()
+    old_path = os.path.join(tempfile.gettempdir(),
+                            f'tff_kd_worker_{port}.log')
+    victim = self.create_tempfile(content='precious')
+    os.symlink(victim.full_path, old_path)
+    self.addCleanup(os.remove, old_path)
+    with runtime.LocalWorker(port=port) as worker:
+      runtime.RemoteRuntime([worker.address]).close()
+      self.assertEqual(stat.S_IMODE(os.stat(worker.log_dir).st_mode), 0o700)
+      self.assertTrue(os.path.isfile(worker.log_path))
+    self.assertEqual(victim.read_text(), 'precious')
+    self.assertFalse(os.path.exists(worker.log_dir))
+    with runtime.LocalRuntime(num_workers=2) as local:
+      self.assertLen(os.listdir(local.log_dir), 2)
+    self.assertFalse(os.path.exists(local.log_dir))
+
+  def test_worker_dying_at_start_fails_at_once_and_keeps_its_log(self):
+    with socket.socket(socket.AF_INET6) as taken:  # The worker's port.
+      taken.bind(('::', 0))
+      taken.listen()
+      worker = runtime.LocalWorker(port=taken.getsockname()[1])
+      self.addCleanup(os.rmdir, worker.log_dir)
+      self.addCleanup(os.remove, worker.log_path)
+      self.addCleanup(worker.close)
+      start = time.monotonic()
+      with self.assertRaises(RuntimeError) as error:
+        runtime.RemoteRuntime([worker.address])
+      self.assertLess(time.monotonic() - start, 30.0)
+    self.assertIn('exited during start-up', str(error.exception))
+    self.assertIn(f'{worker.log_path} ends with:', str(error.exception))
+    self.assertIn('Address already in use', str(error.exception))
+    worker.close()
+    self.assertTrue(os.path.isfile(worker.log_path))
+
+
+class CheckWorkerAddressTest(tf.test.TestCase):
+
+  def test_accepts_host_port(self):
+    for address in ['localhost:8000', '10.0.0.1:1', 'w-1.example.org:65535',
+                    '[::1]:8000', '[fe80::1%eth0]:80']:
+      runtime.check_worker_address(address)
+
+  def test_rejects_malformed_addresses(self):
+    for address, problem in [
+        ('h:1:2', "host 'h:1' is not"),
+        ('::1:8000', "host '::1' is not"),
+        ('[::1:8000', "host '[::1' is not"),
+        ('[x]:8000', "host '[x]' is not"),
+        (':8000', "host '' is not"),
+        ('a b:80', "host 'a b' is not"),
+        ('localhost:99999', "port '99999' is not"),
+        ('localhost:0', "port '0' is not"),
+        ('localhost:١٢٣', "port '١٢٣' is not"),
+        ('localhost:', "port '' is not"),
+        ('localhost:' + '9' * 5000, "port '999"),
+        ('localhost', 'no ":port"'),
+    ]:
+      with self.assertRaises(ValueError) as error:
+        runtime.check_worker_address(address)
+      self.assertStartsWith(
+          str(error.exception),
+          f'Bad TFF worker address {address!r}: {problem}')
+
+  def test_remote_runtime_rejects_a_bad_address_before_connecting(self):
+    context = tff.framework.get_context_stack().current
+    start = time.monotonic()
+    with self.assertRaisesRegex(ValueError, 'localhost:0'):
+      runtime.RemoteRuntime(['localhost:8000', 'localhost:0'])
+    self.assertLess(time.monotonic() - start, 1.0)
+    self.assertIs(tff.framework.get_context_stack().current, context)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,7 @@
 """Server distillation: one Adam step by hand (with FedAD's attention term
-too), the KL falls, early stopping."""
+too), epochs of batches (shuffled or in order) with a constant learning rate
+and optional clipping against numpy Adam, the KL falls, early stopping,
+FedDF's batch-scaled noise."""
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +36,28 @@ def _np_attention_loss(params, x, teacher, target, beta):
   maps = np.mean(features**2, axis=-1)
   maps /= np.linalg.norm(maps, axis=1, keepdims=True)
   return np.mean(kl + beta * np.sum((maps - target)**2, axis=1))
+
+
+def _np_adam(params, batches, x, teacher, lr, clip_norm):
+  """TFF's Adam (bias correction in the learning rate, eps 1e-7) on the KL of
+  the tiny softmax regression, over the given batches, constant lr."""
+  params = [p.astype(np.float64) for p in params]
+  m = [np.zeros_like(p) for p in params]
+  v = [np.zeros_like(p) for p in params]
+  for t, index in enumerate(batches, start=1):
+    kernel, bias = params
+    dz = (tiny.np_softmax(x[index] @ kernel + bias)
+          - tiny.np_softmax(teacher[index])) / len(index)
+    grads = [x[index].T @ dz, dz.sum(axis=0)]
+    if clip_norm is not None:
+      norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+      grads = [g * min(1.0, clip_norm / norm) for g in grads]
+    rate = lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+    for i, g in enumerate(grads):
+      m[i] = 0.9 * m[i] + 0.1 * g
+      v[i] = 0.999 * v[i] + 0.001 * g**2
+      params[i] = params[i] - rate * m[i] / (np.sqrt(v[i]) + 1e-7)
+  return params
 
 
 def _initial_weights(model_fn=tiny.model_fn):
@@ -149,6 +173,68 @@ class ServerDistillationTest(tf.test.TestCase):
     for a, b in zip(result.trainable, self.weights.trainable):
       self.assertAllEqual(a, b)
 
+  def test_ordered_epochs_constant_rate_and_clipping_match_numpy_adam(self):
+    # 5 inputs, batches of 3: an epoch is [0, 3) then the smaller [3, 5).
+    x, teacher = 10 * self.inputs[:5], self.teacher[:5]
+    batches = [np.arange(3), np.arange(3, 5)] * 2
+    for clip_norm in (None, 1.0):
+      result, metrics = _run(self.weights, x, teacher, steps=4, batch_size=3,
+                             learning_rate=0.01, schedule='constant',
+                             clip_norm=clip_norm, sampling='ordered')
+      self.assertEqual(metrics['steps'], 4)
+      self.assertAllClose(
+          result.trainable,
+          _np_adam(self.weights.trainable, batches, x, teacher, 0.01,
+                   clip_norm), atol=1e-5)
+
+  def test_shuffled_epochs_are_fresh_permutations(self):
+    x, teacher = self.inputs[:5], self.teacher[:5]
+    seed = tf.constant([0, 7])  # `_run`'s.
+    batches = []
+    for epoch in range(3):
+      order = tf.argsort(tf.random.stateless_uniform(
+          [5], tf.random.experimental.stateless_fold_in(seed, epoch))).numpy()
+      batches += [order[:3], order[3:]]
+    self.assertNotAllEqual(batches[0], batches[2])
+    result, _ = _run(self.weights, x, teacher, steps=6, batch_size=3,
+                     learning_rate=0.01, schedule='constant', clip_norm=None,
+                     sampling='shuffled')
+    self.assertAllClose(
+        result.trainable,
+        _np_adam(self.weights.trainable, batches, x, teacher, 0.01, None),
+        atol=1e-5)
+
+  def test_fewer_inputs_than_a_batch_make_one_batch_of_all(self):
+    x, teacher = self.inputs[:2], self.teacher[:2]
+    result, _ = _run(self.weights, x, teacher, steps=2, batch_size=128,
+                     learning_rate=0.01, schedule='constant', clip_norm=None,
+                     sampling='shuffled')
+    self.assertAllClose(
+        result.trainable,
+        _np_adam(self.weights.trainable, [np.arange(2)] * 2, x, teacher, 0.01,
+                 None), atol=1e-5)
+
+  def test_noise_inputs_are_min_max_scaled_per_batch(self):
+    seed = tf.constant([3, 9])
+    noise = server_distillation.noise_inputs(
+        seed, num_batches=3, batch_size=4, input_shape=(2, 5, 1)).numpy()
+    self.assertEqual(noise.shape, (12, 2, 5, 1))
+    raw = tf.random.stateless_normal([3, 4 * 10], seed).numpy()
+    for i in range(3):
+      batch = raw[i]
+      expected = (batch - batch.min()) / (batch.max() - batch.min())
+      self.assertAllClose(noise[4 * i:4 * (i + 1)],
+                          expected.reshape(4, 2, 5, 1), atol=1e-6)
+      # Over the whole batch: the batch's min and max are 0 and 1, not each
+      # input's.
+      self.assertAllClose([noise[4 * i:4 * (i + 1)].min(),
+                           noise[4 * i:4 * (i + 1)].max()], [0.0, 1.0])
+    self.assertGreater(noise.reshape(12, -1).min(axis=1).max(), 0.0)
+    self.assertNotAllClose(
+        noise, server_distillation.noise_inputs(
+            tf.constant([3, 10]), num_batches=3, batch_size=4,
+            input_shape=(2, 5, 1)))
+
   def test_rejects_bad_arguments(self):
     with tf.Graph().as_default():
       model = tiny.model_fn()
@@ -158,6 +244,19 @@ class ServerDistillationTest(tf.test.TestCase):
       with self.assertRaisesRegex(ValueError, 'temperature must be > 0'):
         server_distillation.build_server_distillation(
             model, steps=1, batch_size=1, temperature=0.0)
+      with self.assertRaisesRegex(ValueError,
+                                  "schedule must be one of .*'step'"):
+        server_distillation.build_server_distillation(
+            model, steps=1, batch_size=1, schedule='step')
+      with self.assertRaisesRegex(ValueError, "sampling must be one of .*'x'"):
+        server_distillation.build_server_distillation(
+            model, steps=1, batch_size=1, sampling='x')
+      with self.assertRaisesRegex(ValueError, 'clip_norm must be > 0 or None; '
+                                  'got 0'):
+        server_distillation.build_server_distillation(
+            model, steps=1, batch_size=1, clip_norm=0)
+    with self.assertRaisesRegex(ValueError, 'num_batches must be >= 1; got 0'):
+      server_distillation.noise_inputs(tf.constant([0, 0]), 0, 4, (3,))
 
 
 if __name__ == '__main__':

@@ -86,7 +86,8 @@ def build_dsfl(
     server_distillation_kwargs: None for no server model, else the arguments
       of `server_distillation.build_server_distillation` (steps, batch_size,
       ...) of the server model's distillation.
-    validation: labelled `(x, y)` split for the server model's early stopping.
+    validation: labelled `(x, y)` split for the server model's early
+      stopping, or None (the paper uses no labelled server data).
     seed: seed of the subsets and minibatches.
 
   Returns:

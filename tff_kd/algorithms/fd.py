@@ -1,33 +1,37 @@
 """FD: federated distillation by per-label mean logits (Jeong et al. 2018).
 
-Jeong, Oh, Kim, Bennis, Kim, "Communication-Efficient On-Device Machine
+Jeong, Oh, Kim, Park, Bennis, Kim, "Communication-Efficient On-Device Machine
 Learning: Federated Distillation and Augmentation under Non-IID Private
-Data", NeurIPS 2018 workshop (the guide's "exchanging per-label averaged
-logits").
+Data", NeurIPS 2018 workshop, arXiv:1811.11479 (the guide's "exchanging
+per-label averaged logits").
 
 No weights travel. Every client keeps its own model across rounds
-(`tff_kd.stateful_clients`; heterogeneous architectures allowed). Each round:
+(`tff_kd.stateful_clients`; heterogeneous architectures allowed). Each round,
+as the paper's Algorithm 1:
 1. The server broadcasts the global knowledge of the last round: per label y,
-   the mean logit vector g[y] of the clients that reported y, and their
-   example counts N[y] (L x L + L floats).
+   the mean g[y] of the per-label output vectors of the clients that reported
+   y, and how many reported it, N[y] (L x L + L floats).
 2. A sampled client trains its own model on its data with
-       CE(z, y) + beta * tau^2 * KL(softmax(t[y] / tau) || softmax(z / tau)),
-   t[y] the global mean logits of label y EXCLUDING the client's own
-   contribution when it reported last round (the paper's choice,
-   `exclude_own`): t[y] = (N[y] g[y] - n_k[y] m_k[y]) / (N[y] - n_k[y]). The
-   term is dropped for labels no other client reported (`losses.
-   per_label_distillation_loss`).
-3. It then computes, with its trained model (inference mode), the mean logit
-   vector m_k[y] of each label over its training data, and uploads m_k and
-   the counts n_k (L x L + L floats). The paper averages the logits seen
-   during training instead; ours are those of the model the client keeps,
-   which others then distill toward. The counts are example visits: with E
-   local epochs each example counts E times (the same factor for every
-   client, so the means are unaffected).
-4. The server fuses them per label, count-weighted (`LogitFusionFactory`,
-   rows = labels, weights = counts): g[y] = sum_k n_k[y] m_k[y] / N[y].
+       CE(z, y) + beta * tau^2 * KL(t[y] || softmax(z / tau)),
+   t[y] the global mean of label y EXCLUDING the client's own contribution
+   when it reported last round (the paper's F-hat, sum over j != i / (M - 1)):
+   t[y] = (N[y] g[y] - p_k[y]) / (N[y] - 1). The term is dropped for labels no
+   other client reported (`losses.per_label_distillation_loss`). The paper's
+   regularizer is the cross-entropy toward t[y], which has this KL's gradient.
+3. While it trains, it adds up per label the output softmax(z / tau) of every
+   training step's forward pass (the paper's F, "the logit vector normalized
+   by the softmax function", accumulated during local training), and
+   uploads the per-label means p_k[y] and the counts n_k[y] (L x L + L
+   floats; counts are example visits, E per example with E epochs).
+4. The server averages them per label over the clients that reported it
+   (uniformly, as the paper: a client's weight does not grow with its
+   count; `LogitFusionFactory`, rows = labels, weight 1 where n_k[y] > 0).
 
-A client's state: `OrderedDict(model=ModelWeights, upload=<logits, counts,
+Choices where the paper is silent: the output is taken from the step's own
+forward pass (before that step's update); tau (the paper has none) divides
+the logits before the softmax, and tau = 1 is the paper.
+
+A client's state: `OrderedDict(model=ModelWeights, upload=<probs, counts,
 round>)`, its last upload kept to exclude it. A label no sampled client
 reports in a round has N[y] = 0 next round: no distillation toward it.
 """
@@ -83,22 +87,21 @@ def build_fd(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
 
-  def knowledge(round_num):
+  def knowledge(round_num, count_name):
     return collections.OrderedDict(
-        logits=tf.zeros([num_classes, num_classes]),
-        counts=tf.zeros([num_classes]),
-        round=tf.constant(round_num, tf.int32),
-    )
+        [('probs', tf.zeros([num_classes, num_classes])),
+         (count_name, tf.zeros([num_classes])),
+         ('round', tf.constant(round_num, tf.int32))])
 
   @tff.tensorflow.computation()
   def initial_client_states():
     return stateful_clients.initial_states(prototype_model_fns,
-                                           upload=knowledge(-1))
+                                           upload=knowledge(-1, 'counts'))
 
   @tff.tensorflow.computation()
   def initial_server_state():
     # The knowledge made in round `round` (none yet).
-    return knowledge(0)
+    return knowledge(0, 'reports')
 
   server_state_type = initial_server_state.type_signature.result
   fusion_value_type = logit_fusion.value_type(num_classes, num_classes)
@@ -110,85 +113,79 @@ def build_fd(
   def distillation_fn(labels, student_logits, teacher_logits, extra):
     del teacher_logits  # The teacher is the per-label knowledge in `extra`.
     return beta * losses.per_label_distillation_loss(
-        labels, student_logits, extra['logits'], extra['mask'], temperature)
+        labels, student_logits, extra['probs'], extra['mask'], temperature)
+
+  def observe_fn(totals, labels, logits):
+    """Adds the batch's outputs softmax(z / tau) and counts per label."""
+    sums, counts = totals
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    return (
+        sums + tf.math.unsorted_segment_sum(
+            tf.nn.softmax(logits / temperature), labels, num_classes),
+        counts + tf.math.unsorted_segment_sum(
+            tf.ones_like(labels, tf.float32), labels, num_classes),
+    )
 
   @tff.tensorflow.computation(server_state_type, client_type)
   def client_round(global_knowledge, client):
     models = {n: fn() for n, fn in prototype_model_fns.items()}
     updates = {
         n: local_training.build_client_update(
-            models[n], client_optimizer_fn, distillation_fn=distillation_fn)
+            models[n], client_optimizer_fn, distillation_fn=distillation_fn,
+            observe_fn=observe_fn)
         for n in names
     }
-
-    def label_means(model, dataset):
-      def add(totals, batch):
-        sums, counts = totals
-        logits = model.predict_on_batch(
-            local_training.batch_inputs(batch), training=False)
-        labels = tf.reshape(
-            tf.cast(local_training.batch_labels(batch), tf.int32), [-1])
-        return (
-            sums + tf.math.unsorted_segment_sum(logits, labels, num_classes),
-            counts + tf.math.unsorted_segment_sum(
-                tf.ones_like(labels, tf.float32), labels, num_classes),
-        )
-      return local_training.dataset_reduce(
-          dataset,
-          (tf.zeros([num_classes, num_classes]), tf.zeros([num_classes])),
-          add)
 
     @tf.function
     def run():
       states, metrics = collections.OrderedDict(), collections.OrderedDict()
       sums = tf.zeros([num_classes, num_classes])
-      counts = tf.zeros([num_classes])
+      reports = tf.zeros([num_classes])
       non_finite = tf.constant(0)
       for i, n in enumerate(names):
         state = client['state'][n]
         dataset = stateful_clients.own_data(client['data'],
                                             client['prototype'], i)
-        total = global_knowledge['logits'] * global_knowledge['counts'][:, None]
-        total_counts = global_knowledge['counts']
+        total = global_knowledge['probs'] * global_knowledge['reports'][:, None]
+        total_reports = global_knowledge['reports']
         upload = state['upload']
         if exclude_own and tf.equal(upload['round'],
                                     global_knowledge['round']):
-          total -= upload['logits'] * upload['counts'][:, None]
-          total_counts -= upload['counts']
-        # Counts are sums of whole numbers: > 0.5 means at least one.
-        mask = tf.cast(total_counts > 0.5, tf.float32)
+          reported = tf.cast(upload['counts'] > 0, tf.float32)
+          total -= upload['probs'] * reported[:, None]
+          total_reports -= reported
+        # Reports are sums of whole numbers: > 0.5 means at least one.
+        mask = tf.cast(total_reports > 0.5, tf.float32)
         teacher = tf.math.divide_no_nan(
-            total, tf.maximum(total_counts, 0.0)[:, None]) * mask[:, None]
-        delta, _, is_finite, metrics[n] = updates[n](
+            total, tf.maximum(total_reports, 0.0)[:, None]) * mask[:, None]
+        delta, _, is_finite, metrics[n], (own_sums, own_counts) = updates[n](
             state['model'], dataset, client_hparams,
-            extra=collections.OrderedDict(logits=teacher, mask=mask),
+            extra=collections.OrderedDict(probs=teacher, mask=mask),
+            observed=(tf.zeros([num_classes, num_classes]),
+                      tf.zeros([num_classes])),
         )
-        # Training made the first pass over the dataset; this one follows.
-        with tf.control_dependencies(tf.nest.flatten(delta)):
-          own_sums, own_counts = label_means(models[n], dataset)
         finite = tf.cast(is_finite, tf.bool)
-        own_sums = tf.where(finite, own_sums, 0.0)
         own_counts = tf.where(finite, own_counts, 0.0)
-        own_logits = tf.math.divide_no_nan(own_sums, own_counts[:, None])
+        own_probs = tf.where(
+            finite, tf.math.divide_no_nan(own_sums, own_counts[:, None]), 0.0)
         sent = tf.reduce_sum(own_counts) > 0
         states[n] = collections.OrderedDict(
             model=stateful_clients.trained(state['model'], delta),
             upload=stateful_clients.select(
                 sent,
                 collections.OrderedDict(
-                    logits=own_logits, counts=own_counts,
+                    probs=own_probs, counts=own_counts,
                     round=global_knowledge['round'] + 1),
                 upload,
             ),
         )
-        sums += own_sums
-        counts += own_counts
+        # A client runs one prototype: the others add zeros.
+        sums += own_probs
+        reports += tf.cast(own_counts > 0, tf.float32)
         non_finite += 1 - is_finite
       return stateful_clients.client_output(
           client, states,
-          fusion=collections.OrderedDict(
-              logits=tf.math.divide_no_nan(sums, counts[:, None]),
-              weights=counts),
+          fusion=collections.OrderedDict(logits=sums, weights=reports),
           metrics=metrics,
           non_finite=non_finite,
       )
@@ -203,7 +200,7 @@ def build_fd(
                               fusion.next.type_signature.result.result.member)
   def server_update(state, fused):
     new_state = collections.OrderedDict(
-        logits=fused['logits'], counts=fused['weights'],
+        probs=fused['logits'], reports=fused['weights'],
         round=state['round'] + 1)
     return new_state, collections.OrderedDict(
         labels_reported=tf.reduce_sum(

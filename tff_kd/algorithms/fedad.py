@@ -24,7 +24,8 @@ distillation only. Each round:
    inputs (`tff_kd.server_distillation`, a `tf.function`):
        tau^2 KL(softmax(mean_k z_k / tau) || softmax(z_S / tau))
          + beta * ||a_S - mean_k a_k||^2,
-   with Adam, cosine schedule, early stopping on the validation split.
+   with Adam and a cosine schedule, all `steps` (the paper uses no labelled
+   server data; `validation=` adds early stopping on a labelled split).
 The paper's diversity term (a weighted choice among the ensemble's members)
 is not implemented: the teacher is the ensemble's consensus, as in FedDF.
 Nothing is broadcast (0 bytes down).
@@ -73,7 +74,8 @@ def build_fedad(
     server_distillation_kwargs: the arguments of
       `server_distillation.build_server_distillation` (steps, batch_size,
       learning_rate, temperature, ...) except the attention ones.
-    validation: labelled `(x, y)` split for early stopping, or None.
+    validation: labelled `(x, y)` split for early stopping, or None (the
+      paper: no labelled server data).
     seed: seed of the distillation minibatches.
 
   Returns:

@@ -2,9 +2,11 @@
 
 FedDF: Lin, Kong, Stich, Jaggi, "Ensemble Distillation for Robust Model Fusion
 in Federated Learning", NeurIPS 2020 (the guide's Algorithm 3; official code
-`epfml/federated-learning-public-code`, codes/FedDF-code).
+`epfml/federated-learning-public-code`, codes/FedDF-code, pcode/aggregation/
+noise_knowledge_transfer.py).
 FedAUX: Sattler, Korjakow, Rischke, Samek, "FedAUX: Leveraging Unlabeled
-Auxiliary Data in Federated Learning", IEEE TNNLS 2021.
+Auxiliary Data in Federated Learning", IEEE TNNLS 2021 (official code
+`fedl-repo/fedaux`, code/fl_devices.py and code/federated_learning.py).
 
 The server keeps one model per prototype (architecture); each client belongs
 to one prototype. Each round:
@@ -16,14 +18,32 @@ to one prototype. Each round:
    (`tff_kd.certainty`), using the features of the global model they
    received.
 2. Per prototype, the deltas of its clients are averaged
-   (`WeightedMeanFactory`, weights n_k by default): the fused model is the
-   n_k-weighted average of that prototype's client models.
+   (`WeightedMeanFactory`): the fused model is the n_k-weighted (FedDF) or
+   uniform (FedAUX) average of that prototype's client models.
 3. The logits of ALL sampled clients, every prototype, are fused by
    `LogitFusionFactory`: FedDF's AVGLOGITS (weights 1), FedAUX's
    certainty-weighted mean (weights s_k(x)).
 4. Per prototype, the fused model is distilled toward the fused logits on the
-   distillation inputs (`tff_kd.server_distillation`: Adam, cosine schedule,
-   gradient clip, early stopping on the labelled validation split).
+   distillation inputs (`tff_kd.server_distillation`), with each reference's
+   settings:
+   - FedDF: Adam (lr 1e-3), cosine schedule over the step budget, gradient
+     norm clipped to 5, KL at tau = 1 without a tau^2 factor, batches from
+     shuffled epochs over the inputs (its re-iterated DataLoader), early
+     stopping on the labelled validation split every `eval_every` steps
+     with the best weights kept (with `validation`; the start included).
+   - FedAUX (`Server.distill`, mode 'weighted_logits_precomputed'): Adam
+     (lr 5e-5) at a constant rate, no clipping, KL at tau = 1,
+     `distill_epochs` shuffled passes over the inputs in batches of 128 (a
+     smaller set is one batch), no labelled data (with `validation`, ours
+     keeps the best epoch).
+
+FedDF's data-free variant (`distillation_inputs='noise'`): as its code, every
+distillation batch is fresh Gaussian noise min-max scaled as a whole
+(`server_distillation.noise_inputs`). The server does not hold the client
+models here, so clients and server both generate the round's
+`distill_steps x distill_batch_size` noise inputs from the stateless seed
+(seed, round) (the round is broadcast: 4 more bytes down), and the server's
+batch i is exactly inputs [i B, (i + 1) B).
 
 FedDF's server computes the clients' logits itself from the uploaded models;
 here the clients compute them (the same numbers) so that the fusion is a TFF
@@ -36,22 +56,38 @@ dataset is non-empty (`tff_kd.experiment` builds it from the task's client ->
 prototype assignment); every client receives all prototypes' weights and
 trains only its own (empty datasets take no steps and get weight 0). The
 `communication` metrics count what a deployment would send: the client's own
-prototype's weights down, its delta, weight and fused values up
-(`client_work/communication`).
+prototype's weights down (and the round, data-free), its delta, weight and
+fused values up (`client_work/communication`).
+
+FedAUX's `client_work/certainty_std`: the standard deviation of a client's
+scores over the distillation inputs, averaged over the round's contributing
+clients (0 without any): how much the certainty weighting departs from
+FedDF's uniform one.
 
 The state is `OrderedDict(prototypes=OrderedDict(name -> ModelWeights),
 round=int32)`; `get_model_weights` returns the first prototype's weights.
-With one prototype and `distill_steps=0` this is FedAvg exactly.
+With one prototype and `distill_steps=0` FedDF is FedAvg exactly.
 
-Not implemented from FedAUX: the self-supervised pre-training of the feature
-extractor on the auxiliary data (the scores use the features of the current
-global model instead, recomputed each round), and the differential-privacy
-noise on the certainty scores' regression.
+Deviations from the official codes:
+- FedDF: our step budget is a caller's choice (the registry: 200 steps,
+  evaluation every 10, patience 5; the official 10,000 / 100 / 1,000 would
+  cost ~50x per round); the best weights kept include the starting model.
+- FedAUX: no self-supervised pre-training of the feature extractor on the
+  auxiliary data; the scores use the features of the current global model,
+  recomputed each round (the official code scores once, before round 1, with
+  a SimCLR-pretrained backbone). Its Adam state starts afresh every round
+  (the official optimizer persists across rounds). The distillation and
+  negative (held-out) auxiliary inputs are disjoint (the official code draws
+  them with two independent permutations, so they overlap). The optional
+  privacy noise on the regression is drawn statelessly from (seed, round)
+  folded with the bits of the sum of the client's local features (TFF
+  clients are anonymous), so clients draw different noise reproducibly.
+  FedAUX has no data-free variant.
 """
 
 import collections
 from collections.abc import Callable, Mapping
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -67,19 +103,20 @@ from tff_kd.aggregators import weighted_mean
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 CLIENT_WEIGHTINGS = ('num_examples', 'uniform')
+NOISE = 'noise'
 
 
 def build_feddf(
     prototype_model_fns: Mapping[str, ModelFn],
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
-    distillation_inputs: np.ndarray,
+    distillation_inputs: Union[np.ndarray, str],
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     distill_steps: int = 100,
     distill_batch_size: int = 32,
     distill_learning_rate: float = 1e-3,
     temperature: float = 1.0,
-    scale_by_temperature_squared: bool = True,
+    scale_by_temperature_squared: bool = False,
     eval_every: int = 10,
     patience: int = 3,
     client_weighting: str = 'num_examples',
@@ -92,12 +129,13 @@ def build_feddf(
       `VariableModel` (logits out). All take the same input and classes.
     client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
     distillation_inputs: [R, ...] unlabeled server inputs (the task's public
-      split, out-of-domain data or noise).
-    validation: labelled `(x, y)` server split for early stopping, or None
-      (run all `distill_steps`).
+      split or out-of-domain data), or 'noise': FedDF's data-free variant,
+      fresh noise for every batch (module docstring).
+    validation: labelled `(x, y)` server split for early stopping (FedDF's
+      code), or None (run all `distill_steps`).
     distill_steps: the most server distillation steps per prototype and
       round (FedDF's code: up to 10,000; 0 = FedAvg per prototype).
-    distill_batch_size: distillation minibatch size, <= R.
+    distill_batch_size: distillation minibatch size.
     distill_learning_rate: peak Adam learning rate (FedDF's code: 1e-3).
     temperature: tau (FedDF's code: 1).
     scale_by_temperature_squared: multiply the KL by tau^2 (FedDF's code does
@@ -105,18 +143,30 @@ def build_feddf(
     eval_every: distillation steps between validation evaluations.
     patience: evaluations without improvement before stopping.
     client_weighting: `num_examples` (n_k / n) or `uniform` model averaging.
-    seed: seed of the distillation minibatches.
+    seed: seed of the distillation minibatches (and of the noise).
 
   Returns:
     A `tff.learning.templates.LearningProcess` whose `next` takes
     `{OrderedDict(prototype -> B*)}@CLIENTS`.
   """
+  noise = isinstance(distillation_inputs, str)
+  if noise and distillation_inputs != NOISE:
+    raise ValueError(f'distillation_inputs must be an array or {NOISE!r}; '
+                     f'got {distillation_inputs!r}.')
+  if noise and distill_steps < 1:
+    raise ValueError('distill_steps must be >= 1 with distillation_inputs='
+                     f'{NOISE!r}; got {distill_steps}.')
   return _build(
       prototype_model_fns, client_optimizer_fn,
-      distillation_inputs=distillation_inputs, validation=validation,
-      distill_kwargs=_distill_kwargs(
-          distill_steps, distill_batch_size, distill_learning_rate,
-          temperature, scale_by_temperature_squared, eval_every, patience),
+      distillation_inputs=None if noise else distillation_inputs,
+      validation=validation,
+      distill_kwargs=dict(
+          steps=distill_steps, batch_size=distill_batch_size,
+          learning_rate=distill_learning_rate, schedule='cosine',
+          temperature=temperature,
+          scale_by_temperature_squared=scale_by_temperature_squared,
+          clip_norm=5.0, sampling='ordered' if noise else 'shuffled',
+          eval_every=eval_every, patience=patience),
       client_weighting=client_weighting, seed=seed, certainty=None,
   )
 
@@ -129,64 +179,86 @@ def build_fedaux(
     negative_inputs: np.ndarray,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     certainty_l2: float = 0.01,
-    certainty_steps: int = 300,
-    distill_steps: int = 100,
-    distill_batch_size: int = 32,
-    distill_learning_rate: float = 1e-3,
-    temperature: float = 1.0,
-    scale_by_temperature_squared: bool = True,
-    eval_every: int = 10,
-    patience: int = 3,
+    certainty_steps: int = 50,
+    certainty_epsilon: Optional[float] = None,
+    certainty_delta: float = 1e-5,
+    distill_epochs: int = 1,
+    distill_batch_size: int = 128,
+    distill_learning_rate: float = 5e-5,
     client_weighting: str = 'uniform',
     seed: int = 0,
 ) -> tff.learning.templates.LearningProcess:
   """Builds FedAUX: FedDF with a certainty-weighted ensemble teacher.
 
+  The defaults are the official code's (fl_devices.py, exec.sh).
+
   Args:
-    prototype_model_fns, client_optimizer_fn, validation, distill_*,
-      temperature, scale_by_temperature_squared, eval_every, patience, seed:
-      as `build_feddf`. Every model needs a Dense layer named `head` (its
-      input is the feature vector the certainty scores use).
+    prototype_model_fns, client_optimizer_fn, seed: as `build_feddf`. Every
+      model needs a Dense layer named `head` (its input is the feature vector
+      the certainty scores use).
     distillation_inputs: [R, ...] the auxiliary inputs distilled on (the
       paper: 80% of the auxiliary data).
     negative_inputs: [M, ...] held-out auxiliary inputs, the negative class
       of each client's certainty regression (the paper: the other 20%).
-    certainty_l2: the regression's L2 weight lambda (paper: 0.01).
-    certainty_steps: accelerated gradient steps of the regression.
-    client_weighting: model averaging; the paper averages uniformly.
+    validation: None (the reference: no labelled server data), or a labelled
+      `(x, y)` split: the student is evaluated after every epoch and the best
+      weights (the start included) are kept.
+    certainty_l2: the regression's L2 weight lambda (official: 0.01).
+    certainty_steps: the most Newton steps of the regression.
+    certainty_epsilon: None (default) or the epsilon of the regression's
+      differential-privacy noise (the paper's experiments: 0.1; at n ~ 100
+      examples its noise swamps the regression, see `tff_kd.certainty`).
+    certainty_delta: its delta (official: 1e-5).
+    distill_epochs: passes over the distillation inputs per round (official:
+      1).
+    distill_batch_size: distillation minibatch size (official: 128).
+    distill_learning_rate: constant Adam learning rate (official: 5e-5).
+    client_weighting: model averaging; the official code averages uniformly.
 
   Returns:
     A `tff.learning.templates.LearningProcess`, as `build_feddf`. With all
-    certainty scores equal it is FedDF.
+    certainty scores equal its teacher is FedDF's.
   """
+  if isinstance(distillation_inputs, str):
+    raise ValueError(
+        'FedAUX has no data-free variant: distillation_inputs must be an '
+        f'array (for noise, a fixed pool); got {distillation_inputs!r}.')
   if not certainty_l2 > 0:
     raise ValueError(f'certainty_l2 must be > 0; got {certainty_l2}.')
   if certainty_steps < 1:
     raise ValueError(f'certainty_steps must be >= 1; got {certainty_steps}.')
+  if certainty_epsilon is not None and not certainty_epsilon > 0:
+    raise ValueError('certainty_epsilon must be > 0 or None; got '
+                     f'{certainty_epsilon}.')
+  if not 0 < certainty_delta < 1:
+    raise ValueError(
+        f'certainty_delta must be in (0, 1); got {certainty_delta}.')
+  for name, value in (('distill_epochs', distill_epochs),
+                      ('distill_batch_size', distill_batch_size)):
+    if value < 1:
+      raise ValueError(f'{name} must be >= 1; got {value}.')
   negative_inputs = np.asarray(negative_inputs, np.float32)
   if not len(negative_inputs):
     raise ValueError('negative_inputs is empty: FedAUX needs held-out '
                      'auxiliary inputs for its certainty scores.')
+  num_inputs = len(distillation_inputs)
+  if not num_inputs:
+    raise ValueError('distillation_inputs is empty.')
+  steps_per_epoch = -(-num_inputs // distill_batch_size)
   return _build(
       prototype_model_fns, client_optimizer_fn,
       distillation_inputs=distillation_inputs, validation=validation,
-      distill_kwargs=_distill_kwargs(
-          distill_steps, distill_batch_size, distill_learning_rate,
-          temperature, scale_by_temperature_squared, eval_every, patience),
+      distill_kwargs=dict(
+          steps=distill_epochs * steps_per_epoch,
+          batch_size=distill_batch_size,
+          learning_rate=distill_learning_rate, schedule='constant',
+          temperature=1.0, scale_by_temperature_squared=False,
+          clip_norm=None, sampling='shuffled', eval_every=steps_per_epoch,
+          patience=distill_epochs),
       client_weighting=client_weighting, seed=seed,
       certainty=dict(negative_inputs=negative_inputs, l2=certainty_l2,
-                     steps=certainty_steps),
-  )
-
-
-def _distill_kwargs(steps, batch_size, learning_rate, temperature,
-                    scale_by_temperature_squared, eval_every, patience):
-  """`server_distillation.build_server_distillation`'s arguments."""
-  return dict(
-      steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-      temperature=temperature,
-      scale_by_temperature_squared=scale_by_temperature_squared,
-      eval_every=eval_every, patience=patience,
+                     steps=certainty_steps, epsilon=certainty_epsilon,
+                     delta=certainty_delta),
   )
 
 
@@ -194,7 +266,10 @@ def _build(
     prototype_model_fns, client_optimizer_fn, *, distillation_inputs,
     validation, distill_kwargs, client_weighting, seed, certainty,
 ):
-  """The process of `build_feddf` (certainty None) and `build_fedaux`."""
+  """The process of `build_feddf` (certainty None) and `build_fedaux`.
+
+  `distillation_inputs` None: the data-free variant.
+  """
   if client_weighting not in CLIENT_WEIGHTINGS:
     raise ValueError(f'client_weighting must be one of {CLIENT_WEIGHTINGS}; '
                      f'got {client_weighting!r}.')
@@ -208,19 +283,27 @@ def _build(
   names = list(probes)
   data_type = probes[names[0]]['data_type']
   num_classes = probes[names[0]]['num_classes']
-  distill_x = model_parts.check_inputs(
-      distillation_inputs, probes[names[0]]['input_shape'],
-      'distillation_inputs')
-  if len(distill_x) < distill_kwargs['batch_size']:
-    raise ValueError(
-        f'The distillation set has {len(distill_x)} inputs, fewer than the '
-        f'distillation batch size {distill_kwargs["batch_size"]}.'
-    )
+  input_shape = probes[names[0]]['input_shape']
+  noise = distillation_inputs is None
+  if noise:
+    num_inputs = distill_kwargs['steps'] * distill_kwargs['batch_size']
+  else:
+    distill_x = model_parts.check_inputs(
+        distillation_inputs, input_shape, 'distillation_inputs')
+    num_inputs = len(distill_x)
+
+  def distillation_set(round_num):
+    """The round's [num_inputs, ...] distillation inputs."""
+    if not noise:
+      return tf.constant(distill_x)
+    return server_distillation.noise_inputs(
+        tf.stack([tf.constant(seed, tf.int32), round_num]),
+        distill_kwargs['steps'], distill_kwargs['batch_size'], input_shape)
+
   validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
-  num_inputs = len(distill_x)
 
   @tff.tensorflow.computation()
   def initial_state():
@@ -236,8 +319,12 @@ def _build(
   state_type = initial_state.type_signature.result
   prototypes_type = state_type.prototypes
   fusion_value_type = logit_fusion.value_type(num_inputs, num_classes)
-  # What a deployment sends per client of prototype n (see docstring).
-  bytes_down = {n: communication.type_bytes(prototypes_type[n]) for n in names}
+  # What a deployment sends per client of prototype n (see docstring): its
+  # prototype's weights (and, data-free, the round) down.
+  bytes_down = {
+      n: communication.type_bytes(prototypes_type[n]) + (4 if noise else 0)
+      for n in names
+  }
   bytes_up = {
       n: communication.type_bytes(prototypes_type[n].trainable) + 4
       + communication.type_bytes(fusion_value_type)
@@ -248,8 +335,10 @@ def _build(
       collections.OrderedDict,
   )
 
-  @tff.tensorflow.computation(prototypes_type, client_data_type)
-  def client_update(global_models, datasets):
+  @tff.tensorflow.computation(state_type, client_data_type)
+  def client_update(state, datasets):
+    global_models = state['prototypes']
+    distill_inputs = distillation_set(state['round'])
     models = {n: prototype_model_fns[n]() for n in names}
     updates = {
         n: local_training.build_client_update(models[n], client_optimizer_fn)
@@ -278,11 +367,19 @@ def _build(
             local.size(),
             extractor(local_training.batch_inputs(batch), training=False),
         )
+      local = local.concat()
+      # The privacy noise's seed: the round's, folded with this client's
+      # own (anonymous clients: the bits of its features' sum).
+      noise_seed = tf.random.experimental.stateless_fold_in(
+          tf.stack([tf.constant(seed, tf.int32), state['round']]),
+          tf.bitcast(tf.reduce_sum(local), tf.int32))
       return certainty_lib.certainty_scores(
-          local.concat(),
+          local,
           extractor(certainty['negative_inputs'], training=False),
-          extractor(distill_x, training=False),
+          extractor(distill_inputs, training=False),
           l2=certainty['l2'], steps=certainty['steps'],
+          epsilon=certainty['epsilon'], delta=certainty['delta'],
+          seed=noise_seed,
       )
 
     @tf.function
@@ -291,6 +388,8 @@ def _build(
       logits = tf.zeros([num_inputs, num_classes])
       fusion_weights = tf.zeros([num_inputs])
       non_finite = tf.constant(0)
+      certainty_std = tf.constant(0.0)
+      certainty_clients = tf.constant(0)
       up = tf.constant(0, tf.int64)
       down = tf.constant(0, tf.int64)
       for n in names:
@@ -303,15 +402,19 @@ def _build(
         # A client of prototype n trained on data (a non-finite one too).
         own = tf.logical_or(num_examples > 0, tf.equal(is_finite, 0))
         with tf.control_dependencies(tf.nest.flatten(delta)):
-          trained = models[n].predict_on_batch(distill_x, training=False)
+          trained = models[n].predict_on_batch(distill_inputs,
+                                               training=False)
         row_weights = tf.ones([num_inputs])
+        contributes = tf.logical_and(own, tf.cast(is_finite, tf.bool))
         if certainty is not None:
           with tf.control_dependencies([trained]):
             if own:
               row_weights = scores(n)
             else:
               row_weights = tf.zeros([num_inputs])
-        contributes = tf.logical_and(own, tf.cast(is_finite, tf.bool))
+          certainty_std += tf.where(
+              contributes, tf.math.reduce_std(row_weights), 0.0)
+          certainty_clients += tf.cast(contributes, tf.int32)
         logits += tf.where(contributes, trained, tf.zeros_like(trained))
         fusion_weights += tf.where(contributes, row_weights, 0.0)
         deltas[n] = delta
@@ -322,7 +425,7 @@ def _build(
         non_finite += 1 - is_finite
         up += tf.cast(own, tf.int64) * bytes_up[n]
         down += tf.cast(own, tf.int64) * bytes_down[n]
-      return collections.OrderedDict(
+      result = collections.OrderedDict(
           deltas=collections.OrderedDict((n, deltas[n]) for n in names),
           weights=collections.OrderedDict((n, weights[n]) for n in names),
           fusion=collections.OrderedDict(logits=logits,
@@ -332,6 +435,10 @@ def _build(
           bytes_uploaded=up,
           bytes_downloaded=down,
       )
+      if certainty is not None:
+        result['certainty_std'] = certainty_std
+        result['certainty_clients'] = certainty_clients
+      return result
 
     return run()
 
@@ -370,7 +477,7 @@ def _build(
           prototype_model_fns[n](), **distill_kwargs
       )
       new_models[n], distill_metrics[n] = distill(
-          start, distill_x, fused['logits'], validation,
+          start, distillation_set(round_num), fused['logits'], validation,
           tf.stack([tf.constant(seed, tf.int32), round_num]), max_steps,
       )
     return (
@@ -378,9 +485,9 @@ def _build(
         collections.OrderedDict((n, distill_metrics[n]) for n in names),
     )
 
-  @tff.tensorflow.computation(state_type)
-  def prototypes_of(state):
-    return state['prototypes']
+  @tff.tensorflow.computation(np.float32, np.int32)
+  def mean_over_clients(total, clients):
+    return tf.math.divide_no_nan(total, tf.cast(clients, tf.float32))
 
   @tff.federated_computation()
   def init_fn():
@@ -391,8 +498,8 @@ def _build(
       tff.FederatedType(client_data_type, tff.CLIENTS),
   )
   def next_fn(state, client_data):
-    broadcast = tff.federated_broadcast(tff.federated_map(prototypes_of, state))
-    out = tff.federated_map(client_update, (broadcast, client_data))
+    out = tff.federated_map(
+        client_update, (tff.federated_broadcast(state), client_data))
     means = collections.OrderedDict(
         (n, mean_processes[n].next(
             mean_processes[n].initialize(), out.deltas[n], out.weights[n]))
@@ -406,15 +513,21 @@ def _build(
              (n, means[n].result) for n in names)),
          fused.result),
     )
+    client_work = collections.OrderedDict(
+        train=tff.federated_zip(collections.OrderedDict(
+            (n, probes[n]['metrics_aggregation_fn'](out.metrics[n]))
+            for n in names)),
+        non_finite_clients=tff.federated_sum(out.non_finite),
+        communication=communication.summarize(
+            out.bytes_uploaded, out.bytes_downloaded),
+    )
+    if certainty is not None:
+      client_work['certainty_std'] = tff.federated_map(
+          mean_over_clients,
+          (tff.federated_sum(out.certainty_std),
+           tff.federated_sum(out.certainty_clients)))
     measurements = tff.federated_zip(collections.OrderedDict(
-        client_work=tff.federated_zip(collections.OrderedDict(
-            train=tff.federated_zip(collections.OrderedDict(
-                (n, probes[n]['metrics_aggregation_fn'](out.metrics[n]))
-                for n in names)),
-            non_finite_clients=tff.federated_sum(out.non_finite),
-            communication=communication.summarize(
-                out.bytes_uploaded, out.bytes_downloaded),
-        )),
+        client_work=tff.federated_zip(client_work),
         aggregator=tff.federated_zip(collections.OrderedDict(
             (n, means[n].measurements) for n in names)),
         fusion=fused.measurements,

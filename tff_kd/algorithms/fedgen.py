@@ -1,35 +1,47 @@
 """FedGen: data-free knowledge distillation with a server-side generator.
 
 Zhu, Hong, Zhou, "Data-Free Knowledge Distillation for Heterogeneous Federated
-Learning", ICML 2021; official code `zhuangdizhu/FedGen`.
+Learning", ICML 2021; official code `zhuangdizhu/FedGen` (read at commit
+dd5807c: `servers/serverpFedGen.py`, `users/userpFedGen.py`).
 
 Each round:
-1. The server broadcasts the global model, the generator G, the label
-   distribution of the last round's clients and the round number t.
+1. The server broadcasts the global model, the generator G (parameters and
+   BatchNorm running statistics) and the round number t.
 2. Each sampled client trains its model with CE plus FedGen's regularizer
-   (`tff_kd.generator.make_client_loss`): the shared local loop of
-   `tff_kd.local_training` with a generator instead of a teacher model. It
-   uploads its model delta (weight n_k), its classifier head and its label
-   counts.
+   (`tff_kd.generator.make_client_loss`, G in eval mode): the shared local
+   loop of `tff_kd.local_training` with a generator instead of a teacher
+   model. It uploads its model delta (weight n_k), its classifier head and
+   its label counts: 1 + the labels it trained on (the official
+   `clean_up_counts` smoothing and `update_label_counts`).
 3. The server averages the deltas (`WeightedMeanFactory`, FedAvg), collects
    the heads and counts (`StackFactory`), and trains G for `generator_steps`
-   steps (Adam, lr decayed by 0.98 per round, weight decay) so that every
-   client's head classifies G(z, y) as y, weighted by the client's share of y,
-   plus the diversity loss (`tff_kd.generator.train_generator`).
+   steps (Adam, lr decayed by 0.98 per round, coupled weight decay; G in
+   training mode, its running statistics updated) on labels drawn uniformly
+   from those some client trained on, so that every client's head classifies
+   G(z, y) as y, weighted by the client's share of y, plus the diversity loss
+   (`tff_kd.generator.train_generator`). As the official code, G is trained
+   against the clients' trained models before their aggregation.
+
+Deviations from the official code: a client trains on its dataset as given
+(the official one takes K batches per local epoch from a cycling iterator and
+drops the regularizer after 20 local epochs); clients draw their noise and
+labels from seeds (round, batch number, a fingerprint of the batch; see
+`tff_kd.generator.client_seeds`), as they have no id inside a TFF
+computation; a client that trained on no example, or whose update is
+non-finite, uploads zero counts (no weight in G's loss).
 
 The process does not fit `compose_learning_process` (the distributor would need
 the generator, which the server updates after aggregation), so it is written
 as its own `LearningProcess`; its state is an `OrderedDict` with
-`global_model_weights`, `generator`, `generator_optimizer`, `label_probs` and
-`round` (all checkpointed). Models must name their classifier layer `head` (a
-Dense layer whose input is the feature vector), as every `tasks` model does.
+`global_model_weights`, `generator` (`params`, `running_mean`,
+`running_var`), `generator_optimizer` and `round` (all checkpointed). Models
+must name their classifier layer `head` (a Dense layer whose input is the
+feature vector), as every `tasks` model does.
 """
 
 import collections
 from collections.abc import Callable
-from typing import Optional
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -41,15 +53,12 @@ from tff_kd.aggregators import stack
 from tff_kd.aggregators import weighted_mean
 
 
-def _label_counts(dataset, num_classes):
-  """[num_classes] float32 label counts of a batched dataset."""
-
-  def add(counts, batch):
-    labels = tf.reshape(local_training.batch_labels(batch), [-1])
-    return counts + tf.reduce_sum(tf.one_hot(labels, num_classes), axis=0)
-
-  return local_training.dataset_reduce(
-      dataset, tf.zeros([num_classes]), add)
+def _count_labels(counts, labels, logits):
+  """`local_training.ObserveFn`: adds a training batch's labels to `counts`."""
+  del logits
+  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+  return counts + tf.reduce_sum(
+      tf.one_hot(labels, tf.shape(counts)[0]), axis=0)
 
 
 def build_fedgen(
@@ -86,7 +95,7 @@ def build_fedgen(
     noise_dim: size of z (32 in the paper).
     hidden_dim: generator hidden width (256 for MNIST/EMNIST).
     generator_steps: generator steps per round (50 in the official code).
-    generator_batch_size: generator batch (32).
+    generator_batch_size: generator batch (32; at least 2, for BatchNorm).
     generator_learning_rate: Adam learning rate (3e-4).
     generator_weight_decay: Adam (coupled L2) weight decay (1e-2).
     generator_lr_decay: per-round decay of the generator learning rate (0.98).
@@ -102,8 +111,7 @@ def build_fedgen(
   for name, value in (('num_classes', num_classes),
                       ('clients_per_round', clients_per_round),
                       ('noise_dim', noise_dim), ('hidden_dim', hidden_dim),
-                      ('generator_steps', generator_steps),
-                      ('generator_batch_size', generator_batch_size)):
+                      ('generator_steps', generator_steps)):
     if value < 1:
       raise ValueError(f'{name} must be >= 1; got {value}.')
   for name, value in (('alpha', alpha), ('beta', beta),
@@ -111,6 +119,9 @@ def build_fedgen(
                       ('generator_weight_decay', generator_weight_decay)):
     if value < 0:
       raise ValueError(f'{name} must be >= 0; got {value}.')
+  if generator_batch_size < 2:
+    raise ValueError('generator_batch_size must be >= 2 (BatchNorm); got '
+                     f'{generator_batch_size}.')
   with tf.Graph().as_default():
     probe = model_fn()
     head = model_parts.head_layer(probe, 'FedGen')
@@ -138,14 +149,15 @@ def build_fedgen(
         noise_dim=noise_dim, num_classes=num_classes, hidden=hidden_dim,
         feature_dim=feature_dim, seed=seed,
     )
-    specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in generator.values())
+    specs = tuple(
+        tf.TensorSpec(v.shape, v.dtype) for v in generator['params'].values()
+    )
     return collections.OrderedDict(
         global_model_weights=tff.learning.models.ModelWeights.from_model(
             model_fn()
         ),
         generator=generator,
         generator_optimizer=generator_optimizer.initialize(specs),
-        label_probs=tf.fill([num_classes], 1.0 / num_classes),
         round=tf.constant(0, tf.int32),
     )
 
@@ -156,7 +168,6 @@ def build_fedgen(
     return collections.OrderedDict(
         model=state['global_model_weights'],
         generator=state['generator'],
-        label_probs=state['label_probs'],
         round=state['round'],
     )
 
@@ -174,20 +185,20 @@ def build_fedgen(
             head, counter, num_classes=num_classes, noise_dim=noise_dim,
             alpha=alpha, beta=beta, decay=regularizer_decay,
         ),
+        observe_fn=_count_labels,
     )
 
     @tf.function
     def train_and_report():
-      delta, weight, is_finite, metrics = update(
-          broadcast['model'], dataset, client_hparams, extra=broadcast
+      # Counts start at 1 per label (the official `clean_up_counts`) and add
+      # the labels of every batch trained on (`update_label_counts`).
+      delta, weight, is_finite, metrics, counts = update(
+          broadcast['model'], dataset, client_hparams, extra=broadcast,
+          observed=tf.ones([num_classes]),
       )
-      # Count labels only after training: a dataset shuffled with
-      # reshuffle_each_iteration gives each pass its own order, and training
-      # must get the first (the order FedAvg trains on).
-      with tf.control_dependencies(tf.nest.flatten(delta)):
-        counts = _label_counts(dataset, num_classes)
-      # A dropped (non-finite) client uploads nothing usable: zero counts.
-      counts *= tf.cast(is_finite, tf.float32)
+      # A client without a usable update (non-finite, or no examples)
+      # uploads zero counts: no weight in the generator's loss.
+      counts *= tf.cast(weight > 0, tf.float32)
       uploaded = collections.OrderedDict(
           kernel=tf.identity(head.kernel), bias=tf.identity(head.bias),
           counts=counts,
@@ -237,15 +248,12 @@ def build_fedgen(
         noise_dim=noise_dim, weight_decay=generator_weight_decay,
         diversity_weight=diversity_weight, seed=round_num,
     )
-    total = tf.reduce_sum(uploads['counts'], axis=0)
-    label_probs = tf.math.divide_no_nan(total, tf.reduce_sum(total))
     new_state = collections.OrderedDict(
         global_model_weights=tff.learning.models.ModelWeights(
             trainable=trainable, non_trainable=weights.non_trainable
         ),
         generator=generator,
         generator_optimizer=optimizer_state,
-        label_probs=label_probs,
         round=round_num + 1,
     )
     return new_state, collections.OrderedDict(

@@ -8,15 +8,23 @@ KL(q_teacher,tau || q_local,tau) to their cross-entropy. The server is FedAvg.
 With M = 1 the teacher is the current global model (plain local-global KD).
 
 The buffer is the state of this algorithm's distributor (so it is in the
-checkpoints): every round the broadcast model is pushed onto it before the
-teacher is averaged, so in round t the teacher is mean(w_t, ..., w_{t-M+1})
-over the models seen so far (fewer than M in the first rounds).
+checkpoints). As in the official code (`pcode/masters/master_fedgkd.py`,
+`pcode/workers/worker_fedgkd.py` at 72e7bac): the buffer holds aggregated
+global models only, never the random initial one, and round 0 (the official
+round 1) has no distillation; from round t >= 1 on, the model broadcast in
+round t (the aggregate of round t - 1) is pushed before the teacher is
+averaged, so the teacher is the parameter mean of w_t, ..., w_{t-M+1} over the
+aggregates so far (fewer than M in the first rounds). One difference: with
+M = 1 the official worker keeps the first model it received as a stale
+teacher (its buffer is only sent for M > 1); ours is the current global
+model, the paper's FedGKD with M = 1.
 """
 
 import collections
 from collections.abc import Callable
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -29,10 +37,15 @@ from tff_kd.algorithms import fedavg
 def build_teacher_buffer_distributor(
     model_weights_type: tff.Type, buffer_size: int
 ) -> tff.learning.templates.DistributionProcess:
-  """Broadcasts `OrderedDict(model=w, teacher=mean of the last M models)`.
+  """Broadcasts `OrderedDict(model=w, teacher=..., extra=active)`.
 
-  State: `OrderedDict(models=<each weight stacked M deep>, count=int32)`,
-  newest model first.
+  `teacher` is the parameter mean of the last M aggregated models and
+  `active` (float32) is 1 once the buffer holds one: in round 0 the model is
+  the untrained initial one, which is neither buffered nor distilled from
+  (`teacher` is then that model and `active` 0).
+
+  State: `OrderedDict(models=<each weight stacked M deep>, count=int32,
+  round=int32)`, newest model first.
   """
   if buffer_size < 1:
     raise ValueError(f'buffer_size must be >= 1; got {buffer_size}.')
@@ -42,27 +55,38 @@ def build_teacher_buffer_distributor(
     return collections.OrderedDict(
         models=stack.stacked_zeros(model_weights_type, buffer_size),
         count=tf.constant(0, tf.int32),
+        round=tf.constant(0, tf.int32),
     )
 
   state_type = initial_state.type_signature.result
 
   @tff.tensorflow.computation(state_type, model_weights_type)
   def push(state, weights):
+    """Buffers `weights` from round 1 on (round 0's are the initial ones)."""
+    aggregated = state['round'] > 0
     models = tf.nest.map_structure(
-        lambda buffer, w: tf.concat([w[tf.newaxis], buffer[:-1]], axis=0),
+        lambda buffer, w: tf.where(
+            aggregated, tf.concat([w[tf.newaxis], buffer[:-1]], axis=0),
+            buffer),
         state['models'],
         weights,
     )
-    count = tf.minimum(state['count'] + 1, buffer_size)
-    return collections.OrderedDict(models=models, count=count)
+    count = tf.minimum(state['count'] + tf.cast(aggregated, tf.int32),
+                       buffer_size)
+    return collections.OrderedDict(models=models, count=count,
+                                   round=state['round'] + 1)
 
-  @tff.tensorflow.computation(state_type)
-  def teacher(state):
+  @tff.tensorflow.computation(state_type, model_weights_type)
+  def teacher(state, weights):
     count = state['count']
-    return tf.nest.map_structure(
-        lambda buffer: tf.reduce_mean(buffer[:count], axis=0),
+    teacher_weights = tf.nest.map_structure(
+        lambda buffer, w: tf.where(
+            count > 0, tf.reduce_mean(buffer[:tf.maximum(count, 1)], axis=0),
+            w),
         state['models'],
+        weights,
     )
+    return teacher_weights, tf.cast(count > 0, tf.float32)
 
   @tff.federated_computation()
   def init_fn():
@@ -74,9 +98,10 @@ def build_teacher_buffer_distributor(
   )
   def next_fn(state, weights):
     new_state = tff.federated_map(push, (state, weights))
+    teacher_weights, active = tff.federated_map(teacher, (new_state, weights))
     broadcast = tff.federated_zip(
         collections.OrderedDict(
-            model=weights, teacher=tff.federated_map(teacher, new_state)
+            model=weights, teacher=teacher_weights, extra=active
         )
     )
     return tff.templates.MeasuredProcessOutput(
@@ -118,9 +143,9 @@ def build_fedgkd(
   if temperature <= 0:
     raise ValueError(f'temperature must be > 0; got {temperature}.')
 
-  def loss_fn(labels, student_logits, teacher_logits, extra):
-    del labels, extra
-    return gamma * losses.distillation_loss(
+  def loss_fn(labels, student_logits, teacher_logits, active):
+    del labels
+    return gamma * active * losses.distillation_loss(
         teacher_logits, student_logits, temperature
     )
 
@@ -132,5 +157,7 @@ def build_fedgkd(
           client_work.weights_type(model_fn), buffer_size
       ),
       model_aggregator=model_aggregator,
-      distillation=client_work.Distillation(loss_fn, separate_teacher=True),
+      distillation=client_work.Distillation(
+          loss_fn, separate_teacher=True,
+          extra_type=tff.TensorType(np.float32)),
   )

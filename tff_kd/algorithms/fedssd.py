@@ -1,7 +1,14 @@
-"""FedSSD: selective self-distillation (He, Xiao, Wu, "Learning Critically:
-Selective Self Distillation in Federated Learning on Non-IID Data", IEEE
-Transactions on Big Data 2022). No official code exists; the exact weighting
-used here is documented in `tff_kd.losses.selective_distillation_loss`.
+"""FedSSD: selective self-distillation (Yuting He, Yiqiang Chen, XiaoDong Yang,
+Hanchao Yu, Yi-Hua Huang, Yang Gu, "Learning Critically: Selective Self
+Distillation in Federated Learning on Non-IID Data", IEEE Transactions on Big
+Data; arXiv:2504.14694). No official code exists, and the paper's method
+section could not be read offline (its abstract: the global model's knowledge
+is self-distilled, "selectively weighting it by evaluating the credibility at
+both the class and sample level", from a server-side credibility matrix; its
+predecessor FedCAD (He et al., AAAI 2022) measures the global model's
+per-class confidence on an auxiliary labelled dataset before each round).
+The exact weighting used here is documented in
+`tff_kd.losses.selective_distillation_loss` and docs/FIDELITY.md.
 
 FedAvg whose clients distill from the frozen broadcast global model, each
 sample's KL term weighted by the global model's credibility: the class-wise

@@ -7,7 +7,9 @@ clients_per_round, **hparams)` returns a `tff.learning.templates.
 LearningProcess` for the task, or for the algorithms whose clients keep their
 own models (FD, DS-FL, FedAD) a `tff_kd.stateful_clients.
 StatefulClientsProcess`. Algorithms may share a hyperparameter (the
-same `Hparam` object, one flag): FedDF and FedAUX share the distillation ones.
+same `Hparam` object, one flag): FedDF, DS-FL and FedAD share the
+server-distillation ones; FedAUX has its own (its reference's settings
+differ) and shares `distill_data`.
 """
 
 from collections.abc import Callable, Mapping
@@ -19,6 +21,7 @@ import tensorflow_federated as tff
 
 import tasks
 
+from tff_kd import server_distillation
 from tff_kd.algorithms import dsfl
 from tff_kd.algorithms import fd
 from tff_kd.algorithms import fedad
@@ -50,6 +53,9 @@ class Algorithm:
   hparams: Mapping[str, Hparam] = dataclasses.field(default_factory=dict)
   prototypes: bool = False  # Supports heterogeneous model prototypes.
   stateful_clients: bool = False  # Clients keep their own models.
+  # Whether a run with these hparams uses the labelled validation split.
+  labelled_server_data: Callable[[Mapping[str, Any]], bool] = (
+      lambda hparams: False)
 
 
 def _optimizers(client_learning_rate, server_learning_rate):
@@ -194,7 +200,7 @@ def _build_dsfl(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
     distill_data, dsfl_aggregation, dsfl_era_temperature, dsfl_subset_size,
     dsfl_distill_epochs, dsfl_distill_batch_size, dsfl_distill_learning_rate,
-    dsfl_server_model, **distillation,
+    dsfl_server_model, dsfl_validation, **distillation,
 ):
   del clients_per_round
   _check_server_learning_rate('dsfl', server_learning_rate)
@@ -212,14 +218,14 @@ def _build_dsfl(
       server_distillation_kwargs=(
           _server_distillation_kwargs(**distillation)
           if dsfl_server_model else None),
-      validation=getattr(task, 'validation', None),
+      validation=_validation(task, dsfl_validation),
       seed=getattr(task, 'seed', 0),
   )
 
 
 def _build_fedad(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    distill_data, fedad_beta, **distillation,
+    distill_data, fedad_beta, fedad_validation, **distillation,
 ):
   del clients_per_round
   _check_server_learning_rate('fedad', server_learning_rate)
@@ -230,22 +236,24 @@ def _build_fedad(
       public_inputs=_distillation_inputs(task, distill_data),
       attention_weight=fedad_beta,
       server_distillation_kwargs=_server_distillation_kwargs(**distillation),
-      validation=getattr(task, 'validation', None),
+      validation=_validation(task, fedad_validation),
       seed=getattr(task, 'seed', 0),
   )
 
 
 def _build_feddf(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    distill_data, **distillation,
+    distill_data, feddf_validation, **distillation,
 ):
   del clients_per_round
   _check_server_learning_rate('feddf', server_learning_rate)
   return feddf.build_feddf(
       _prototype_model_fns(task),
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-      distillation_inputs=_distillation_inputs(task, distill_data),
-      validation=getattr(task, 'validation', None),
+      # Data-free: fresh noise for every batch, as FedDF's code.
+      distillation_inputs=(feddf.NOISE if distill_data == 'noise'
+                           else _distillation_inputs(task, distill_data)),
+      validation=_validation(task, feddf_validation),
       seed=getattr(task, 'seed', 0),
       **_distillation_kwargs(**distillation),
   )
@@ -253,7 +261,9 @@ def _build_feddf(
 
 def _build_fedaux(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    distill_data, aux_negative_fraction, **distillation,
+    distill_data, aux_negative_fraction, aux_distill_epochs,
+    aux_distill_batch_size, aux_distill_learning_rate, aux_validation,
+    aux_dp_epsilon, aux_dp_delta,
 ):
   del clients_per_round
   _check_server_learning_rate('fedaux', server_learning_rate)
@@ -266,10 +276,19 @@ def _build_fedaux(
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
       distillation_inputs=inputs[np.sort(order[num_negative:])],
       negative_inputs=inputs[np.sort(order[:num_negative])],
-      validation=getattr(task, 'validation', None),
+      validation=_validation(task, aux_validation),
+      certainty_epsilon=aux_dp_epsilon or None,
+      certainty_delta=aux_dp_delta,
+      distill_epochs=aux_distill_epochs,
+      distill_batch_size=aux_distill_batch_size,
+      distill_learning_rate=aux_distill_learning_rate,
       seed=getattr(task, 'seed', 0),
-      **_distillation_kwargs(**distillation),
   )
+
+
+def _validation(task, use):
+  """The task's labelled validation split if `use` (and it has one)."""
+  return getattr(task, 'validation', None) if use else None
 
 
 def _distillation_inputs(task, source):
@@ -278,37 +297,58 @@ def _distillation_inputs(task, source):
         f'Task {type(task).__name__} (a TFF baseline task) has no server '
         'data to distill on; use one of our tasks (see tasks.TASK_NAMES).'
     )
+  if source == 'noise':
+    # A fixed pool (FedAUX, DS-FL, FedAD have no data-free reference; FedDF
+    # draws fresh noise instead): as many as the public split, each input
+    # min-max scaled on its own.
+    return server_distillation.noise_inputs(
+        [task.seed, 3], len(task.public_x), 1,
+        task.input_shape).numpy()
   return task.distillation_inputs(source)
 
 
 DISTILL_SOURCES = ('public', 'noise') + tuple(tasks.data.SPECS)
+# Ranges of the hyperparameter flags (a float flag must also be finite).
+# Weights and learning rates are capped only where a larger value cannot be
+# meaningful; counts are capped where a larger one hangs or exhausts memory.
 _AT_LEAST_0 = dict(check=lambda v: v >= 0, requirement='>= 0')
 _AT_LEAST_1 = dict(check=lambda v: v >= 1, requirement='>= 1')
 _POSITIVE = dict(check=lambda v: v > 0, requirement='> 0')
+_TEMPERATURE = dict(check=lambda v: 1e-3 <= v <= 1e3,
+                    requirement='in [0.001, 1000]')
+
+
+def _count(low, high):
+  return dict(check=lambda v: low <= v <= high,
+              requirement=f'in [{low}, {high}]')
 _DISTILLATION_HPARAMS = {
     'distill_data': Hparam(
         'public', 'FedDF/FedAUX/FedAD/DS-FL: server distillation inputs (DS-FL,'
         ' FedAD: the public data the clients predict on): public (the'
-        ' task\'s unlabeled split), noise (data-free), or another task\'s'
-        ' name (out-of-domain, images resized).',
+        ' task\'s unlabeled split), noise (data-free: FedDF draws fresh'
+        ' noise for every batch, as its code; the others use a fixed pool'
+        ' the size of the public split), or another task\'s name'
+        ' (out-of-domain, images resized).',
         check=lambda v: v in DISTILL_SOURCES,
         requirement=f'one of {DISTILL_SOURCES}'),
-    'distill_steps': Hparam(200, 'Server distillation: most server distillation '
-                            'steps per round (0 = no distillation).',
-                            **_AT_LEAST_0),
+    'distill_steps': Hparam(200, 'Server distillation (FedDF, DS-FL\'s server'
+                            ' model, FedAD; FedAUX has its aux_distill_ flags):'
+                            ' most steps per round (0 = no distillation).',
+                            **_count(0, 1_000_000)),
     'distill_batch_size': Hparam(32, 'Server distillation: distillation batch.',
-                                 **_AT_LEAST_1),
+                                 **_count(1, 100_000)),
     'distill_learning_rate': Hparam(
         1e-3, 'Server distillation: peak Adam learning rate, cosine-decayed '
         '(FedDF\'s code: 1e-3).', **_POSITIVE),
     'distill_temperature': Hparam(1.0, 'Server distillation: temperature tau.',
-                                  **_POSITIVE),
+                                  **_TEMPERATURE),
     'distill_eval_every': Hparam(10, 'Server distillation: steps between '
-                                 'validation evaluations (early stopping).',
-                                 **_AT_LEAST_1),
+                                 'validation evaluations (early stopping, with'
+                                 ' the algorithm\'s *_validation flag).',
+                                 **_count(1, 1_000_000)),
     'distill_patience': Hparam(5, 'Server distillation: evaluations without '
                                'improvement before distillation stops.',
-                               **_AT_LEAST_1),
+                               **_count(1, 1_000_000)),
 }
 
 
@@ -327,8 +367,9 @@ ALGORITHMS: dict[str, Algorithm] = {
             _build_fedntd,
             {
                 'ntd_beta': Hparam(1.0, 'FedNTD: weight beta of the not-true'
-                                   ' distillation term.'),
-                'ntd_temperature': Hparam(1.0, 'FedNTD: temperature tau.'),
+                                   ' distillation term.', **_AT_LEAST_0),
+                'ntd_temperature': Hparam(1.0, 'FedNTD: temperature tau.',
+                                          **_TEMPERATURE),
             },
         ),
         Algorithm(
@@ -338,10 +379,13 @@ ALGORITHMS: dict[str, Algorithm] = {
             _build_fedgkd,
             {
                 'gkd_buffer_size': Hparam(5, 'FedGKD: M, past global models'
-                                          ' averaged into the teacher.'),
+                                          ' averaged into the teacher (each'
+                                          ' is kept on the server).',
+                                          **_count(1, 100)),
                 'gkd_gamma': Hparam(0.1, 'FedGKD: weight gamma of the KD'
-                                    ' term.'),
-                'gkd_temperature': Hparam(1.0, 'FedGKD: temperature tau.'),
+                                    ' term.', **_AT_LEAST_0),
+                'gkd_temperature': Hparam(1.0, 'FedGKD: temperature tau.',
+                                          **_TEMPERATURE),
             },
         ),
         Algorithm(
@@ -351,9 +395,12 @@ ALGORITHMS: dict[str, Algorithm] = {
             _build_fedssd,
             {
                 'ssd_kd_weight': Hparam(1.0, 'FedSSD: weight lambda of the'
-                                        ' KD term.'),
-                'ssd_temperature': Hparam(1.0, 'FedSSD: temperature tau.'),
+                                        ' KD term.', **_AT_LEAST_0),
+                'ssd_temperature': Hparam(1.0, 'FedSSD: temperature tau.',
+                                          **_TEMPERATURE),
             },
+            # Its class credibility is measured on the validation split.
+            labelled_server_data=lambda hparams: True,
         ),
         Algorithm(
             'fedgen',
@@ -364,11 +411,13 @@ ALGORITHMS: dict[str, Algorithm] = {
                 'gen_alpha': Hparam(1.0, 'FedGen: initial weight of the'
                                     ' clients\' generated-sample CE (the'
                                     ' paper: 10 at client lr 0.01; 1 keeps'
-                                    ' alpha*lr at our lr 0.1).'),
+                                    ' alpha*lr at our lr 0.1).',
+                                    **_AT_LEAST_0),
                 'gen_beta': Hparam(1.0, 'FedGen: initial weight of the'
                                    ' clients\' latent KL (paper: 10 at lr'
-                                   ' 0.01).'),
-                'gen_steps': Hparam(50, 'FedGen: generator steps per round.'),
+                                   ' 0.01).', **_AT_LEAST_0),
+                'gen_steps': Hparam(50, 'FedGen: generator steps per round.',
+                                    **_count(1, 100_000)),
             },
         ),
         Algorithm(
@@ -376,8 +425,15 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedDF (Lin et al. 2020): per-prototype averaging, then server'
             ' distillation from the average logits of all client models.',
             _build_feddf,
-            _DISTILLATION_HPARAMS,
+            dict(
+                _DISTILLATION_HPARAMS,
+                feddf_validation=Hparam(
+                    True, 'FedDF: early stopping on the labelled validation'
+                    ' split, best weights kept (its code); False runs every'
+                    ' distillation step.'),
+            ),
             prototypes=True,
+            labelled_server_data=lambda hparams: hparams['feddf_validation'],
         ),
         Algorithm(
             'fedaux',
@@ -385,24 +441,46 @@ ALGORITHMS: dict[str, Algorithm] = {
             ' each client\'s certainty on each distillation input.',
             _build_fedaux,
             dict(
-                _DISTILLATION_HPARAMS,
+                distill_data=_DISTILLATION_HPARAMS['distill_data'],
                 aux_negative_fraction=Hparam(
                     0.2, 'FedAUX: share of the distillation source held out'
                     ' as the certainty regressions\' negative class.',
                     check=lambda v: 0 < v < 1, requirement='in (0, 1)'),
+                aux_distill_epochs=Hparam(
+                    1, 'FedAUX: server distillation epochs (shuffled passes'
+                    ' over the distillation inputs) per round (its code: 1).',
+                    **_count(1, 1000)),
+                aux_distill_batch_size=Hparam(
+                    128, 'FedAUX: server distillation batch; a smaller set is'
+                    ' one batch (its code: 128).', **_count(1, 100_000)),
+                aux_distill_learning_rate=Hparam(
+                    5e-5, 'FedAUX: constant Adam learning rate of the server'
+                    ' distillation (its code: 5e-5).', **_POSITIVE),
+                aux_validation=Hparam(
+                    False, 'FedAUX: keep the best epoch on the labelled'
+                    ' validation split (its code uses no labelled data).'),
+                aux_dp_epsilon=Hparam(
+                    0.0, 'FedAUX: epsilon of the differential-privacy noise on'
+                    ' the certainty regression, 0 = none (the paper: 0.1,'
+                    ' whose noise swamps the regression at ~100 examples).',
+                    **_AT_LEAST_0),
+                aux_dp_delta=Hparam(
+                    1e-5, 'FedAUX: delta of that noise (its code: 1e-5).',
+                    check=lambda v: 0 < v < 1, requirement='in (0, 1)'),
             ),
             prototypes=True,
+            labelled_server_data=lambda hparams: hparams['aux_validation'],
         ),
         Algorithm(
             'fd',
             'FD (Jeong et al. 2018): clients keep their models and exchange'
-            ' per-label mean logits; distillation toward the others\' ones.',
+            ' per-label mean outputs; distillation toward the others\' ones.',
             _build_fd,
             {
                 'fd_beta': Hparam(1.0, 'FD: weight beta of the distillation'
                                   ' term.', **_AT_LEAST_0),
                 'fd_temperature': Hparam(1.0, 'FD: temperature tau.',
-                                         **_POSITIVE),
+                                         **_TEMPERATURE),
                 'fd_exclude_own': Hparam(True, 'FD: distill toward the global'
                                          ' logits without the client\'s own'
                                          ' last contribution (the paper).'),
@@ -423,15 +501,15 @@ ALGORITHMS: dict[str, Algorithm] = {
                     check=lambda v: v in dsfl.AGGREGATIONS,
                     requirement=f'one of {dsfl.AGGREGATIONS}'),
                 dsfl_era_temperature=Hparam(0.1, 'DS-FL: ERA temperature T.',
-                                            **_POSITIVE),
+                                            **_TEMPERATURE),
                 dsfl_subset_size=Hparam(1000, 'DS-FL: public inputs per round'
                                         ' (at most the public split).',
-                                        **_AT_LEAST_1),
+                                        **_count(1, 1_000_000)),
                 dsfl_distill_epochs=Hparam(5, 'DS-FL: client distillation'
-                                           ' epochs per round.', **_AT_LEAST_1),
+                                           ' epochs per round.', **_count(1, 1000)),
                 dsfl_distill_batch_size=Hparam(100, 'DS-FL: client'
                                                ' distillation batch.',
-                                               **_AT_LEAST_1),
+                                               **_count(1, 100_000)),
                 dsfl_distill_learning_rate=Hparam(0.1, 'DS-FL: client'
                                                   ' distillation SGD learning'
                                                   ' rate.', **_POSITIVE),
@@ -439,9 +517,15 @@ ALGORITHMS: dict[str, Algorithm] = {
                                          ' model of its own on the global soft'
                                          ' labels (evaluated as the test'
                                          ' accuracy).'),
+                dsfl_validation=Hparam(False, 'DS-FL: early stopping of the'
+                                       ' server model on the labelled'
+                                       ' validation split (the paper uses no'
+                                       ' labelled server data).'),
             ),
             prototypes=True,
             stateful_clients=True,
+            labelled_server_data=lambda hparams: (
+                hparams['dsfl_server_model'] and hparams['dsfl_validation']),
         ),
         Algorithm(
             'fedad',
@@ -452,9 +536,14 @@ ALGORITHMS: dict[str, Algorithm] = {
                 _DISTILLATION_HPARAMS,
                 fedad_beta=Hparam(1.0, 'FedAD: weight beta of the attention'
                                   ' term.', **_AT_LEAST_0),
+                fedad_validation=Hparam(False, 'FedAD: early stopping on the'
+                                        ' labelled validation split (the'
+                                        ' paper uses no labelled server'
+                                        ' data).'),
             ),
             prototypes=True,
             stateful_clients=True,
+            labelled_server_data=lambda hparams: hparams['fedad_validation'],
         ),
     ]
 }

@@ -1,5 +1,5 @@
-"""FD: rounds by hand in numpy (per-label logits, exclusion, the distillation
-step), stateful heterogeneous clients, dropout."""
+"""FD: rounds by hand in numpy (per-label mean outputs during training,
+exclusion, the distillation step), stateful heterogeneous clients, dropout."""
 
 import collections
 
@@ -23,19 +23,19 @@ def _np_step(weights, x, y, lr, teacher=None, mask=None, beta=0.0, tau=1.0):
   z = x @ kernel + bias
   dz = _np_softmax(z) - np.eye(L)[y]
   if teacher is not None:
-    # d/dz tau^2 KL(q_T,tau || q_S,tau) = tau (q_S,tau - q_T,tau).
-    dz += beta * tau * mask[y][:, None] * (
-        _np_softmax(z, tau) - _np_softmax(teacher[y], tau))
+    # d/dz tau^2 KL(p || q_S,tau) = tau (q_S,tau - p), p the label's teacher.
+    dz += beta * tau * mask[y][:, None] * (_np_softmax(z, tau) - teacher[y])
   dz /= len(x)
   return kernel - lr * x.T @ dz, bias - lr * dz.sum(0)
 
 
-def _np_label_means(weights, x, y):
-  z = x @ weights[0] + weights[1]
+def _np_label_means(weights, x, y, tau):
+  """Per-label mean of softmax(z / tau) of the training step, and counts."""
+  p = _np_softmax(x @ weights[0] + weights[1], tau)
   counts = np.bincount(y, minlength=L).astype(np.float64)
   sums = np.zeros((L, L))
-  np.add.at(sums, y, z)
-  return sums, counts
+  np.add.at(sums, y, p)
+  return sums / np.maximum(counts, 1)[:, None], counts
 
 
 def _run(process, state, ids, datasets):
@@ -56,32 +56,38 @@ class FDTest(tf.test.TestCase):
     state = process.initialize()
     start = [np.array(w) for w in state['clients']['a']['model'].trainable]
 
-    # Round 1: no knowledge yet, so plain CE; then per-label mean logits.
+    # Round 1: no knowledge yet, so plain CE; the per-label mean outputs come
+    # from the training step's forward pass (the start weights: one step).
     output = _run(process, state, ids, datasets)
     state = output.state
     trained = [_np_step(start, x, y, lr) for x, y in arrays]
-    stats = [_np_label_means(w, x, y) for w, (x, y) in zip(trained, arrays)]
-    total_sums = sum(s for s, _ in stats)
-    total_counts = sum(c for _, c in stats)
-    for c, w, (sums, counts) in zip(ids, trained, stats):
+    stats = [_np_label_means(start, x, y, tau) for x, y in arrays]
+    reported = [(counts > 0).astype(np.float64) for _, counts in stats]
+    total = sum(p * r[:, None] for (p, _), r in zip(stats, reported))
+    reports = sum(reported)
+    for c, w, (probs, counts) in zip(ids, trained, stats):
       got = state['clients'][c]
       self.assertAllClose(got['model'].trainable[0], w[0], atol=1e-5)
       self.assertAllClose(got['model'].trainable[1], w[1], atol=1e-5)
       self.assertAllClose(got['upload']['counts'], counts)
-      self.assertAllClose(got['upload']['logits'],
-                          sums / np.maximum(counts, 1)[:, None], atol=1e-5)
-    self.assertAllClose(state['server']['counts'], total_counts)
-    self.assertAllClose(state['server']['logits'],
-                        total_sums / total_counts[:, None], atol=1e-5)
+      self.assertAllClose(got['upload']['probs'], probs, atol=1e-5)
+    # Uniform over the clients that reported each label (not count-weighted).
+    self.assertAllClose(state['server']['reports'], reports)
+    self.assertAllClose(state['server']['probs'],
+                        total / np.maximum(reports, 1)[:, None], atol=1e-5)
+    count_weighted = sum(p * n[:, None] for p, n in stats) / sum(
+        n for _, n in stats)[:, None]
+    self.assertNotAllClose(state['server']['probs'], count_weighted)
     self.assertEqual(output.metrics['knowledge']['labels_reported'], L)
     self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
 
-    # Round 2, clients a and b: each distills toward the others' logits.
+    # Round 2, clients a and b: each distills toward the others' outputs.
     output = _run(process, state, ['a', 'b'], datasets[:2])
     for k, c in enumerate(['a', 'b']):
-      sums, counts = stats[k]
-      others = total_counts - counts
-      teacher = (total_sums - sums) / np.maximum(others, 1)[:, None]
+      probs, _ = stats[k]
+      others = reports - reported[k]
+      teacher = (total - probs * reported[k][:, None]) / np.maximum(
+          others, 1)[:, None]
       mask = (others > 0).astype(np.float64)
       x, y = arrays[k]
       expected = _np_step(trained[k], x, y, lr, teacher, mask, beta, tau)

@@ -1,5 +1,7 @@
-"""FedDF and FedAUX: hand computations of the fused init and of AVGLOGITS
-distillation, FedAvg equivalence, heterogeneous prototypes, baseline tasks."""
+"""FedDF and FedAUX: hand computations of the fused init, of AVGLOGITS
+distillation (on public inputs and on FedDF's fresh noise, two rounds), of
+FedAUX's certainty-weighted round and its score spread; FedAvg equivalence,
+heterogeneous prototypes, baseline tasks."""
 
 import collections
 import functools
@@ -11,8 +13,10 @@ import tensorflow_federated as tff
 import tasks
 import tiny
 from tff_kd import algorithms
+from tff_kd import certainty
 from tff_kd import communication
 from tff_kd import experiment
+from tff_kd import server_distillation
 
 _SPEC = tff.simulation.baselines.ClientSpec(num_epochs=1, batch_size=16)
 
@@ -31,11 +35,51 @@ def _fedavg(model_fn, lr):
   return algorithms.build_fedavg(model_fn, tiny.sgd(lr))
 
 
-def _trained_alone(model_fn, dataset, lr):
-  """A client's trained model: FedAvg over that single client."""
+def _trained_alone(model_fn, dataset, lr, start=None):
+  """A client's trained model from `start` (default: the initial weights):
+  FedAvg over that single client."""
   process = _fedavg(model_fn, lr)
-  state = process.next(process.initialize(), [dataset]).state
+  state = process.initialize()
+  if start is not None:
+    state = process.set_model_weights(state, start)
+  state = process.next(state, [dataset]).state
   return process.get_model_weights(state).trainable
+
+
+def _np_adam(params, gradient_fn, learning_rates, clip_norm=None):
+  """TFF's Adam (bias correction in the learning rate, eps 1e-7), one step
+  per learning rate; `gradient_fn(step, params)` gives the gradients."""
+  params = [np.array(p, np.float64) for p in params]
+  m = [np.zeros_like(p) for p in params]
+  v = [np.zeros_like(p) for p in params]
+  for t, lr in enumerate(learning_rates, start=1):
+    grads = gradient_fn(t - 1, params)
+    if clip_norm is not None:
+      norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+      grads = [g * min(1.0, clip_norm / norm) for g in grads]
+    rate = lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+    for i, g in enumerate(grads):
+      m[i] = 0.9 * m[i] + 0.1 * g
+      v[i] = 0.999 * v[i] + 0.001 * g**2
+      params[i] = params[i] - rate * m[i] / (np.sqrt(v[i]) + 1e-7)
+  return params
+
+
+def _linear_kl_gradients(x, teacher_logits):
+  """Gradients of the batch-mean KL for the tiny softmax regression."""
+  def gradients(params):
+    kernel, bias = params
+    dz = (tiny.np_softmax(x @ kernel + bias)
+          - tiny.np_softmax(teacher_logits)) / len(x)
+    return [x.T @ dz, dz.sum(axis=0)]
+  return gradients
+
+
+def _mlp(params, x):
+  """`tiny.mlp_model_fn`'s hidden features and logits."""
+  w1, b1, w2, b2 = params
+  hidden = np.maximum(x @ w1 + b1, 0)
+  return hidden, hidden @ w2 + b2
 
 
 def _distill_x(rows=6, seed=5):
@@ -162,29 +206,135 @@ class FedDFTest(tf.test.TestCase):
                           [collections.OrderedDict(model=c) for c in clients])
     self.assertEqual(output.metrics['distillation']['model']['steps'], 2)
 
+  def test_fresh_noise_batches_two_rounds_match_numpy(self):
+    # Two clients of one prototype. Each round, clients and server generate
+    # the same steps x B noise inputs from (seed, round); the server's batch
+    # i is inputs [i B, (i + 1) B); cosine rate, clip 5, no validation.
+    sizes = [6, 9]
+    datasets = tiny.datasets(tiny.client_arrays(sizes, seed=4), 3)
+    steps, batch, lr, seed = 2, 3, 0.01, 5
+    process = algorithms.build_feddf(
+        {'model': tiny.model_fn}, tiny.sgd(0.1), distillation_inputs='noise',
+        distill_steps=steps, distill_batch_size=batch,
+        distill_learning_rate=lr, seed=seed)
+    client_data = [collections.OrderedDict(model=ds) for ds in datasets]
+    state = process.initialize()
+    for round_num in range(2):
+      start = process.get_model_weights(state)
+      output = process.next(state, client_data)
+      state = output.state
+      trained = [_trained_alone(tiny.model_fn, ds, 0.1, start)
+                 for ds in datasets]
+      fused = [sum(t[i] * n / sum(sizes) for t, n in zip(trained, sizes))
+               for i in range(2)]
+      noise = server_distillation.noise_inputs(
+          tf.constant([seed, round_num]), steps, batch,
+          (tiny.NUM_FEATURES,)).numpy()
+      teacher = np.mean([noise @ k + b for k, b in trained], axis=0)
+      cosine = [lr * 0.5 * (1 + np.cos(np.pi * i / steps))
+                for i in range(steps)]
+
+      def gradients(step, params, noise=noise, teacher=teacher):
+        rows = slice(step * batch, (step + 1) * batch)
+        return _linear_kl_gradients(noise[rows], teacher[rows])(params)
+
+      self.assertAllClose(process.get_model_weights(state).trainable,
+                          _np_adam(fused, gradients, cosine, clip_norm=5.0),
+                          rtol=1e-4, atol=1e-5)
+    metrics = output.metrics
+    self.assertEqual(metrics['distillation']['model']['steps'], steps)
+    self.assertEqual(metrics['distillation']['model']['validation_best'], -1)
+    # Up: the delta, its weight and the logits and weights of all 6 inputs;
+    # down: the weights and the round.
+    state_type = process.initialize.type_signature.result.member
+    weights_bytes = communication.type_bytes(state_type.prototypes['model'])
+    communicated = metrics['client_work']['communication']
+    self.assertEqual(communicated['bytes_uploaded_per_client'],
+                     weights_bytes + 4 + 4 * steps * batch
+                     * (tiny.NUM_CLASSES + 1))
+    self.assertEqual(communicated['bytes_downloaded_per_client'],
+                     weights_bytes + 4)
+
   def test_clear_errors(self):
     fns = {'model': tiny.model_fn}
-    with self.assertRaisesRegex(ValueError, 'fewer than the distillation '
-                                'batch size 32'):
-      algorithms.build_feddf(fns, tiny.sgd(), distillation_inputs=_distill_x(4))
     with self.assertRaisesRegex(ValueError, r'shape \(4, 7\).*\(4,\)'):
       algorithms.build_feddf(fns, tiny.sgd(),
                              distillation_inputs=np.zeros((4, 7)))
+    with self.assertRaisesRegex(ValueError, "distillation_inputs must be an "
+                                "array or 'noise'; got 'nosie'"):
+      algorithms.build_feddf(fns, tiny.sgd(), distillation_inputs='nosie')
+    with self.assertRaisesRegex(ValueError, 'distill_steps must be >= 1 with '
+                                "distillation_inputs='noise'; got 0"):
+      algorithms.build_feddf(fns, tiny.sgd(), distillation_inputs='noise',
+                             distill_steps=0)
     with self.assertRaisesRegex(ValueError, "FedAUX.*'model'.*head"):
       algorithms.build_fedaux(fns, tiny.sgd(), distillation_inputs=_distill_x(),
-                              negative_inputs=_distill_x(), distill_batch_size=2)
+                              negative_inputs=_distill_x())
+    with self.assertRaisesRegex(ValueError, 'FedAUX has no data-free variant'):
+      algorithms.build_fedaux(fns, tiny.sgd(), distillation_inputs='noise',
+                              negative_inputs=_distill_x())
+    with self.assertRaisesRegex(ValueError, 'certainty_epsilon must be > 0 or '
+                                'None; got 0'):
+      algorithms.build_fedaux(fns, tiny.sgd(), distillation_inputs=_distill_x(),
+                              negative_inputs=_distill_x(),
+                              certainty_epsilon=0)
 
 
 class FedAUXTest(tf.test.TestCase):
 
-  def test_two_rounds_uniform_averaging_and_certainty_fusion(self):
+  def test_one_round_matches_numpy(self):
+    # Two clients; the student is the UNIFORM mean of their models; the
+    # teacher weighs each client's logits by its certainty s_k(x) (global
+    # model features); one constant-rate Adam step on all 6 inputs (fewer
+    # than a batch of 128), no clipping, no validation.
+    datasets = tiny.datasets(tiny.client_arrays([5, 11], seed=7), 4)
+    x = _distill_x(rows=6, seed=8)
+    negatives = _distill_x(rows=5, seed=9)
+    lr = 1e-3
+    process = algorithms.build_fedaux(
+        {'mlp': tiny.mlp_model_fn}, tiny.sgd(0.1), distillation_inputs=x,
+        negative_inputs=negatives, distill_learning_rate=lr)
+    state = process.initialize()
+    start = state['prototypes']['mlp'].trainable
+    output = process.next(
+        state, [collections.OrderedDict(mlp=ds) for ds in datasets])
+    trained = [_trained_alone(tiny.mlp_model_fn, ds, 0.1) for ds in datasets]
+    scores = []
+    for ds in datasets:
+      local = np.concatenate([b['x'] for b in ds.as_numpy_iterator()])
+      scores.append(certainty.certainty_scores(
+          _mlp(start, local)[0], _mlp(start, negatives)[0],
+          _mlp(start, x)[0]).numpy())
+    teacher = (sum(s[:, None] * _mlp(t, x)[1] for s, t in zip(scores, trained))
+               / sum(scores)[:, None])
+    student = [(a + b) / 2 for a, b in zip(*trained)]
+
+    def gradients(step, params):
+      del step
+      hidden, logits = _mlp(params, x)
+      dz = (tiny.np_softmax(logits) - tiny.np_softmax(teacher)) / len(x)
+      dh = dz @ params[2].T * (hidden > 0)
+      return [x.T @ dh, dh.sum(axis=0), hidden.T @ dz, dz.sum(axis=0)]
+
+    self.assertAllClose(output.state['prototypes']['mlp'].trainable,
+                        _np_adam(student, gradients, [lr]),
+                        rtol=1e-4, atol=1e-6)
+    metrics = output.metrics
+    self.assertEqual(metrics['distillation']['mlp']['steps'], 1)
+    self.assertEqual(metrics['distillation']['mlp']['validation_best'], -1)
+    self.assertEqual(metrics['aggregator']['mlp']['total_weight'], 2.0)
+    self.assertAllClose(metrics['client_work']['certainty_std'],
+                        np.mean([np.std(s) for s in scores]), rtol=1e-3)
+    self.assertGreater(metrics['client_work']['certainty_std'], 0.0)
+
+  def test_two_rounds_on_digits_with_validation_keeps_the_best_epoch(self):
     task = tasks.create_task('digits', train_client_spec=_SPEC, model='mlp',
                              num_clients=6, alpha=0.1, seed=0)
     process = algorithms.build_fedaux(
         {'mlp': task.model_fn}, tiny.sgd(0.1),
         distillation_inputs=task.public_x[:100],
         negative_inputs=task.public_x[100:], validation=task.validation,
-        distill_steps=10)
+        distill_epochs=2, distill_batch_size=32, distill_learning_rate=1e-3)
     client_input = experiment.client_input_fn(process, task)
     clients = [client_input(c, task.datasets.train_preprocess_fn(
         task.datasets.train_data.create_tf_dataset_for_client(c)))
@@ -195,7 +345,13 @@ class FedAUXTest(tf.test.TestCase):
       state = output.state
     self.assertEqual(output.metrics['aggregator']['mlp']['total_weight'], 3.0)
     self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
-    self.assertEqual(output.metrics['distillation']['mlp']['steps'], 10)
+    distillation = output.metrics['distillation']['mlp']
+    # Two epochs of ceil(100 / 32) = 4 batches, evaluated after each.
+    self.assertEqual(distillation['steps'], 8)
+    self.assertGreaterEqual(distillation['validation_best'],
+                            distillation['validation_before'])
+    self.assertBetween(output.metrics['client_work']['certainty_std'],
+                       1e-6, 0.5)
 
 
 if __name__ == '__main__':

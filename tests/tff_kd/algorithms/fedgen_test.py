@@ -1,7 +1,9 @@
 """FedGen as a LearningProcess: alpha=beta=0 equals FedAvg, head split errors,
-generator state, checkpoint round trip."""
+generator state (parameters and running statistics), smoothed label counts,
+checkpoint round trip."""
 
 import asyncio
+import collections
 
 import numpy as np
 import tensorflow as tf
@@ -10,6 +12,8 @@ import tensorflow_federated as tff
 import tasks
 import tiny
 from tff_kd import algorithms
+from tff_kd import local_training
+from tff_kd.algorithms import fedgen
 
 _SPEC = tff.simulation.baselines.ClientSpec(num_epochs=1, batch_size=16)
 
@@ -56,13 +60,12 @@ class FedGenTest(tf.test.TestCase):
     self.assertEqual(generator_metrics['clients_collected'], 2)
     self.assertLess(generator_metrics['loss_last_step'],
                     generator_metrics['loss_first_step'])
-    labels = np.concatenate([task.arrays.y_train[task.client_indices[k]]
-                             for k in (0, 3)])
-    self.assertAllClose(output.state['label_probs'],
-                        np.bincount(labels, minlength=10) / len(labels))
     self.assertEqual(output.state['round'], 1)
-    self.assertNotAllClose(output.state['generator']['w1'],
-                           state['generator']['w1'])
+    old, new = state['generator'], output.state['generator']
+    self.assertNotAllClose(new['params']['w1'], old['params']['w1'])
+    # The server trained G in training mode: its running statistics moved.
+    self.assertNotAllClose(new['running_mean'], old['running_mean'])
+    self.assertNotAllClose(new['running_var'], old['running_var'])
     # The state survives a checkpoint.
     manager = tff.program.FileProgramStateManager(self.get_temp_dir())
     loop = asyncio.new_event_loop()
@@ -71,6 +74,19 @@ class FedGenTest(tf.test.TestCase):
     loop.close()
     for x, y in zip(tf.nest.flatten(output.state), tf.nest.flatten(loaded)):
       self.assertAllEqual(x, y)
+
+  def test_label_counts_are_smoothed_counts_of_the_trained_labels(self):
+    task = _digits_task()
+    model = task.model_fn()
+    update = local_training.build_client_update(
+        model, tiny.sgd(), observe_fn=fedgen._count_labels)
+    weights = tff.learning.models.ModelWeights.from_model(model)
+    *_, counts = update(
+        (weights.trainable, weights.non_trainable),
+        task.client_dataset('3', 0), collections.OrderedDict(learning_rate=0.1),
+        observed=tf.ones([10]))
+    labels = task.arrays.y_train[task.client_indices[3]]
+    self.assertAllEqual(counts, 1 + np.bincount(labels, minlength=10))
 
   def test_model_without_a_head_is_a_clear_error(self):
     with self.assertRaisesRegex(ValueError, "Dense layer with bias named 'head'"):
@@ -94,6 +110,10 @@ class FedGenTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, 'num_classes=7 but the head has 10'):
       algorithms.build_fedgen(task.model_fn, tiny.sgd(), num_classes=7,
                               clients_per_round=2)
+    with self.assertRaisesRegex(ValueError,
+                                'generator_batch_size must be >= 2'):
+      algorithms.build_fedgen(task.model_fn, tiny.sgd(), num_classes=10,
+                              clients_per_round=2, generator_batch_size=1)
 
 
 if __name__ == '__main__':

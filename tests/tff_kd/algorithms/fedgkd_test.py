@@ -16,10 +16,10 @@ def _trainable(process, state):
 
 class FedGKDTest(tf.test.TestCase):
 
-  def test_buffer_holds_the_last_models_newest_first(self):
+  def test_buffer_holds_the_last_aggregates_newest_first(self):
     data = tiny.datasets(tiny.client_arrays([8, 5], seed=1), batch_size=4)
     process = algorithms.build_fedgkd(
-        tiny.model_fn, tiny.sgd(), buffer_size=2, gamma=0.5
+        tiny.model_fn, tiny.sgd(), buffer_size=3, gamma=0.5
     )
     state = process.initialize()
     seen = []
@@ -27,11 +27,26 @@ class FedGKDTest(tf.test.TestCase):
       seen.append(_trainable(process, state))
       state = process.next(state, data).state
     buffer = state.distributor
+    # Rounds 1 and 2 buffered their aggregates; round 0's initial model is
+    # never buffered (the official master buffers aggregates only).
     self.assertEqual(buffer['count'], 2)
     for layer in range(2):  # Kernel and bias.
       stacked = buffer['models'].trainable[layer]
       self.assertAllClose(stacked[0], seen[2][layer])
       self.assertAllClose(stacked[1], seen[1][layer])
+      self.assertAllEqual(stacked[2], np.zeros_like(seen[0][layer]))
+
+  def test_round_zero_does_not_distill(self):
+    data = tiny.datasets(tiny.client_arrays([10, 15], seed=5), batch_size=4)
+    fedavg = algorithms.build_fedavg(tiny.model_fn, tiny.sgd())
+    fedgkd = algorithms.build_fedgkd(tiny.model_fn, tiny.sgd(), gamma=0.5)
+    a = fedavg.next(fedavg.initialize(), data).state
+    b = fedgkd.next(fedgkd.initialize(), data).state
+    for x, y in zip(_trainable(fedavg, a), _trainable(fedgkd, b)):
+      self.assertAllEqual(x, y)
+    # From round 1 on the teacher term acts.
+    a, b = fedavg.next(a, data).state, fedgkd.next(b, data).state
+    self.assertNotAllClose(_trainable(fedavg, a)[0], _trainable(fedgkd, b)[0])
 
   def test_teacher_is_the_mean_of_the_buffer(self):
     weights_type = tff.learning.models.weights_type_from_model(tiny.model_fn())
@@ -60,7 +75,9 @@ class FedGKDTest(tf.test.TestCase):
       )
       state, broadcast = step(state, models[-1], [0, 0])
       teacher = broadcast['teacher']  # all_equal at CLIENTS: one value.
-      expected = np.mean(range(max(0, k - 2), k + 1))
+      # Round 0's model is the initial one: not buffered, no distillation.
+      self.assertEqual(broadcast['extra'], float(k > 0))
+      expected = np.mean(range(max(1, k - 2), k + 1)) if k else 0.0
       self.assertAllClose(teacher.trainable[0], np.full_like(kernel, expected))
       self.assertAllClose(teacher.trainable[1], np.full_like(bias, 10 * expected))
       self.assertAllClose(broadcast['model'].trainable[0], kernel)
@@ -79,7 +96,7 @@ class FedGKDTest(tf.test.TestCase):
     )
     loop.close()
     self.assertEqual(version, 2)
-    self.assertEqual(loaded.distributor['count'], 2)
+    self.assertEqual(loaded.distributor['count'], 1)  # Round 1's aggregate.
     for a, b in zip(tf.nest.flatten(state.distributor),
                     tf.nest.flatten(loaded.distributor)):
       self.assertAllEqual(a, b)

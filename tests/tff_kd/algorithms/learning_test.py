@@ -1,12 +1,15 @@
 """Each learning algorithm learns on real data (digits, Dirichlet label skew).
 
 The test accuracy after 12 rounds must exceed 0.75 (chance: 0.1), except for
-two output-exchange algorithms whose reported model is weaker by design,
+the output-exchange algorithms whose reported model is weaker by design,
 measured with these flags (`python -m binaries.compare --task=digits
---partition=dirichlet --alpha=0.5 --rounds=12 --algorithms=fd,fedad`):
+--partition=dirichlet --alpha=0.5 --rounds=12 --algorithms=fd,dsfl,fedad`):
 FD's accuracy is the mean over the clients' own models, each trained on its
-skewed data and regularized only on its own labels (0.32); FedAD's server
-model is distilled from clients that never receive global knowledge (0.60).
+skewed data and regularized only on its own labels (0.30); FedAD's server
+model is distilled from clients that never receive global knowledge (0.60);
+DS-FL's server model is distilled on ~140 public inputs without labelled
+model selection, as its paper (0.64; it passed 0.75 while it kept its best
+weights on the labelled validation split, which the paper does not have).
 """
 
 from absl.testing import parameterized
@@ -18,7 +21,7 @@ from tff_kd import experiment
 from tff_kd.algorithms import registry
 
 
-_LEAST_FINAL_ACCURACY = {'fd': 0.25, 'fedad': 0.5}
+_LEAST_FINAL_ACCURACY = {'fd': 0.25, 'dsfl': 0.6, 'fedad': 0.5}
 
 
 class LearnsOnDigitsTest(tf.test.TestCase, parameterized.TestCase):
