@@ -275,6 +275,11 @@ def create_task() -> tff.simulation.baselines.BaselineTask:
     )
   except (ValueError, FileNotFoundError) as e:
     raise flags.ValidationError(str(e)) from e
+  except OSError as e:  # A download (TFF's baseline data) that failed.
+    raise flags.ValidationError(
+        f'--task={TASK.value}: its data could not be loaded ({e}); offline, '
+        'TFF baseline tasks need --use_synthetic_data, our tfds tasks a '
+        'prepared --data_dir.') from e
 
 
 def algorithm_hparams(algorithm: registry.Algorithm) -> dict:

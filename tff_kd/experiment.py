@@ -367,12 +367,17 @@ class RunLock:
     self._file.close()  # Closing releases the lock.
 
 
-def _check_finite(state: Any, round_num: int, last_checkpoint: str) -> None:
-  """Raises if any float in the process state is NaN or Inf."""
-  for value in tf.nest.flatten(state):
-    value = np.asarray(value)
-    if (np.issubdtype(value.dtype, np.floating)
-        and not np.all(np.isfinite(value))):
+def _check_finite(before: Any, after: Any, round_num: int,
+                  last_checkpoint: str) -> None:
+  """Raises if a float of the process state became NaN or Inf in a round.
+
+  Values that were not finite before the round (a hyperparameter the user
+  set to inf, say) are not the round's doing.
+  """
+  for old, new in zip(tf.nest.flatten(before), tf.nest.flatten(after)):
+    old, new = np.asarray(old), np.asarray(new)
+    if (np.issubdtype(new.dtype, np.floating) and new.shape == old.shape
+        and np.any(np.isfinite(old) & ~np.isfinite(new))):
       raise FloatingPointError(
           f'Round {round_num} made the model non-finite (NaN or Inf); the run '
           f'stops here and keeps its last checkpoint ({last_checkpoint}). '
@@ -536,7 +541,7 @@ def _train(process, task, paths, manager, hparams, client_input, sample, *,
     @staticmethod
     def next(state, client_data):
       output = process.next(state, client_data)
-      _check_finite(output.state, max(dropped),
+      _check_finite(state, output.state, max(dropped),
                     f'round {manager.last_saved}')
       return output
 

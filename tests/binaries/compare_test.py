@@ -46,6 +46,7 @@ class CompareTest(tf.test.TestCase):
             self.assertEqual(row_a[key], row_b[key], key)
     self.assertEqual([r['algorithm'] for r in first], ['fedavg', 'fedntd'])
     self.assertEqual([r['seeds'] for r in first], ['2', '2'])
+    self.assertEqual([r['labelled_server_data'] for r in first], ['0', '0'])
     numbers = [k for k in first[0] if 'accuracy' in k or k.startswith('mb_')]
     for a, c in zip(first, resumed):
       for key in numbers:
@@ -87,6 +88,41 @@ class CompareTest(tf.test.TestCase):
     self.assertAlmostEqual(
         float(rows[0]['final_accuracy_mean']),
         float(metrics[-1][experiment.prototype_accuracy_key('cnn')]))
+    # FedDF selects on the labelled validation split: its rows are marked.
+    self.assertEqual([r['labelled_server_data'] for r in rows], ['1', '1'])
+    with open(os.path.join(root, 'summary.md')) as f:
+      table = f.read()
+    self.assertIn('| feddf[cnn] (L) |', table)
+    self.assertIn(compare.LABELLED_NOTE, table)
+
+
+class BadFlagsTest(tf.test.TestCase):
+
+  def _assert_rejected(self, pattern, *args):
+    with flagsaver.flagsaver():
+      with self.assertRaisesRegex(flags.IllegalFlagValueError, pattern):
+        FLAGS(['compare'] + list(args))
+
+  def test_duplicates_and_bad_report_rounds(self):
+    self._assert_rejected('--algorithms must not list an algorithm twice',
+                          '--algorithms=fedavg,fedavg')
+    self._assert_rejected('--seeds must be distinct', '--seeds=0,0')
+    self._assert_rejected('--seeds must be distinct', '--seeds=-1')
+    self._assert_rejected('--report_rounds must be round numbers',
+                          '--report_rounds=abc')
+    self._assert_rejected('--report_rounds must be at most --rounds',
+                          '--report_rounds=5', '--rounds=3')
+    self._assert_rejected('--target_accuracy must be in', '--target_accuracy=nan')
+
+  def test_a_bad_combination_fails_before_any_run_trains(self):
+    root = self.create_tempdir().full_path
+    with flagsaver.flagsaver(
+        task='digits', model='mlp', num_clients=4, clients_per_round=2,
+        rounds=1, algorithms=['fedavg', 'feddf'], seeds=['0'],
+        server_learning_rate=0.5, root_output_dir=root, local_epochs=1):
+      with self.assertRaisesRegex(ValueError, 'feddf has no server optimizer'):
+        compare.main(['compare'])
+    self.assertFalse(os.path.exists(os.path.join(root, 'results')))
 
 
 if __name__ == '__main__':

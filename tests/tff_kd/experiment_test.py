@@ -230,6 +230,20 @@ class RunIntegrityTest(tf.test.TestCase):
     checkpoints = experiment.output_paths(self.root, 'run')['checkpoints']
     self.assertEqual(os.listdir(checkpoints), ['program_state_0'])
 
+  def test_a_round_whose_clients_are_all_non_finite_says_so(self):
+    process = algorithms.build_fedavg(
+        self.task.model_fn,
+        tff.learning.optimizers.build_sgdm(learning_rate=float('inf')))
+    lines = []
+    rows = experiment.run_experiment(
+        process, self.task, total_rounds=1, clients_per_round=2,
+        root_output_dir=self.root, experiment_name='run',
+        print_fn=lines.append)
+    self.assertIn('2/2 clients dropped: their update was not finite (NaN or '
+                  'Inf): no update, the model is unchanged', lines[-1])
+    self.assertEqual(rows[-1][experiment.ACCURACY_KEY],
+                     rows[0][experiment.ACCURACY_KEY])
+
   def test_a_fresh_run_that_fails_early_can_be_started_again(self):
     # Round 0's evaluation fails, before the first checkpoint.
     with mock.patch.object(experiment.evaluation, 'build_evaluator',
