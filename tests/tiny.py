@@ -122,3 +122,22 @@ def check_client_states(test, initial, state, changed):
     test.assertEqual([w.shape for w in after], [w.shape for w in before])
     moved = any(not np.array_equal(a, b) for a, b in zip(after, before))
     test.assertEqual(moved, c in changed, c)
+
+
+def np_adam(params, gradient_fn, learning_rates, clip_norm=None):
+  """TFF's Adam (bias correction in the learning rate, eps 1e-7), one step
+  per learning rate; `gradient_fn(step, params)` gives the gradients."""
+  params = [np.array(p, np.float64) for p in params]
+  m = [np.zeros_like(p) for p in params]
+  v = [np.zeros_like(p) for p in params]
+  for t, lr in enumerate(learning_rates, start=1):
+    grads = gradient_fn(t - 1, params)
+    if clip_norm is not None:
+      norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+      grads = [g * min(1.0, clip_norm / norm) for g in grads]
+    rate = lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+    for i, g in enumerate(grads):
+      m[i] = 0.9 * m[i] + 0.1 * g
+      v[i] = 0.999 * v[i] + 0.001 * g**2
+      params[i] = params[i] - rate * m[i] / (np.sqrt(v[i]) + 1e-7)
+  return params

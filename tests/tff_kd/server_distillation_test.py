@@ -39,25 +39,17 @@ def _np_attention_loss(params, x, teacher, target, beta):
 
 
 def _np_adam(params, batches, x, teacher, lr, clip_norm):
-  """TFF's Adam (bias correction in the learning rate, eps 1e-7) on the KL of
-  the tiny softmax regression, over the given batches, constant lr."""
-  params = [p.astype(np.float64) for p in params]
-  m = [np.zeros_like(p) for p in params]
-  v = [np.zeros_like(p) for p in params]
-  for t, index in enumerate(batches, start=1):
+  """`tiny.np_adam` on the KL of the tiny softmax regression, over the given
+  batches, constant lr."""
+
+  def gradients(step, params):
+    index = batches[step]
     kernel, bias = params
     dz = (tiny.np_softmax(x[index] @ kernel + bias)
           - tiny.np_softmax(teacher[index])) / len(index)
-    grads = [x[index].T @ dz, dz.sum(axis=0)]
-    if clip_norm is not None:
-      norm = np.sqrt(sum(np.sum(g**2) for g in grads))
-      grads = [g * min(1.0, clip_norm / norm) for g in grads]
-    rate = lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
-    for i, g in enumerate(grads):
-      m[i] = 0.9 * m[i] + 0.1 * g
-      v[i] = 0.999 * v[i] + 0.001 * g**2
-      params[i] = params[i] - rate * m[i] / (np.sqrt(v[i]) + 1e-7)
-  return params
+    return [x[index].T @ dz, dz.sum(axis=0)]
+
+  return tiny.np_adam(params, gradients, [lr] * len(batches), clip_norm)
 
 
 def _initial_weights(model_fn=tiny.model_fn):

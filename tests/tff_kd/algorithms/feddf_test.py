@@ -46,25 +46,6 @@ def _trained_alone(model_fn, dataset, lr, start=None):
   return process.get_model_weights(state).trainable
 
 
-def _np_adam(params, gradient_fn, learning_rates, clip_norm=None):
-  """TFF's Adam (bias correction in the learning rate, eps 1e-7), one step
-  per learning rate; `gradient_fn(step, params)` gives the gradients."""
-  params = [np.array(p, np.float64) for p in params]
-  m = [np.zeros_like(p) for p in params]
-  v = [np.zeros_like(p) for p in params]
-  for t, lr in enumerate(learning_rates, start=1):
-    grads = gradient_fn(t - 1, params)
-    if clip_norm is not None:
-      norm = np.sqrt(sum(np.sum(g**2) for g in grads))
-      grads = [g * min(1.0, clip_norm / norm) for g in grads]
-    rate = lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
-    for i, g in enumerate(grads):
-      m[i] = 0.9 * m[i] + 0.1 * g
-      v[i] = 0.999 * v[i] + 0.001 * g**2
-      params[i] = params[i] - rate * m[i] / (np.sqrt(v[i]) + 1e-7)
-  return params
-
-
 def _linear_kl_gradients(x, teacher_logits):
   """Gradients of the batch-mean KL for the tiny softmax regression."""
   def gradients(params):
@@ -239,7 +220,7 @@ class FedDFTest(tf.test.TestCase):
         return _linear_kl_gradients(noise[rows], teacher[rows])(params)
 
       self.assertAllClose(process.get_model_weights(state).trainable,
-                          _np_adam(fused, gradients, cosine, clip_norm=5.0),
+                          tiny.np_adam(fused, gradients, cosine, clip_norm=5.0),
                           rtol=1e-4, atol=1e-5)
     metrics = output.metrics
     self.assertEqual(metrics['distillation']['model']['steps'], steps)
@@ -317,7 +298,7 @@ class FedAUXTest(tf.test.TestCase):
       return [x.T @ dh, dh.sum(axis=0), hidden.T @ dz, dz.sum(axis=0)]
 
     self.assertAllClose(output.state['prototypes']['mlp'].trainable,
-                        _np_adam(student, gradients, [lr]),
+                        tiny.np_adam(student, gradients, [lr]),
                         rtol=1e-4, atol=1e-6)
     metrics = output.metrics
     self.assertEqual(metrics['distillation']['mlp']['steps'], 1)
