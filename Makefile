@@ -1,11 +1,12 @@
 # Two entry points for a new user: `make run` and `make test`. Both create the
 # virtual environment .venv/ from requirements.lock when it is missing.
+# `make bench` rewrites docs/PERFORMANCE.md (long; run it on an idle machine).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= /tmp/tff_kd_run
 
-.PHONY: run test clean-venv
+.PHONY: run test bench clean-venv
 
 $(VENV)/installed: requirements.lock setup.py
 	rm -rf $(VENV)
@@ -25,6 +26,12 @@ run: $(VENV)/installed
 
 test: $(VENV)/installed
 	$(PY) -m pytest -q -n 2 --dist worksteal
+
+# Adds requirements-bench.lock (torch, CPU build, for the PyTorch reference;
+# it moves typing_extensions to 4.10.0) to .venv; run and test don't need it.
+bench: $(VENV)/installed
+	$(PY) -m pip install --quiet --no-deps -r requirements-bench.lock
+	$(PY) -m binaries.benchmark --output=docs/PERFORMANCE.md
 
 clean-venv:
 	rm -rf $(VENV)

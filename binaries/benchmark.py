@@ -2,11 +2,12 @@ r"""Measures round times: TFF overhead, TFF's own FedAvg, and every algorithm.
 
   python -m binaries.benchmark --output=docs/PERFORMANCE.md
 
-All figures of one invocation are measured in the same process, one after the
-other, and reported as medians over --timed_rounds rounds after
---warmup_rounds (the first round includes graph compilation). Workload (the
-PyTorch peers' reference): digits, 10 clients of ~67 examples (IID split over
-17 clients, 10 sampled), 1 local epoch, batch 16, the task's `cnn`.
+(`make bench` installs torch, then runs that.) All figures of one invocation
+are measured in the same process, one after the other, and reported as
+medians over --timed_rounds rounds after --warmup_rounds (the first round
+includes graph compilation). Workload but in sections 4 and 7: digits, 10
+clients of ~67 examples (IID split over 17 clients, 10 sampled), 1 local
+epoch, batch 16, the task's `cnn`.
 
 1. plain: the same client training (our `tff_kd.local_training` loop, same
    clients, data and epochs) in one process with no TFF, then a numpy
@@ -16,8 +17,14 @@ PyTorch peers' reference): digits, 10 clients of ~67 examples (IID split over
    its default training loop (`Dataset.reduce`) and with
    `loop_implementation=DATASET_ITERATOR` (the loop ours uses, see
    `tff_kd.local_training.dataset_reduce`).
-4. ours against the round time a PyTorch FL library is reported to take on
-   this workload (a quoted figure, see `_PYTORCH_PEER_SECONDS`).
+4. against PyTorch: our FedAvg (`tff_kd.algorithms.build_fedavg`) and a
+   plain PyTorch FedAvg (`binaries.torch_reference`) on the PyTorch peers'
+   workload, their rounds interleaved: digits split over 20 clients by
+   Dirichlet(0.1) label skew, 10 clients a round (the same seeded schedule on
+   both sides), 1 epoch of full batches of 16, SGD at 0.05, the peers' CNN
+   (33,802 parameters) on both sides. Skipped, with a line saying so, when
+   torch is not importable (it is benchmark-only: `make bench` installs
+   requirements-bench.lock).
 5. each registered algorithm, relative to our FedAvg.
 6. server distillation (FedDF's loop, `tff_kd.server_distillation`):
    examples per second as a `tf.function` and run eagerly.
@@ -42,11 +49,19 @@ import tensorflow_federated as tff
 
 from binaries import common
 import tasks
+from tff_kd import algorithms
 from tff_kd import experiment
 from tff_kd import local_training
 from tff_kd import runtime
 from tff_kd import server_distillation
 from tff_kd.algorithms import registry
+
+try:
+  from binaries import torch_reference  # pylint: disable=g-import-not-at-top
+  _TORCH_IMPORT_ERROR = None
+except ImportError as error:  # torch is benchmark-only.
+  torch_reference = None
+  _TORCH_IMPORT_ERROR = error
 
 OUTPUT = flags.DEFINE_string('output', 'docs/PERFORMANCE.md', 'Report file.')
 WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 3, 'Untimed rounds.')
@@ -68,12 +83,17 @@ SCALE_WORKERS_CLIENTS = flags.DEFINE_integer(
 DISTILL_STEPS = flags.DEFINE_integer(
     'bench_distill_steps', 200, 'Steps of the distillation measurement.'
 )
+TORCH_THREADS = flags.DEFINE_integer(
+    'torch_threads', 0, 'Threads of the PyTorch reference '
+    '(torch.set_num_threads); 0: torch\'s default, one per core. On a loaded '
+    'machine its OpenMP threads wait for each other: 1 avoids that.',
+    lower_bound=0,
+)
 
 _LR = 0.05
-# The issue's figure for a popular PyTorch FL library on this workload with a
-# ~34k-parameter CNN on these machines (quoted, not measured here: PyTorch is
-# not installed in this project's environment).
-_PYTORCH_PEER_SECONDS = 0.25
+# The PyTorch peers' workload (section 4 of the module docstring).
+_PEER_CLIENTS, _PEER_CLIENTS_PER_ROUND, _PEER_ALPHA = 20, 10, 0.1
+_PEER_EPOCHS, _PEER_BATCH = 1, 16
 
 
 def _median_round_seconds(step, warmup, timed):
@@ -81,7 +101,12 @@ def _median_round_seconds(step, warmup, timed):
 
 
 def _interleaved_medians(steps, warmup, timed):
-  """Median seconds of each step, the steps' rounds interleaved.
+  return {name: statistics.median(t)
+          for name, t in _interleaved_times(steps, warmup, timed).items()}
+
+
+def _interleaved_times(steps, warmup, timed):
+  """Seconds of each step's timed rounds, the steps' rounds interleaved.
 
   Every step takes its warm-up rounds, then the timed rounds go round-robin
   (a, b, c, a, b, c, ...), so a slow phase of the machine (or of the TFF
@@ -97,7 +122,7 @@ def _interleaved_medians(steps, warmup, timed):
       start = time.perf_counter()
       step()
       times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
+  return times
 
 
 def _plain_step_fn(task, datasets):
@@ -121,6 +146,105 @@ def _plain_step_fn(task, datasets):
     weights[0] = tuple(w - m for w, m in zip(weights[0], mean))
 
   return step
+
+
+def _peer_keras_model(input_shape, num_classes):
+  """The PyTorch peers' CNN (`torch_reference.build_cnn`) in Keras."""
+  return tf.keras.Sequential([
+      tf.keras.Input(input_shape),
+      tf.keras.layers.Conv2D(32, 3, padding='same', activation='relu'),
+      tf.keras.layers.MaxPool2D(2),
+      tf.keras.layers.Flatten(),
+      tf.keras.layers.Dense(64, activation='relu'),
+      tf.keras.layers.Dense(num_classes),
+  ])
+
+
+def _against_pytorch(warmup, timed):
+  """Report lines: our FedAvg and plain PyTorch's on the peers' workload.
+
+  Runs in a TFF context. Round r of each side trains the same clients (a
+  seeded schedule), so the rounds' SGD steps are equal too.
+  """
+  if torch_reference is None:
+    return [f'Skipped: torch is not importable here ({_TORCH_IMPORT_ERROR}). '
+            '`make bench` installs it (requirements-bench.lock).']
+  task = tasks.create_task(
+      'digits',
+      train_client_spec=tff.simulation.baselines.ClientSpec(
+          num_epochs=_PEER_EPOCHS, batch_size=_PEER_BATCH),
+      partition='dirichlet', alpha=_PEER_ALPHA, num_clients=_PEER_CLIENTS,
+      seed=0,
+  )
+  rng = np.random.default_rng(0)
+  schedule = [rng.choice(_PEER_CLIENTS, _PEER_CLIENTS_PER_ROUND, replace=False)
+              for _ in range(warmup + timed)]
+  sizes = [len(i) for i in task.client_indices]
+  steps = [sum(_PEER_EPOCHS * (sizes[k] // _PEER_BATCH) for k in clients)
+           for clients in schedule[warmup:]]
+  # Full batches, a new order each epoch (shuffle reshuffles every pass).
+  datasets = [
+      task.datasets.train_data.create_tf_dataset_for_client(str(k))
+      .shuffle(max(sizes), seed=k).batch(_PEER_BATCH, drop_remainder=True)
+      .repeat(_PEER_EPOCHS) for k in range(_PEER_CLIENTS)]
+
+  def model_fn():
+    return tff.learning.models.from_keras_model(
+        _peer_keras_model(task.input_shape, task.num_classes),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        input_spec=datasets[0].element_spec)
+
+  process = algorithms.build_fedavg(
+      model_fn, tff.learning.optimizers.build_sgdm(learning_rate=_LR))
+  state, ours_rounds = [process.initialize()], iter(schedule)
+
+  def ours():
+    clients = next(ours_rounds)
+    state[0] = process.next(state[0], [datasets[k] for k in clients]).state
+
+  peer = torch_reference.FedAvg(
+      [(task.arrays.x_train[i], task.arrays.y_train[i])
+       for i in task.client_indices], task.num_classes, epochs=_PEER_EPOCHS,
+      batch_size=_PEER_BATCH, learning_rate=_LR,
+      num_threads=TORCH_THREADS.value)
+  torch_rounds = iter(schedule)
+  times = _interleaved_times(
+      {'ours': ours, 'torch': lambda: peer.run_round(next(torch_rounds))},
+      warmup, timed)
+  params = _peer_keras_model(task.input_shape, task.num_classes).count_params()
+  median = {name: statistics.median(t) for name, t in times.items()}
+  ms_per_step = {name: statistics.median(
+      1000 * s / n for s, n in zip(t, steps) if n) for name, t in times.items()}
+  return [
+      f'Workload: digits split over {_PEER_CLIENTS} clients by '
+      f'Dirichlet({_PEER_ALPHA}) label skew, {_PEER_CLIENTS_PER_ROUND} '
+      f'clients a round (the same seeded schedule on both sides), '
+      f'{_PEER_EPOCHS} epoch of full batches of {_PEER_BATCH} (the last '
+      f'partial batch dropped), client SGD at {_LR}, the peers\' CNN '
+      f'({params:,} parameters: Conv2D 32 3x3 + ReLU + MaxPool 2, Dense 64 '
+      'ReLU, Dense 10); weighted averaging. SGD steps per timed round: median'
+      f' {statistics.median(steps):.0f}, {sum(steps)} in all.',
+      '',
+      '| FedAvg | seconds per round | ms per SGD step |',
+      '|---|---|---|',
+      f'| `tff_kd` `build_fedavg`, TFF C++ runtime | {median["ours"]:.3f} | '
+      f'{ms_per_step["ours"]:.2f} |',
+      f'| plain PyTorch (`binaries/torch_reference.py`) | '
+      f'{median["torch"]:.3f} | {ms_per_step["torch"]:.2f} |',
+      '',
+      f'Ours / PyTorch: {median["ours"] / median["torch"]:.2f} (seconds per '
+      'round). Medians of the rounds; ms per step: median over rounds of '
+      'round time / its SGD steps.',
+      '',
+      f'Threads: {torch_reference.describe()}; TensorFlow in this process: '
+      '`tf.config.threading` intra-op '
+      f'{tf.config.threading.get_intra_op_parallelism_threads()}, inter-op '
+      f'{tf.config.threading.get_inter_op_parallelism_threads()} (0: TF picks,'
+      ' one per core); our rounds run in TFF\'s C++ worker, started with no '
+      'thread settings (its flags: `--port`, '
+      '`--max_concurrent_computation_calls`), which may train a round\'s '
+      'clients concurrently; PyTorch trains them one after the other.',
+  ]
 
 
 def _distillation_rates(task, steps):
@@ -266,6 +390,7 @@ def main(argv):
       steps[f'algorithm {name}'] = _process_step_fn(process, [
           client_input(k, d) for k, d in zip(ids, datasets)])
     medians = _interleaved_medians(steps, warmup, timed)
+    against_pytorch = _against_pytorch(warmup, timed)
   results = dict(plain=plain, **{k: medians[k]
                                  for k in ('ours', 'tff', 'tff_iterator')})
   per_algorithm = {name: medians[f'algorithm {name}']
@@ -317,16 +442,9 @@ def main(argv):
       f' | {results["tff_iterator"]:.3f} | ours / TFF = '
       f'{results["ours"] / results["tff_iterator"]:.2f} |',
       '',
-      '## Against PyTorch peers',
+      '## Against PyTorch',
       '',
-      'A popular PyTorch FL library runs a FedAvg round of this workload '
-      f'with a ~34k-parameter CNN in about {_PYTORCH_PEER_SECONDS} s on these '
-      'machines (the figure given in our benchmark issue; not measured here). '
-      f'Ours, with the larger {params:,}-parameter `cnn`: '
-      f'{results["ours"]:.3f} s, {results["ours"] / _PYTORCH_PEER_SECONDS:.2f}'
-      ' x that figure; of it, '
-      f'{results["ours"] - results["plain"]:.3f} s is TFF\'s overhead over '
-      'the plain loop above.',
+  ] + against_pytorch + [
       '',
       '## Round time of each algorithm, relative to FedAvg',
       '',
