@@ -196,15 +196,28 @@ def main(argv):
                    unit='round', disable=None) as progress:
       for seed in seeds:
         flags.FLAGS.seed = seed
-        task = common.create_task()
-        # Every algorithm is built before the first run trains: a bad
-        # combination fails before any run has spent time.
-        processes = [common.build_process(task, a) for a in algorithms]
-        for algorithm, process in zip(algorithms, processes):
+        # With --resume, a run that already trained every round with these
+        # settings is read back, not built again.
+        finished = {
+            a.name: experiment.finished_run(
+                root, f'{a.name}_seed{seed}', common.ROUNDS.value,
+                common.run_hparams(a)) if common.RESUME.value else None
+            for a in algorithms}
+        todo = [a for a in algorithms if finished[a.name] is None]
+        if todo:
+          task = common.create_task()
+          # Every algorithm is built before the first run trains: a bad
+          # combination fails before any run has spent time.
+          processes = {a.name: common.build_process(task, a) for a in todo}
+        for algorithm in algorithms:
           name = algorithm.name
+          if finished[name] is not None:
+            runs[name].append(_run_summary(finished[name]))
+            progress.update(common.ROUNDS.value)
+            continue
           progress.set_description(f'{name} seed {seed}')
           rows = experiment.run_experiment(
-              process,
+              processes[name],
               task,
               total_rounds=common.ROUNDS.value,
               clients_per_round=common.CLIENTS_PER_ROUND.value,

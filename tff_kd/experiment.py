@@ -338,6 +338,29 @@ def _check_resumable(paths, name, hparams, total_rounds, latest_version):
         f'least {latest_version} rounds.')
 
 
+def finished_run(
+    root_output_dir: str, experiment_name: str, total_rounds: int,
+    hparams: Mapping[str, Any],
+) -> Optional[list[dict[str, str]]]:
+  """The metrics rows of a run that trained `total_rounds` rounds with
+  `hparams` (as its hparams.json says, up to `RESUMABLE_HPARAMS`), else None.
+  """
+  paths = output_paths(root_output_dir, experiment_name)
+  if not (tf.io.gfile.exists(paths['hparams'])
+          and tf.io.gfile.exists(paths['metrics_csv'])):
+    return None
+  with tf.io.gfile.GFile(paths['hparams']) as f:
+    saved = json.load(f)
+  now = _json_normalized(hparams)
+  if any(saved.get(k) != now.get(k) for k in set(saved) | set(now)
+         if k not in RESUMABLE_HPARAMS):
+    return None
+  rows = read_metrics(paths['metrics_csv'])
+  if not rows or int(rows[-1]['round_num']) != total_rounds:
+    return None
+  return rows
+
+
 class RunLock:
   """An exclusive lock on a run's results directory (`fcntl.flock`).
 
