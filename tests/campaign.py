@@ -160,7 +160,8 @@ def _cases() -> list[Case]:
                     setup=_npz('f.npz', **_four_clients(train_1=np.arange(0, 10)))))
   cases.append(Case('split_file out of range', [], 'outside',
                     setup=_npz('g.npz', **_four_clients(train_1=np.array([10**6])))))
-  cases.append(Case('split_file a good one', [], None, setup=_npz('h.npz', **_four_clients())))
+  cases.append(Case('split_file a good one', [], None, setup=_npz('h.npz', **_four_clients(
+      **{f'test_{c}': np.arange(200 + 10 * c, 205 + 10 * c) for c in range(4)}))))
   cases.append(Case('data_dir garbage', ['--task=mnist', '--data_dir=/nonexistent/x'],
                     'data_dir'))
   cases.append(Case('root_output_dir is a file', [], 'root_output_dir', setup=_file_as_root))
@@ -185,8 +186,11 @@ def _cases() -> list[Case]:
                     setup=_first_run()))  # Nothing left to do.
   cases.append(Case('resume with more rounds', ['--resume', '--rounds=2'], None,
                     setup=_first_run()))
-  cases.append(Case('non-finite model (server lr 1e30)', ['--server_learning_rate=1e30',
-                                                         '--rounds=3'], 'non-finite'))
+  # Huge but finite: the model's logits overflow, every client's update is non-finite
+  # and dropped, and the progress line must say so.
+  cases.append(Case('overflowing model (server lr 1e30)', ['--server_learning_rate=1e30',
+                                                          '--rounds=3'], None,
+                    check=lambda workdir, r: 'not finite (NaN or Inf)' in r.stdout))
   cases.append(Case('compare: duplicated algorithm', ['--algorithms=fedavg,fedavg'],
                     '--algorithms', binary='compare'))
   cases.append(Case('compare: duplicated seed', ['--seeds=0,0'], '--seeds',
