@@ -315,14 +315,20 @@ def _json_normalized(values: Mapping[str, Any]) -> dict[str, Any]:
   return json.loads(json.dumps(dict(values), sort_keys=True, default=str))
 
 
+def _changed_settings(hparams_path, hparams):
+  """(saved, now, keys whose values differ outside `RESUMABLE_HPARAMS`)."""
+  with tf.io.gfile.GFile(hparams_path) as f:
+    saved = json.load(f)
+  now = _json_normalized(hparams)
+  changed = [k for k in sorted(set(saved) | set(now))
+             if k not in RESUMABLE_HPARAMS and saved.get(k) != now.get(k)]
+  return saved, now, changed
+
+
 def _check_resumable(paths, name, hparams, total_rounds, latest_version):
   """Raises unless the run on disk is this configuration and can continue."""
   if tf.io.gfile.exists(paths['hparams']):
-    with tf.io.gfile.GFile(paths['hparams']) as f:
-      saved = json.load(f)
-    now = _json_normalized(hparams)
-    changed = [k for k in sorted(set(saved) | set(now))
-               if k not in RESUMABLE_HPARAMS and saved.get(k) != now.get(k)]
+    saved, now, changed = _changed_settings(paths['hparams'], hparams)
     if changed:
       raise ValueError(
           f'Run {name!r} belongs to another configuration; nothing was '
@@ -349,11 +355,7 @@ def finished_run(
   if not (tf.io.gfile.exists(paths['hparams'])
           and tf.io.gfile.exists(paths['metrics_csv'])):
     return None
-  with tf.io.gfile.GFile(paths['hparams']) as f:
-    saved = json.load(f)
-  now = _json_normalized(hparams)
-  if any(saved.get(k) != now.get(k) for k in set(saved) | set(now)
-         if k not in RESUMABLE_HPARAMS):
+  if _changed_settings(paths['hparams'], hparams)[2]:
     return None
   rows = read_metrics(paths['metrics_csv'])
   if not rows or int(rows[-1]['round_num']) != total_rounds:
