@@ -51,6 +51,9 @@ BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
 NON_FINITE_KEY = 'client_work/non_finite_clients'
 # hparams that may change when a run is resumed; any other change is refused.
 RESUMABLE_HPARAMS = ('rounds', 'rounds_per_eval', 'rounds_per_checkpoint')
+# The key of hparams.json that records how the run was executed (workers,
+# addresses, ...): written, never compared on resume.
+RUNTIME_KEY = 'runtime'
 
 
 def prototype_accuracy_key(name: str) -> str:
@@ -321,7 +324,8 @@ def _changed_settings(hparams_path, hparams):
     saved = json.load(f)
   now = _json_normalized(hparams)
   changed = [k for k in sorted(set(saved) | set(now))
-             if k not in RESUMABLE_HPARAMS and saved.get(k) != now.get(k)]
+             if k not in RESUMABLE_HPARAMS + (RUNTIME_KEY,)
+             and saved.get(k) != now.get(k)]
   return saved, now, changed
 
 
@@ -451,7 +455,9 @@ def run_experiment(
     rounds_per_checkpoint: checkpoint every this many rounds (and the last).
     resume: continue from the last checkpoint of `experiment_name` (a run not
       started yet starts).
-    hparams: written to `hparams.json`, and checked against it on resume.
+    hparams: written to `hparams.json`, and checked against it on resume
+      (except `RESUMABLE_HPARAMS` and the `RUNTIME_KEY` entry, which records
+      how the run was executed and may change).
     print_fn: receives the progress line of each round.
     client_dropout: probability that a sampled client drops out of a round
       (seeded by (seed, round)): it trains on nothing and sends nothing that
