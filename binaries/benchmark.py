@@ -48,13 +48,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from binaries import common
+from binaries import registry
 import tasks
 from tff_kd import algorithms
 from tff_kd import experiment
 from tff_kd import local_training
 from tff_kd import runtime
 from tff_kd import server_distillation
-from tff_kd.algorithms import registry
 
 try:
   from binaries import torch_reference  # pylint: disable=g-import-not-at-top

@@ -18,9 +18,9 @@ from absl import flags
 from absl import logging
 import tensorflow_federated as tff
 
+from binaries import registry
 import tasks
 from tff_kd import runtime
-from tff_kd.algorithms import registry
 
 # Task and data.
 TASK = flags.DEFINE_enum('task', 'digits', tasks.TASK_NAMES, 'Task (dataset).')

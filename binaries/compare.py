@@ -32,8 +32,8 @@ import tensorflow_federated as tff
 import tqdm
 
 from binaries import common
+from binaries import registry
 from tff_kd import experiment
-from tff_kd.algorithms import registry
 
 ALGORITHMS = flags.DEFINE_list(
     'algorithms', ['fedavg', 'fedntd'], 'Algorithms to compare, from: '

@@ -22,7 +22,7 @@ from absl import flags
 
 from binaries import common
 from binaries import compare
-from tff_kd.algorithms import registry
+from binaries import registry
 
 TASKS = flags.DEFINE_list('tasks', ['digits', 'mnist1d'], 'Tasks to run.')
 ALPHAS = flags.DEFINE_list(

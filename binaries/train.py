@@ -13,8 +13,8 @@ from absl import app  # For app.UsageError.
 from absl import flags
 
 from binaries import common
+from binaries import registry
 from tff_kd import experiment
-from tff_kd.algorithms import registry
 
 ALGORITHM = flags.DEFINE_enum(
     'algorithm', 'fedavg', sorted(registry.ALGORITHMS), 'Algorithm to run.'

@@ -16,9 +16,9 @@ from absl.testing import parameterized
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from binaries import registry
 import tasks
 from tff_kd import experiment
-from tff_kd.algorithms import registry
 
 
 _LEAST_FINAL_ACCURACY = {'fd': 0.25, 'dsfl': 0.6, 'fedad': 0.5}

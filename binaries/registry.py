@@ -1,7 +1,11 @@
 """Every algorithm by name, with its own hyperparameters and their defaults.
 
-Binaries read this registry: an algorithm added here gets its flags in
-`binaries/train.py` and joins `binaries/compare.py` without editing them.
+The binaries' registry: an algorithm added here gets its flags in
+`binaries/train.py` and joins `binaries/compare.py` without editing them. It
+sits beside the binaries, not in the library: it knows our tasks (`tasks`;
+their splits, prototypes and distillation inputs, probed so that TFF's
+baseline tasks work too) and turns them into the explicit arguments of the
+library's `tff_kd.algorithms.build_*` functions.
 Each entry's `build(task, *, client_learning_rate, server_learning_rate,
 clients_per_round, **hparams)` returns a `tff.learning.templates.
 LearningProcess` for the task, or for the algorithms whose clients keep their
