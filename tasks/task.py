@@ -6,10 +6,17 @@ distillation algorithms need: a labelled validation split and an unlabeled
 public split, both held by the server and disjoint from the clients' data,
 and model builders for every architecture (prototypes).
 
+Models: a built-in architecture by name (`tasks.MODEL_NAMES`) or your own
+Keras model, given as a no-arg function that builds it (uncompiled, logits
+out); `model_fn_from_keras` wraps such a builder as a TFF `model_fn` with the
+tasks' loss and metrics, checking it against the task's inputs and classes
+first. A custom model is named by its function's `__name__`.
+
 Model prototypes (heterogeneous architectures, FedDF/FedAUX): `prototypes`
-names the architectures, the first being the task's `model`; each client is
-assigned one by a seeded balanced rule: the clients, in a permutation drawn
-from `seed`, take the prototypes in turn (so counts differ by at most one).
+names the architectures (built-in names or builders), the first being the
+task's `model`; each client is assigned one by a seeded balanced rule: the
+clients, in a permutation drawn from `seed`, take the prototypes in turn (so
+counts differ by at most one).
 
 Split of a task's canonical training examples (see `tasks.data`), by `seed`:
 `validation_fraction` -> validation, `public_fraction` -> public (labels
@@ -18,9 +25,10 @@ dataset's own test split (centralized).
 """
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 import functools
-from typing import Optional
+import inspect
+from typing import Any, Optional, Union
 
 import attrs
 import numpy as np
@@ -36,22 +44,52 @@ TFF_BASELINE_TASKS = ('emnist_character', 'cifar100_image')
 TASK_NAMES = OUR_TASKS + TFF_BASELINE_TASKS
 
 
+# A no-arg function building a new, uncompiled `tf.keras.Model` whose output
+# is the logits over the task's classes.
+KerasBuilder = Callable[[], tf.keras.Model]
+# TFF's baseline tasks: their number of classes.
+_TFF_BASELINE_CLASSES = {'emnist_character': 62, 'cifar100_image': 100}
+
+
 def _keras_model(model_name, input_shape, num_classes, seed):
   return models.build_keras_model(
       model_name, input_shape=input_shape, num_classes=num_classes, seed=seed
   )
 
 
-def _model_fn(model_name, input_shape, num_classes, seed, input_spec):
-  """A no-arg `model_fn` building a new `VariableModel` of `model_name`."""
-  if model_name not in models.MODEL_NAMES:
-    raise ValueError(
-        f'Unknown model {model_name!r}; choose one of {models.MODEL_NAMES}.'
+def _inputs_spec(input_spec: Any) -> tf.TensorSpec:
+  """The model inputs' spec of a batch spec `{x, y}` or `(x, y)`."""
+  x = input_spec.get('x') if isinstance(input_spec, Mapping) else (
+      input_spec[0] if isinstance(input_spec, Sequence) and
+      len(input_spec) == 2 else None)
+  if not isinstance(x, tf.TensorSpec):
+    raise TypeError(
+        'input_spec must be the tf.TensorSpecs of a batch, OrderedDict(x=..., '
+        f'y=...) or (x, y) (a task\'s datasets.element_type_structure); got '
+        f'{input_spec!r}.'
     )
+  return x
+
+
+def _built(keras_model: tf.keras.Model, input_spec: Any) -> tf.keras.Model:
+  """`keras_model`, built on the task's inputs if it declares no input shape.
+
+  A model written as PyTorch modules are (layers only, shapes inferred)
+  creates its weights when first called: here, on a symbolic batch of the
+  task's inputs.
+  """
+  if not keras_model.built:
+    x = _inputs_spec(input_spec)
+    keras_model(tf.keras.Input(shape=x.shape[1:], dtype=x.dtype))
+  return keras_model
+
+
+def _keras_model_fn(keras_builder: KerasBuilder, input_spec: Any):
+  """A builder's `model_fn`, unchecked (`model_fn_from_keras` checks)."""
 
   def model_fn():
     return tff.learning.models.from_keras_model(
-        _keras_model(model_name, input_shape, num_classes, seed),
+        _built(keras_builder(), input_spec),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         input_spec=input_spec,
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
@@ -60,17 +98,178 @@ def _model_fn(model_name, input_shape, num_classes, seed, input_spec):
   return model_fn
 
 
+def _model_fn(model_name, input_shape, num_classes, seed, input_spec):
+  """A no-arg `model_fn` building a new `VariableModel` of `model_name`."""
+  if model_name not in models.MODEL_NAMES:
+    raise ValueError(
+        f'Unknown model {model_name!r}; choose one of {models.MODEL_NAMES}.'
+    )
+  return _keras_model_fn(
+      functools.partial(
+          _keras_model, model_name, input_shape, num_classes, seed),
+      input_spec,
+  )
+
+
+def _ends_in_softmax(keras_model: tf.keras.Model) -> bool:
+  if not keras_model.layers:
+    return False
+  last = keras_model.layers[-1]
+  return isinstance(last, tf.keras.layers.Softmax) or getattr(
+      last, 'activation', None) in (tf.keras.activations.softmax,
+                                    tf.nn.softmax)
+
+
+def _describe(keras_builder: Any) -> str:
+  """A builder as errors name it: its name, else its repr."""
+  name = getattr(keras_builder, '__name__', None)
+  return name if isinstance(name, str) else repr(keras_builder)
+
+
+def _check_is_builder(value: Any, argument: str, expected: str) -> None:
+  if isinstance(value, tf.keras.Model):
+    raise TypeError(
+        f'{argument} is a Keras model ({type(value).__name__} {value.name!r}); '
+        'pass the function that builds it: TFF builds the model anew in each '
+        'computation.'
+    )
+  if not callable(value):
+    raise TypeError(
+        f'{argument} must be {expected} that builds a new tf.keras.Model; '
+        f'got {value!r}.'
+    )
+
+
+def _check_keras_builder(
+    keras_builder: Any, input_spec: Any, num_classes: int, argument: str
+) -> None:
+  """Raises an error naming `argument` unless `keras_builder` builds a new,
+  uncompiled Keras model from the task's inputs to `num_classes` logits."""
+  _check_is_builder(keras_builder, argument, 'a no-arg function')
+  what = f'{argument}={_describe(keras_builder)}'
+  try:
+    inspect.signature(keras_builder).bind()
+  except TypeError as e:
+    raise TypeError(
+        f'{what} must be callable with no arguments: {e}.') from None
+  except ValueError:  # No signature to inspect (a builtin): call it below.
+    pass
+  x = _inputs_spec(input_spec)
+  shape = tuple(x.shape[1:])
+  with tf.Graph().as_default():  # Its variables go nowhere.
+    keras_model = keras_builder()
+    if not isinstance(keras_model, tf.keras.Model):
+      raise TypeError(f'{what} must return a tf.keras.Model; it returned '
+                      f'{type(keras_model).__name__}.')
+    again = keras_builder()
+    if again is keras_model or {id(l) for l in keras_model.layers} & {
+        id(l) for l in getattr(again, 'layers', ())}:
+      raise ValueError(
+          f'{what} returns the same model or layers on every call; create '
+          'them inside the function: TFF builds the model anew in each '
+          'computation.'
+      )
+    if keras_model._is_compiled:  # pylint: disable=protected-access
+      raise ValueError(
+          f'{what} returned a compiled model; return it uncompiled: the task '
+          'gives the loss and metrics, the algorithm the optimizer.'
+      )
+    if keras_model.built and keras_model.inputs is not None:
+      if len(keras_model.inputs) != 1:
+        raise ValueError(
+            f'{what} builds a model of {len(keras_model.inputs)} inputs; the '
+            f'task\'s batches have one, x of shape {shape}.'
+        )
+      declared = keras_model.inputs[0].shape[1:]
+      if not declared.is_compatible_with(shape):
+        raise ValueError(
+            f'{what} builds a model for inputs of shape {tuple(declared)}, '
+            f'but the task\'s inputs have shape {shape}.'
+        )
+    try:
+      outputs = keras_model(tf.keras.Input(shape=shape, dtype=x.dtype))
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+      raise ValueError(
+          f'{what} builds a model that cannot take the task\'s inputs of '
+          f'shape {shape}: {e}'
+      ) from e
+    outputs = tf.nest.flatten(outputs)
+    if len(outputs) != 1:
+      raise ValueError(
+          f'{what} builds a model with {len(outputs)} outputs; the task needs '
+          f'one: logits of shape (batch, {num_classes}).'
+      )
+    out_shape = tuple(outputs[0].shape)
+    if len(out_shape) != 2 or out_shape[1] != num_classes:
+      raise ValueError(
+          f'{what} builds a model whose output has shape {out_shape}, but the '
+          f'task has {num_classes} classes: its output must be logits of '
+          f'shape (batch, {num_classes}), e.g. a last layer '
+          f'Dense({num_classes}).'
+      )
+    if _ends_in_softmax(keras_model):
+      raise ValueError(
+          f'{what} builds a model that ends in a softmax; output logits '
+          'instead (no activation on the last layer): the loss is '
+          'cross-entropy from logits.'
+      )
+
+
+def model_fn_from_keras(
+    keras_builder: KerasBuilder,
+    *,
+    input_spec: Any,
+    num_classes: int,
+    argument: str = 'keras_builder',
+) -> Callable[[], tff.learning.models.VariableModel]:
+  """Wraps a Keras model builder as a TFF `model_fn`, with the tasks' loss.
+
+  The `model_fn` returns `tff.learning.models.from_keras_model(model,
+  loss=SparseCategoricalCrossentropy(from_logits=True), metrics=
+  [SparseCategoricalAccuracy()], input_spec=input_spec)` on a new model from
+  `keras_builder` each call, as the built-in models' `model_fn` does. A model
+  that declares no input shape (layers only, as a PyTorch module) is built on
+  the task's inputs.
+
+  Args:
+    keras_builder: a no-arg function returning a new, uncompiled
+      `tf.keras.Model` whose output is the logits over the classes.
+    input_spec: the `tf.TensorSpec`s of a batch, `OrderedDict(x=..., y=...)`
+      or `(x, y)`: a task's `datasets.element_type_structure`.
+    num_classes: the number of classes (the model's output size).
+    argument: the argument name errors give (e.g. `model` of `create_task`).
+
+  Returns:
+    A no-arg function returning a new `tff.learning.models.VariableModel`.
+
+  Raises:
+    TypeError: `keras_builder` is not a no-arg function (a Keras model itself
+      is not one) or does not return a `tf.keras.Model`.
+    ValueError: the builder returns the same model or layers on every call,
+      the model is compiled, declares inputs of another shape than
+      the task's or cannot take them, does not give one output of
+      `num_classes` logits per example, or ends in a softmax.
+  """
+  if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+    raise ValueError(
+        f'num_classes must be an integer >= 2; got {num_classes!r}.')
+  _check_keras_builder(keras_builder, input_spec, num_classes, argument)
+  return _keras_model_fn(keras_builder, input_spec)
+
+
 @attrs.define(frozen=True, kw_only=True)
 class Task(tff.simulation.baselines.BaselineTask):
   """A `BaselineTask` with server-side splits and per-architecture models.
 
   Attributes (beyond `datasets` and `model_fn`):
     name, model_name, num_classes, input_shape, seed.
+    custom_models: name -> Keras builder of each prototype that is not a
+      built-in architecture (named by its function's `__name__`).
     arrays: the task's `tasks.data.Arrays` (canonical order).
     client_indices: per client, indices into `arrays.x_train`.
     validation: (x, y) numpy arrays, labelled, held by the server.
     public_x: numpy array of unlabeled server (distillation) inputs.
-    prototypes: model architectures, the first is `model_name`.
+    prototypes: model architectures' names, the first is `model_name`.
     client_prototypes: client id -> its prototype.
     train_client_spec: epochs, batch size, ... of the clients' training data.
   """
@@ -87,6 +286,7 @@ class Task(tff.simulation.baselines.BaselineTask):
   prototypes: tuple[str, ...]
   client_prototypes: dict[str, str]
   train_client_spec: tff.simulation.baselines.ClientSpec
+  custom_models: dict[str, KerasBuilder] = attrs.field(factory=dict)
 
   @property
   def test(self) -> tuple[np.ndarray, np.ndarray]:
@@ -111,21 +311,44 @@ class Task(tff.simulation.baselines.BaselineTask):
     )
 
   def keras_model_fn(self, model_name: Optional[str] = None) -> tf.keras.Model:
-    """A new Keras model (logits out), initialized by the task's seed."""
+    """A new Keras model (logits out) of `model_name` (default the task's).
+
+    A built-in architecture is initialized by the task's seed; a custom model
+    is its builder's, built on the task's inputs.
+    """
+    model_name = model_name or self.model_name
+    if model_name in self.custom_models:
+      return _built(self.custom_models[model_name](),
+                    self.datasets.element_type_structure)
     return _keras_model(
-        model_name or self.model_name, self.input_shape, self.num_classes,
-        self.seed,
+        model_name, self.input_shape, self.num_classes, self.seed,
     )
 
   def model_fn_for(
-      self, model_name: str
+      self, model: Union[str, KerasBuilder]
   ) -> Callable[[], tff.learning.models.VariableModel]:
-    """A no-arg `model_fn` for architecture `model_name` (a prototype)."""
-    return _model_fn(
-        model_name, self.input_shape, self.num_classes, self.seed,
-        self.datasets.element_type_structure,
-    )
+    """A no-arg `model_fn` for `model`, with the task's loss and metrics.
 
+    Args:
+      model: a prototype's name (a built-in architecture, or one of
+        `custom_models`), or a Keras builder (checked as
+        `model_fn_from_keras` does).
+    """
+    spec = self.datasets.element_type_structure
+    if not isinstance(model, str):
+      return model_fn_from_keras(model, input_spec=spec,
+                                 num_classes=self.num_classes,
+                                 argument='model')
+    if model in self.custom_models:
+      return _keras_model_fn(self.custom_models[model], spec)
+    if model not in models.MODEL_NAMES:
+      raise ValueError(
+          f'Unknown model {model!r}; choose one of '
+          f'{models.MODEL_NAMES + tuple(self.custom_models)}.'
+      )
+    return _model_fn(
+        model, self.input_shape, self.num_classes, self.seed, spec,
+    )
 
   def distillation_inputs(
       self, source: str, data_dir: Optional[str] = None
@@ -165,6 +388,39 @@ class Task(tff.simulation.baselines.BaselineTask):
       )
     x = data.load_arrays(source, data_dir=data_dir).x_train
     return tf.image.resize(x, self.input_shape[:2], method='area').numpy()
+
+
+def _resolve_model(
+    model: Union[str, KerasBuilder], argument: str, kind: str = 'model'
+) -> tuple[str, Optional[KerasBuilder]]:
+  """(name, None) of a built-in architecture; (name, builder) of a custom one.
+
+  A custom model is named by its function's `__name__` (it names its
+  prototype and its metrics), which must be an identifier and not a built-in
+  architecture's name.
+  """
+  if isinstance(model, str):
+    if model not in models.MODEL_NAMES:
+      raise ValueError(
+          f'Unknown {kind} {model!r}; choose one of {models.MODEL_NAMES}, or '
+          'pass a function that builds a Keras model.'
+      )
+    return model, None
+  _check_is_builder(model, argument,
+                    f'one of {models.MODEL_NAMES} or a no-arg function')
+  name = getattr(model, '__name__', None)
+  if not isinstance(name, str) or not name.isidentifier():
+    raise ValueError(
+        f'{argument}={_describe(model)}: a custom model is named by its '
+        f'function\'s __name__, and {name!r} is not a name; define it with '
+        '`def`.'
+    )
+  if name in models.MODEL_NAMES:
+    raise ValueError(
+        f'{argument}={_describe(model)} is named {name!r}, a built-in '
+        'model\'s name; rename the function.'
+    )
+  return name, model
 
 
 def _from_split_file(name, split_file, num_clients, data_dir):
@@ -259,8 +515,8 @@ def create_task(
     name: str,
     *,
     train_client_spec: tff.simulation.baselines.ClientSpec,
-    model: str = 'cnn',
-    prototypes: Optional[tuple[str, ...]] = None,
+    model: Union[str, KerasBuilder] = 'cnn',
+    prototypes: Optional[Sequence[Union[str, KerasBuilder]]] = None,
     partition: str = 'dirichlet',
     alpha: float = 0.5,
     classes_per_client: int = 2,
@@ -279,12 +535,17 @@ def create_task(
     name: one of `TASK_NAMES`. `emnist_character` and `cifar100_image` are
       TFF's own baseline tasks, returned as TFF builds them (naturally
       partitioned; no public split); the other arguments but
-      `train_client_spec` and `use_synthetic_data` do not apply to them.
+      `train_client_spec`, `use_synthetic_data` and a custom `model` do not
+      apply to them.
     train_client_spec: a `tff.simulation.baselines.ClientSpec` (epochs, batch
       size, max elements, shuffle buffer) for client training data.
-    model: architecture, one of `tasks.MODEL_NAMES`.
-    prototypes: architectures of the clients' models (FedDF, FedAUX), the
-      first equal to `model`; default `(model,)`.
+    model: architecture, one of `tasks.MODEL_NAMES`, or your own: a no-arg
+      function building a new, uncompiled `tf.keras.Model` with logits out
+      (see `model_fn_from_keras`; checked here against the task's inputs and
+      classes), named by its `__name__`.
+    prototypes: architectures of the clients' models (FedDF, FedAUX, FD,
+      DS-FL, FedAD), names or builders as `model`, the first equal to
+      `model`; default `(model,)`.
     partition: one of `tasks.partition.METHODS`.
     alpha: Dirichlet concentration for `dirichlet` and `quantity`, > 0.
     classes_per_client: classes per client for `shards`.
@@ -308,22 +569,24 @@ def create_task(
   if name not in TASK_NAMES:
     raise ValueError(f'Unknown task {name!r}; choose one of {TASK_NAMES}.')
   if name in TFF_BASELINE_TASKS:
-    return _tff_baseline(name, train_client_spec, use_synthetic_data)
-  if model not in models.MODEL_NAMES:
+    baseline = _tff_baseline(name, train_client_spec, use_synthetic_data)
+    if isinstance(model, str):
+      return baseline
+    return attrs.evolve(baseline, model_fn=model_fn_from_keras(
+        model, input_spec=baseline.datasets.element_type_structure,
+        num_classes=_TFF_BASELINE_CLASSES[name], argument='model'))
+  model_name, builder = _resolve_model(model, 'model')
+  entries = [model] if prototypes is None else list(prototypes)
+  resolved = [_resolve_model(p, f'prototypes[{i}]', kind='prototype')
+              for i, p in enumerate(entries)]
+  prototypes = tuple(n for n, _ in resolved)
+  if (prototypes[0] != model_name or resolved[0][1] is not builder
+      or len(set(prototypes)) != len(prototypes)):
     raise ValueError(
-        f'Unknown model {model!r}; choose one of {models.MODEL_NAMES}.'
+        'prototypes must be distinct and start with the model '
+        f'{model_name!r}; got {prototypes}.'
     )
-  prototypes = (model,) if prototypes is None else tuple(prototypes)
-  for prototype in prototypes:
-    if prototype not in models.MODEL_NAMES:
-      raise ValueError(
-          f'Unknown prototype {prototype!r}; choose from {models.MODEL_NAMES}.'
-      )
-  if prototypes[0] != model or len(set(prototypes)) != len(prototypes):
-    raise ValueError(
-        f'prototypes must be distinct and start with the model {model!r}; '
-        f'got {prototypes}.'
-    )
+  custom_models = {n: b for n, b in resolved if b is not None}
   for arg, value in (('validation_fraction', validation_fraction),
                      ('public_fraction', public_fraction)):
     if not 0 <= value < 1:
@@ -378,14 +641,17 @@ def create_task(
           _train_preprocess, spec=train_client_spec, shuffle_seed=seed),
       eval_preprocess_fn=lambda dataset: dataset.batch(eval_batch_size),
   )
+  spec = datasets.element_type_structure
+  for i, (_, prototype_builder) in enumerate(resolved):
+    if prototype_builder is not None:
+      _check_keras_builder(prototype_builder, spec, num_classes,
+                           'model' if i == 0 else f'prototypes[{i}]')
   return Task(
       name=name,
       datasets=datasets,
-      model_fn=_model_fn(
-          model, input_shape, num_classes, seed,
-          datasets.element_type_structure,
-      ),
-      model_name=model,
+      model_fn=(_model_fn(model_name, input_shape, num_classes, seed, spec)
+                if builder is None else _keras_model_fn(builder, spec)),
+      model_name=model_name,
       num_classes=num_classes,
       input_shape=input_shape,
       seed=seed,
@@ -396,4 +662,5 @@ def create_task(
       prototypes=prototypes,
       client_prototypes=_assign_prototypes(prototypes, num_clients, seed),
       train_client_spec=train_client_spec,
+      custom_models=custom_models,
   )
