@@ -6,12 +6,21 @@ data is loaded or any model is built, with a message that names the flag and
 the value. `run(main)` runs a binary: an error prints one line (`--debug`
 shows the traceback), and Ctrl-C stops cleanly (exit 130), keeping the last
 checkpoint.
+
+Only the binaries' `main` functions read the flags: they gather them once in a
+`Settings` (`Settings.from_flags()`), and everything below `main` (the task,
+the process, the TFF runtime, hparams.json) is built from a `Settings`, so one
+program can run several settings (compare's seeds, results' tasks and label
+skews) without rewriting global flags.
 """
 
+from collections.abc import Mapping
+import dataclasses
 import math
 import os
 import sys
 import tempfile
+from typing import Any, Optional
 
 from absl import app
 from absl import flags
@@ -20,6 +29,7 @@ import tensorflow_federated as tff
 
 from binaries import registry
 import tasks
+from tff_kd import experiment
 from tff_kd import runtime
 
 # Task and data.
@@ -190,11 +200,82 @@ def _check_clients_per_round(values):
   return values['clients_per_round'] <= values['num_clients']
 
 
-def tff_runtime():
-  """The TFF runtime of the flags, a context manager."""
-  if WORKERS.value:
-    return runtime.RemoteRuntime(WORKERS.value)
-  return runtime.LocalRuntime(num_workers=LOCAL_WORKERS.value)
+# The shared flags that say how a run is executed, not what it computes:
+# hparams.json records them under `experiment.RUNTIME_KEY`, which --resume
+# never compares. Every other flag is run-defining (compared on --resume).
+RUNTIME_FLAGS = ('workers', 'local_workers', 'root_output_dir', 'resume',
+                 'debug')
+
+
+def _algorithm_hparam_defaults() -> dict[str, Any]:
+  return {name: flag.default for name, flag in ALGORITHM_HPARAM_FLAGS.items()}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+  """The values of the shared flags: what a run is, and how it is executed.
+
+  One field per flag of this module (list flags as tuples), defaulting to the
+  flag's default, and `algorithm_hparams`, every algorithm flag's value by
+  name (each algorithm reads its own). Built from the parsed flags by
+  `from_flags()`; the flags' validators have checked the values, and
+  `tasks.create_task` and `tff_kd.experiment.run_experiment` check theirs
+  again. `dataclasses.replace(settings, seed=1)` is another run's settings.
+  """
+
+  # Task and data.
+  task: str = TASK.default
+  model: str = MODEL.default
+  data_dir: Optional[str] = DATA_DIR.default
+  use_synthetic_data: bool = USE_SYNTHETIC_DATA.default
+  prototypes: tuple[str, ...] = tuple(PROTOTYPES.default)
+  partition: str = PARTITION.default
+  alpha: float = ALPHA.default
+  classes_per_client: int = CLASSES_PER_CLIENT.default
+  num_clients: int = NUM_CLIENTS.default
+  split_file: Optional[str] = SPLIT_FILE.default
+  # Training.
+  clients_per_round: int = CLIENTS_PER_ROUND.default
+  client_dropout: float = CLIENT_DROPOUT.default
+  local_epochs: int = LOCAL_EPOCHS.default
+  batch_size: int = BATCH_SIZE.default
+  client_learning_rate: float = CLIENT_LEARNING_RATE.default
+  server_learning_rate: float = SERVER_LEARNING_RATE.default
+  rounds: int = ROUNDS.default
+  rounds_per_eval: int = ROUNDS_PER_EVAL.default
+  rounds_per_checkpoint: int = ROUNDS_PER_CHECKPOINT.default
+  seed: int = SEED.default
+  # Runtime and output (RUNTIME_FLAGS).
+  workers: tuple[str, ...] = tuple(WORKERS.default)
+  local_workers: int = LOCAL_WORKERS.default
+  root_output_dir: str = ROOT_OUTPUT_DIR.default
+  resume: bool = RESUME.default
+  debug: bool = DEBUG.default
+  # Each algorithm's own hyperparameters, by flag name.
+  algorithm_hparams: Mapping[str, Any] = dataclasses.field(
+      default_factory=_algorithm_hparam_defaults)
+
+  @classmethod
+  def from_flags(cls) -> 'Settings':
+    """The settings of the parsed flags."""
+    values = {
+        field.name: flags.FLAGS[field.name].value
+        for field in dataclasses.fields(cls)
+        if field.name != 'algorithm_hparams'
+    }
+    return cls(
+        **{name: tuple(value) if isinstance(value, list) else value
+           for name, value in values.items()},
+        algorithm_hparams={name: flag.value
+                           for name, flag in ALGORITHM_HPARAM_FLAGS.items()},
+    )
+
+
+def tff_runtime(settings: Settings):
+  """The TFF runtime of the settings, a context manager."""
+  if settings.workers:
+    return runtime.RemoteRuntime(list(settings.workers))
+  return runtime.LocalRuntime(num_workers=settings.local_workers)
 
 
 def run(main) -> None:
@@ -222,9 +303,8 @@ def run(main) -> None:
   app.run(guarded)
 
 
-def check_output_dir() -> None:
-  """--root_output_dir is a writable directory (made if missing)."""
-  path = ROOT_OUTPUT_DIR.value
+def check_output_dir(path: str) -> None:
+  """`path` (--root_output_dir) is a writable directory (made if missing)."""
   try:
     os.makedirs(path, exist_ok=True)
     with tempfile.TemporaryFile(dir=path):
@@ -253,67 +333,82 @@ def quiet_logging() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def create_task() -> tff.simulation.baselines.BaselineTask:
-  """The task of the flags; data errors surface as `flags.ValidationError`."""
+def create_task(
+    settings: Settings) -> tff.simulation.baselines.BaselineTask:
+  """The task of the settings; data errors surface as `flags.ValidationError`."""
   spec = tff.simulation.baselines.ClientSpec(
-      num_epochs=LOCAL_EPOCHS.value, batch_size=BATCH_SIZE.value
+      num_epochs=settings.local_epochs, batch_size=settings.batch_size
   )
+  prototypes = list(settings.prototypes)
   try:
     return tasks.create_task(
-        TASK.value,
+        settings.task,
         train_client_spec=spec,
-        model=PROTOTYPES.value[0] if PROTOTYPES.value else MODEL.value,
-        prototypes=PROTOTYPES.value or None,
-        partition=PARTITION.value,
-        alpha=ALPHA.value,
-        classes_per_client=CLASSES_PER_CLIENT.value,
-        num_clients=NUM_CLIENTS.value,
-        seed=SEED.value,
-        data_dir=DATA_DIR.value,
-        split_file=SPLIT_FILE.value,
-        use_synthetic_data=USE_SYNTHETIC_DATA.value,
+        model=prototypes[0] if prototypes else settings.model,
+        prototypes=prototypes or None,
+        partition=settings.partition,
+        alpha=settings.alpha,
+        classes_per_client=settings.classes_per_client,
+        num_clients=settings.num_clients,
+        seed=settings.seed,
+        data_dir=settings.data_dir,
+        split_file=settings.split_file,
+        use_synthetic_data=settings.use_synthetic_data,
     )
   except (ValueError, FileNotFoundError) as e:
     raise flags.ValidationError(str(e)) from e
   except OSError as e:  # A download (TFF's baseline data) that failed.
     raise flags.ValidationError(
-        f'--task={TASK.value}: its data could not be loaded ({e}); offline, '
+        f'--task={settings.task}: its data could not be loaded ({e}); offline, '
         'TFF baseline tasks need --use_synthetic_data, our tfds tasks a '
         'prepared --data_dir.') from e
 
 
-def algorithm_hparams(algorithm: registry.Algorithm) -> dict:
-  """The algorithm's own hyperparameters, read from their flags."""
-  return {name: ALGORITHM_HPARAM_FLAGS[name].value for name in algorithm.hparams}
+def algorithm_hparams(settings: Settings,
+                      algorithm: registry.Algorithm) -> dict[str, Any]:
+  """The algorithm's own hyperparameters in the settings."""
+  return {name: settings.algorithm_hparams[name] for name in algorithm.hparams}
 
 
-def build_process(task, algorithm: registry.Algorithm):
+def build_process(settings: Settings, task, algorithm: registry.Algorithm):
   """The algorithm's process for the task; bad combinations fail here."""
-  if len(PROTOTYPES.value) > 1 and not algorithm.prototypes:
+  if len(settings.prototypes) > 1 and not algorithm.prototypes:
     raise flags.ValidationError(
         f'--algorithm={algorithm.name} trains one architecture; '
-        f'--prototypes={",".join(PROTOTYPES.value)} needs one of '
+        f'--prototypes={",".join(settings.prototypes)} needs one of '
         f'{[a.name for a in registry.ALGORITHMS.values() if a.prototypes]}.'
     )
   return algorithm.build(
       task,
-      client_learning_rate=CLIENT_LEARNING_RATE.value,
-      server_learning_rate=SERVER_LEARNING_RATE.value,
-      clients_per_round=CLIENTS_PER_ROUND.value,
-      **algorithm_hparams(algorithm),
+      client_learning_rate=settings.client_learning_rate,
+      server_learning_rate=settings.server_learning_rate,
+      clients_per_round=settings.clients_per_round,
+      **algorithm_hparams(settings, algorithm),
   )
 
 
-def run_hparams(algorithm: registry.Algorithm) -> dict:
-  """Everything that defines a run, for hparams.json."""
-  names = [
-      'task', 'model', 'prototypes', 'data_dir', 'use_synthetic_data', 'partition', 'alpha',
-      'classes_per_client', 'num_clients', 'split_file', 'clients_per_round',
-      'client_dropout', 'local_epochs',
-      'batch_size', 'client_learning_rate', 'server_learning_rate', 'rounds',
-      'rounds_per_eval', 'rounds_per_checkpoint', 'seed',
-  ]
-  values = {name: flags.FLAGS[name].value for name in names}
+def run_hparams(settings: Settings, algorithm: registry.Algorithm,
+                **runtime_flags) -> dict[str, Any]:
+  """hparams.json of a run: every flag of the run.
+
+  Top level, compared on --resume (`tff_kd.experiment`): every shared flag
+  but `RUNTIME_FLAGS`, `algorithm` and the algorithm's own flags (the flags
+  of the other algorithms are not the run's: giving one is an error). Under
+  `experiment.RUNTIME_KEY`, recorded and never compared: `RUNTIME_FLAGS` and
+  `runtime_flags`, the binary's own flags that change no number (train's
+  --experiment_name, compare's --algorithms, --seeds, ...).
+
+  A new run-defining flag is a new top-level key, which a run recorded before
+  it lacks: --resume refuses such a run, naming the key.
+  """
+  values = {
+      field.name: getattr(settings, field.name)
+      for field in dataclasses.fields(settings)
+      if field.name not in RUNTIME_FLAGS + ('algorithm_hparams',)
+  }
   values['algorithm'] = algorithm.name
-  values.update(algorithm_hparams(algorithm))
+  values.update(algorithm_hparams(settings, algorithm))
+  values[experiment.RUNTIME_KEY] = dict(
+      {name: getattr(settings, name) for name in RUNTIME_FLAGS},
+      **runtime_flags)
   return values

@@ -19,11 +19,18 @@ client models, when the test accuracy is a server model's) and
 `algorithm[clients <prototype>]` rows. Plots: DIR/accuracy.png (test accuracy vs round, mean
 with a +-1 std band over seeds) and DIR/communication.png (final accuracy vs
 MB communicated). A progress bar counts rounds over all runs.
+
+`main` gathers the flags in a `Config` and calls `run_comparison(config)`,
+which returns the table it wrote (`Summary`); `binaries.results` calls it once
+per setting.
 """
 
+from collections.abc import Mapping, Sequence
 import csv
+import dataclasses
 import os
 import re
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -178,57 +185,143 @@ def _plot(results, path_accuracy, path_communication, title):
        ylabel='final test accuracy')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  common.quiet_logging()
-  root = common.ROOT_OUTPUT_DIR.value
-  algorithms = [registry.get(name) for name in ALGORITHMS.value]
-  common.check_algorithm_flags(algorithms)
-  common.check_output_dir()
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+  """What `run_comparison` runs and reports.
+
+  Attributes:
+    settings: the shared settings of every run (`common.Settings`); its
+      `seed` is replaced by each of `seeds`.
+    algorithms: registered algorithm names, distinct.
+    seeds: distinct seeds; each gives its own split, initialization and
+      client sampling, the same for every algorithm.
+    target_accuracy: report the first round reaching this test accuracy.
+    report_rounds: also report the test accuracy at these rounds.
+    runtime: more of how the comparison was launched (`binaries.results`:
+      its own flags), recorded with --algorithms, --seeds, --target_accuracy
+      and --report_rounds under each run's hparams.json 'runtime' entry.
+  """
+
+  settings: common.Settings = dataclasses.field(
+      default_factory=common.Settings)
+  algorithms: tuple[str, ...] = tuple(ALGORITHMS.default)
+  seeds: tuple[int, ...] = tuple(int(s) for s in SEEDS.default)
+  target_accuracy: float = TARGET_ACCURACY.default
+  report_rounds: tuple[int, ...] = tuple(int(r) for r in REPORT_ROUNDS.default)
+  runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for name in self.algorithms:
+      registry.get(name)  # An unknown name is an error naming the choices.
+    for name in ('algorithms', 'seeds'):
+      values = getattr(self, name)
+      if not values or len(set(values)) != len(values):
+        raise ValueError(f'{name} must be distinct and not empty; got '
+                         f'{values!r}.')
+    if not all(0 <= seed < 2**31 for seed in self.seeds):
+      raise ValueError(f'seeds must be in [0, 2**31); got {self.seeds!r}.')
+    if not all(1 <= r <= self.settings.rounds for r in self.report_rounds):
+      raise ValueError(
+          f'report_rounds must be rounds in [1, {self.settings.rounds}] '
+          f'(settings.rounds); got {self.report_rounds!r}.')
+    if not 0 <= self.target_accuracy <= 1:
+      raise ValueError('target_accuracy must be in [0, 1]; got '
+                       f'{self.target_accuracy!r}.')
+
+  @classmethod
+  def from_flags(cls) -> 'Config':
+    """The configuration of the parsed flags."""
+    return cls(
+        settings=common.Settings.from_flags(),
+        algorithms=tuple(ALGORITHMS.value),
+        seeds=tuple(int(s) for s in SEEDS.value),
+        target_accuracy=TARGET_ACCURACY.value,
+        report_rounds=tuple(int(r) for r in REPORT_ROUNDS.value),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+  """What `run_comparison` wrote: summary.csv's rows, summary.md's text.
+
+  Attributes:
+    rows: one dict per row of summary.csv, its header -> the value written
+      (str, int or float).
+    markdown: the text of summary.md (also printed).
+  """
+
+  rows: Sequence[Mapping[str, Any]]
+  markdown: str
+
+
+def run_comparison(config: Config) -> Summary:
+  """Runs every algorithm on every seed and tabulates (module docstring).
+
+  Runs are `{algorithm}_seed{seed}` under `config.settings.root_output_dir`,
+  where summary.csv, summary.md and the two plots are written. With
+  `settings.resume`, unfinished runs continue and finished ones (every round
+  trained, the same settings in hparams.json) are read back.
+
+  Args:
+    config: the comparison.
+
+  Returns:
+    The `Summary` written.
+  """
+  settings = config.settings
+  root = settings.root_output_dir
+  algorithms = [registry.get(name) for name in config.algorithms]
+  common.check_output_dir(root)
   runs = {a.name: [] for a in algorithms}
   labelled = {  # Algorithm -> it used the labelled server split.
-      a.name: a.labelled_server_data(common.algorithm_hparams(a))
+      a.name: a.labelled_server_data(common.algorithm_hparams(settings, a))
       for a in algorithms}
-  seeds = [int(s) for s in SEEDS.value]
-  with common.tff_runtime():
-    with tqdm.tqdm(total=len(seeds) * len(algorithms) * common.ROUNDS.value,
+  runtime_flags = dict(
+      algorithms=list(config.algorithms), seeds=list(config.seeds),
+      target_accuracy=config.target_accuracy,
+      report_rounds=list(config.report_rounds), **config.runtime)
+  with common.tff_runtime(settings):
+    with tqdm.tqdm(total=len(config.seeds) * len(algorithms) * settings.rounds,
                    unit='round', disable=None) as progress:
-      for seed in seeds:
-        flags.FLAGS.seed = seed
+      for seed in config.seeds:
+        seed_settings = dataclasses.replace(settings, seed=seed)
+        hparams = {a.name: common.run_hparams(seed_settings, a,
+                                              **runtime_flags)
+                   for a in algorithms}
         # With --resume, a run that already trained every round with these
         # settings is read back, not built again.
         finished = {
             a.name: experiment.finished_run(
-                root, f'{a.name}_seed{seed}', common.ROUNDS.value,
-                common.run_hparams(a)) if common.RESUME.value else None
+                root, f'{a.name}_seed{seed}', settings.rounds,
+                hparams[a.name]) if settings.resume else None
             for a in algorithms}
         todo = [a for a in algorithms if finished[a.name] is None]
         if todo:
-          task = common.create_task()
+          task = common.create_task(seed_settings)
           # Every algorithm is built before the first run trains: a bad
           # combination fails before any run has spent time.
-          processes = {a.name: common.build_process(task, a) for a in todo}
+          processes = {a.name: common.build_process(seed_settings, task, a)
+                       for a in todo}
         for algorithm in algorithms:
           name = algorithm.name
           if finished[name] is not None:
             runs[name].append(_run_summary(finished[name]))
-            progress.update(common.ROUNDS.value)
+            progress.update(settings.rounds)
             continue
           progress.set_description(f'{name} seed {seed}')
           rows = experiment.run_experiment(
               processes[name],
               task,
-              total_rounds=common.ROUNDS.value,
-              clients_per_round=common.CLIENTS_PER_ROUND.value,
+              total_rounds=settings.rounds,
+              clients_per_round=settings.clients_per_round,
               root_output_dir=root,
               experiment_name=f'{name}_seed{seed}',
               seed=seed,
-              rounds_per_eval=common.ROUNDS_PER_EVAL.value,
-              rounds_per_checkpoint=common.ROUNDS_PER_CHECKPOINT.value,
-              resume=common.RESUME.value,
-              hparams=common.run_hparams(algorithm),
-              client_dropout=common.CLIENT_DROPOUT.value,
+              rounds_per_eval=settings.rounds_per_eval,
+              rounds_per_checkpoint=settings.rounds_per_checkpoint,
+              resume=settings.resume,
+              hparams=hparams[name],
+              client_dropout=settings.client_dropout,
               print_fn=lambda line: progress.update(1),
           )
           runs[name].append(_run_summary(rows))
@@ -251,8 +344,8 @@ def main(argv):
           labelled=labelled[name],
       )
 
-  report_rounds = [int(r) for r in REPORT_ROUNDS.value]
-  target = TARGET_ACCURACY.value
+  report_rounds = list(config.report_rounds)
+  target = config.target_accuracy
   header = (['algorithm', 'seeds', 'final_accuracy_mean', 'final_accuracy_std',
              'best_accuracy_mean', 'best_accuracy_std']
             + [f'accuracy_at_round_{r}_mean' for r in report_rounds]
@@ -288,19 +381,19 @@ def main(argv):
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(table)
-  title = (f'{common.TASK.value}, {common.PARTITION.value}'
-           + (f' alpha={common.ALPHA.value}'
-              if common.PARTITION.value in ('dirichlet', 'quantity') else ''))
+  title = (f'{settings.task}, {settings.partition}'
+           + (f' alpha={settings.alpha}'
+              if settings.partition in ('dirichlet', 'quantity') else ''))
   _plot(results, os.path.join(root, 'accuracy.png'),
         os.path.join(root, 'communication.png'), title)
-  models = ','.join(common.PROTOTYPES.value) or common.MODEL.value
+  models = ','.join(settings.prototypes) or settings.model
   summary = '\n'.join([
-      f'{common.TASK.value}, model={models}, '
-      f'partition={common.PARTITION.value}, alpha={common.ALPHA.value}, '
-      f'{common.NUM_CLIENTS.value} clients, '
-      f'{common.CLIENTS_PER_ROUND.value} per round, '
-      f'E={common.LOCAL_EPOCHS.value}, B={common.BATCH_SIZE.value}, '
-      f'{common.ROUNDS.value} rounds, seeds {",".join(SEEDS.value)}',
+      f'{settings.task}, model={models}, '
+      f'partition={settings.partition}, alpha={settings.alpha}, '
+      f'{settings.num_clients} clients, '
+      f'{settings.clients_per_round} per round, '
+      f'E={settings.local_epochs}, B={settings.batch_size}, '
+      f'{settings.rounds} rounds, seeds {",".join(map(str, config.seeds))}',
       '',
       '| algorithm | final test accuracy | best | '
       + ''.join(f'round {r} | ' for r in report_rounds)
@@ -311,6 +404,24 @@ def main(argv):
   with open(os.path.join(root, 'summary.md'), 'w') as f:
     f.write(summary)
   print('\n' + summary)
+  return Summary(
+      rows=[dict(zip(header, [_plain(v) for v in row])) for row in table],
+      markdown=summary)
+
+
+def _plain(value):
+  """A numpy scalar as the Python number it prints as."""
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  common.quiet_logging()
+  config = Config.from_flags()
+  common.check_algorithm_flags(
+      [registry.get(name) for name in config.algorithms])
+  run_comparison(config)
 
 
 if __name__ == '__main__':

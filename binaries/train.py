@@ -6,7 +6,8 @@ r"""Trains one algorithm on one task: checkpoints, metrics CSV, TensorBoard.
     --root_output_dir=/tmp/tff_kd --experiment_name=fedavg_digits [--resume]
 
 Outputs under --root_output_dir (see tff_kd.experiment): checkpoints/NAME,
-results/NAME/experiment.metrics.csv and hparams.json, logdir/NAME.
+results/NAME/experiment.metrics.csv and hparams.json (every flag; see
+`common.run_hparams`), logdir/NAME.
 """
 
 from absl import app  # For app.UsageError.
@@ -32,27 +33,29 @@ def main(argv):
   common.quiet_logging()
   algorithm = registry.get(ALGORITHM.value)
   common.check_algorithm_flags([algorithm])
-  common.check_output_dir()
+  settings = common.Settings.from_flags()
+  common.check_output_dir(settings.root_output_dir)
   name = EXPERIMENT_NAME.value or (
-      f'{common.TASK.value}_{algorithm.name}_{common.PARTITION.value}'
-      f'_seed{common.SEED.value}'
+      f'{settings.task}_{algorithm.name}_{settings.partition}'
+      f'_seed{settings.seed}'
   )
-  task = common.create_task()
-  with common.tff_runtime():
-    process = common.build_process(task, algorithm)
+  task = common.create_task(settings)
+  with common.tff_runtime(settings):
+    process = common.build_process(settings, task, algorithm)
     experiment.run_experiment(
         process,
         task,
-        total_rounds=common.ROUNDS.value,
-        clients_per_round=common.CLIENTS_PER_ROUND.value,
-        root_output_dir=common.ROOT_OUTPUT_DIR.value,
+        total_rounds=settings.rounds,
+        clients_per_round=settings.clients_per_round,
+        root_output_dir=settings.root_output_dir,
         experiment_name=name,
-        seed=common.SEED.value,
-        rounds_per_eval=common.ROUNDS_PER_EVAL.value,
-        rounds_per_checkpoint=common.ROUNDS_PER_CHECKPOINT.value,
-        resume=common.RESUME.value,
-        hparams=common.run_hparams(algorithm),
-        client_dropout=common.CLIENT_DROPOUT.value,
+        seed=settings.seed,
+        rounds_per_eval=settings.rounds_per_eval,
+        rounds_per_checkpoint=settings.rounds_per_checkpoint,
+        resume=settings.resume,
+        hparams=common.run_hparams(
+            settings, algorithm, experiment_name=EXPERIMENT_NAME.value),
+        client_dropout=settings.client_dropout,
     )
 
 

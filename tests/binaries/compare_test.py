@@ -1,16 +1,29 @@
 """The compare binary: same split for every algorithm, summary files, resume."""
 
+import copy
 import csv
+import json
 import os
 
 from absl import flags
 from absl.testing import flagsaver
 import tensorflow as tf
 
+from binaries import common
 from binaries import compare
 from tff_kd import experiment
 
 FLAGS = flags.FLAGS
+
+
+def flag_state():
+  """Each flag of the binaries: its value, whether it is at its default, and
+  whether it was given (absl's own flags, e.g. --verbosity, which logging
+  sets, are left out)."""
+  return {flag.name: (copy.deepcopy(flag.value), flag.using_default_value,
+                      flag.present)
+          for module, module_flags in FLAGS.flags_by_module_dict().items()
+          if module.startswith('binaries.') for flag in module_flags}
 
 
 def _read_summary(root):
@@ -94,6 +107,78 @@ class CompareTest(tf.test.TestCase):
       table = f.read()
     self.assertIn('| feddf[cnn] (L) |', table)
     self.assertIn(compare.LABELLED_NOTE, table)
+
+
+class RunComparisonTest(tf.test.TestCase):
+  """`compare.run_comparison(config)`, called without flags."""
+
+  def test_returns_what_it_writes_the_flags_numbers_and_leaves_flags(self):
+    root, by_flags = (self.create_tempdir().full_path for _ in range(2))
+    config = compare.Config(
+        settings=common.Settings(
+            task='digits', model='mlp', num_clients=4, clients_per_round=2,
+            rounds=2, local_epochs=1, root_output_dir=root),
+        algorithms=('fedavg',), seeds=(1,), report_rounds=(1,),
+        target_accuracy=0.5)
+    before = flag_state()
+    summary = compare.run_comparison(config)
+    self.assertEqual(flag_state(), before)
+    self.assertEqual(FLAGS.seed, 0)
+    with open(os.path.join(root, 'summary.csv')) as f:
+      rows = list(csv.DictReader(f))
+    self.assertEqual(
+        [{k: str(v) for k, v in row.items()} for row in summary.rows], rows)
+    self.assertIsInstance(summary.rows[0]['final_accuracy_mean'], float)
+    with open(os.path.join(root, 'summary.md')) as f:
+      self.assertEqual(summary.markdown, f.read())
+    self.assertIn('seeds 1', summary.markdown)
+    hparams_path = experiment.output_paths(root, 'fedavg_seed1')['hparams']
+    with open(hparams_path) as f:
+      hparams = json.load(f)
+    self.assertEqual(hparams['seed'], 1)
+    self.assertEqual(hparams[experiment.RUNTIME_KEY], dict(
+        workers=[], local_workers=1, root_output_dir=root, resume=False,
+        debug=False, algorithms=['fedavg'], seeds=[1], target_accuracy=0.5,
+        report_rounds=[1]))
+    # The same comparison from the command line: the same numbers.
+    with flagsaver.flagsaver(
+        task='digits', model='mlp', num_clients=4, clients_per_round=2,
+        rounds=2, local_epochs=1, root_output_dir=by_flags,
+        algorithms=['fedavg'], seeds=['1'], report_rounds=['1'],
+        target_accuracy=0.5):
+      compare.main(['compare'])
+    a, b = (experiment.read_metrics(experiment.output_paths(
+        r, 'fedavg_seed1')['metrics_csv']) for r in (root, by_flags))
+    self.assertEqual(len(a), len(b))
+    for row_a, row_b in zip(a, b):
+      for key in row_a:
+        if 'time' not in key and 'seconds' not in key:
+          self.assertEqual(row_a[key], row_b[key], key)
+    with open(os.path.join(by_flags, 'summary.csv')) as f:
+      for row_a, row_b in zip(rows, csv.DictReader(f)):
+        for key in row_a:
+          if 'seconds' not in key:
+            self.assertEqual(row_a[key], row_b[key], key)
+    with open(experiment.output_paths(by_flags, 'fedavg_seed1')['hparams']) as f:
+      by_flags_hparams = json.load(f)
+    runtime = by_flags_hparams.pop(experiment.RUNTIME_KEY)
+    self.assertEqual(runtime['root_output_dir'], by_flags)
+    hparams.pop(experiment.RUNTIME_KEY)
+    self.assertEqual(hparams, by_flags_hparams)
+
+  def test_a_bad_configuration_is_refused(self):
+    settings = common.Settings(rounds=3)
+    for kwargs, pattern in [
+        (dict(algorithms=('fedfoo',)), 'Unknown algorithm'),
+        (dict(algorithms=('fedavg', 'fedavg')), 'algorithms must be distinct'),
+        (dict(algorithms=()), 'algorithms must be distinct and not empty'),
+        (dict(seeds=(0, 0)), 'seeds must be distinct'),
+        (dict(seeds=(-1,)), r'seeds must be in \[0, 2\*\*31\)'),
+        (dict(report_rounds=(4,)), r'report_rounds must be rounds in \[1, 3\]'),
+        (dict(target_accuracy=float('nan')), 'target_accuracy must be in'),
+    ]:
+      with self.assertRaisesRegex(ValueError, pattern):
+        compare.Config(settings=settings, **kwargs)
 
 
 class BadFlagsTest(tf.test.TestCase):

@@ -1,5 +1,6 @@
 """The trainer binary: outputs, resume, bad flags, and no leaked TFF worker."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ import tensorflow as tf
 
 import processes
 
+from binaries import common
+from binaries import registry
 from binaries import train
 from tff_kd import experiment
 
@@ -75,6 +78,117 @@ class TrainTest(tf.test.TestCase):
         [r['evaluation/test/loss'] for r in straight],
         [r['evaluation/test/loss'] for r in resumed],
     )
+
+
+def _json(value):
+  return json.loads(json.dumps(value))
+
+
+def _another(value):
+  """A value of the same kind that differs from `value`."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, (int, float)):
+    return value + 1
+  if isinstance(value, tuple):
+    return value + ('cnn',)
+  return f'{value}_other'  # str or None.
+
+
+class HparamsTest(tf.test.TestCase):
+  """hparams.json records every flag; --resume compares the run-defining ones."""
+
+  def test_every_flag_is_recorded_runtime_ones_under_runtime(self):
+    root = self.create_tempdir().full_path
+    with flagsaver.flagsaver(rounds=1, root_output_dir=root,
+                             experiment_name='every_flag', algorithm='fedntd',
+                             ntd_beta=0.5, local_epochs=1, **_SMALL):
+      train.main(['train'])
+      values = {name: FLAGS[name].value for name in FLAGS}
+    with open(experiment.output_paths(root, 'every_flag')['hparams']) as f:
+      hparams = json.load(f)
+    by_module = FLAGS.flags_by_module_dict()
+    defined = {flag.name for module in ('binaries.common', 'binaries.train')
+               for flag in by_module[module]}
+    other_algorithms = {
+        name for a in registry.ALGORITHMS.values() for name in a.hparams
+    } - set(registry.get('fedntd').hparams)
+    runtime = {'workers', 'local_workers', 'root_output_dir', 'resume',
+               'debug', 'experiment_name'}
+    self.assertContainsSubset({'ntd_beta', 'ntd_temperature', 'alpha'},
+                              defined - other_algorithms - runtime)
+    self.assertEqual(set(hparams) - {experiment.RUNTIME_KEY},
+                     defined - other_algorithms - runtime)
+    self.assertEqual(set(hparams[experiment.RUNTIME_KEY]), runtime)
+    for name, value in hparams.items():
+      if name != experiment.RUNTIME_KEY:
+        self.assertEqual(value, _json(values[name]), name)
+    for name, value in hparams[experiment.RUNTIME_KEY].items():
+      self.assertEqual(value, _json(values[name]), name)
+    self.assertEqual(hparams['ntd_beta'], 0.5)
+    self.assertEqual(hparams[experiment.RUNTIME_KEY]['experiment_name'],
+                     'every_flag')
+
+  def test_resume_compares_every_run_defining_flag_and_no_runtime_one(self):
+    root = self.create_tempdir().full_path
+    with flagsaver.flagsaver(rounds=1, root_output_dir=root,
+                             experiment_name='run', algorithm='fedntd',
+                             local_epochs=1, **_SMALL):
+      train.main(['train'])
+      settings = common.Settings.from_flags()
+    algorithm = registry.get('fedntd')
+
+    def finished(changed):
+      return experiment.finished_run(root, 'run', 1, common.run_hparams(
+          changed, algorithm, experiment_name='run'))
+
+    self.assertIsNotNone(finished(settings))
+    for field in dataclasses.fields(settings):
+      name = field.name
+      if name == 'algorithm_hparams':
+        continue
+      changed = dataclasses.replace(
+          settings, **{name: _another(getattr(settings, name))})
+      if name in common.RUNTIME_FLAGS or name in experiment.RESUMABLE_HPARAMS:
+        self.assertIsNotNone(finished(changed), name)
+      else:
+        self.assertIsNone(finished(changed), name)
+    for name in algorithm.hparams:
+      self.assertIsNone(finished(dataclasses.replace(
+          settings, algorithm_hparams=dict(
+              settings.algorithm_hparams,
+              **{name: _another(settings.algorithm_hparams[name])}))), name)
+    self.assertIsNone(experiment.finished_run(root, 'run', 1, common.run_hparams(
+        settings, registry.get('fedavg'), experiment_name='run')))
+
+  def test_a_run_recorded_before_the_runtime_entry_resumes(self):
+    root = self.create_tempdir().full_path
+    with flagsaver.flagsaver(root_output_dir=root, experiment_name='old',
+                             local_epochs=1, **_SMALL):
+      FLAGS.rounds = 1
+      train.main(['train'])
+      path = experiment.output_paths(root, 'old')['hparams']
+      with open(path) as f:
+        hparams = json.load(f)
+      # The keys written before hparams.json recorded every flag.
+      old = {k: v for k, v in hparams.items() if k != experiment.RUNTIME_KEY}
+      self.assertEqual(set(old), {
+          'task', 'model', 'prototypes', 'data_dir', 'use_synthetic_data',
+          'partition', 'alpha', 'classes_per_client', 'num_clients',
+          'split_file', 'clients_per_round', 'client_dropout', 'local_epochs',
+          'batch_size', 'client_learning_rate', 'server_learning_rate',
+          'rounds', 'rounds_per_eval', 'rounds_per_checkpoint', 'seed',
+          'algorithm'})
+      with open(path, 'w') as f:
+        json.dump(old, f)
+      FLAGS.resume, FLAGS.alpha = True, 0.3
+      with self.assertRaisesRegex(ValueError, r'alpha=0.5 \(now 0.3\)'):
+        train.main(['train'])
+      FLAGS.alpha, FLAGS.rounds, FLAGS.debug = 0.5, 2, True
+      train.main(['train'])
+    self.assertEqual(_rows(root, 'old')[-1]['round_num'], '2')
+    with open(path) as f:
+      self.assertTrue(json.load(f)[experiment.RUNTIME_KEY]['debug'])
 
 
 class BadFlagsTest(tf.test.TestCase):

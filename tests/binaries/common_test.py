@@ -1,0 +1,58 @@
+"""The shared flags: `Settings` holds every one, `run_hparams` records every one."""
+
+import dataclasses
+
+from absl import flags
+from absl.testing import flagsaver
+import tensorflow as tf
+
+from binaries import common
+from binaries import registry
+from tff_kd import experiment
+
+FLAGS = flags.FLAGS
+
+
+class SettingsTest(tf.test.TestCase):
+
+  def test_a_field_per_flag_defaulting_to_the_flag_default(self):
+    defined = {flag.name for flag in
+               FLAGS.flags_by_module_dict()[common.__name__]}
+    fields = {f.name for f in dataclasses.fields(common.Settings)}
+    self.assertEqual(fields - {'algorithm_hparams'},
+                     defined - set(common.ALGORITHM_HPARAM_FLAGS))
+    self.assertContainsSubset(common.RUNTIME_FLAGS, fields)
+    with flagsaver.flagsaver():
+      self.assertEqual(common.Settings(), common.Settings.from_flags())
+    self.assertEqual(set(common.Settings().algorithm_hparams),
+                     set(common.ALGORITHM_HPARAM_FLAGS))
+
+  def test_from_flags_reads_every_flag(self):
+    with flagsaver.flagsaver(alpha=0.3, prototypes=['mlp', 'cnn'], seed=7,
+                             workers=['h:1'], fd_beta=0.25, debug=True):
+      settings = common.Settings.from_flags()
+    self.assertEqual(settings.alpha, 0.3)
+    self.assertEqual(settings.prototypes, ('mlp', 'cnn'))
+    self.assertEqual(settings.seed, 7)
+    self.assertEqual(settings.workers, ('h:1',))
+    self.assertTrue(settings.debug)
+    self.assertEqual(settings.algorithm_hparams['fd_beta'], 0.25)
+
+  def test_run_hparams_puts_the_runtime_flags_under_runtime(self):
+    settings = common.Settings(alpha=0.3, workers=('h:1',))
+    algorithm = registry.get('fedntd')
+    hparams = common.run_hparams(settings, algorithm, experiment_name='x')
+    self.assertEqual(hparams[experiment.RUNTIME_KEY], dict(
+        workers=('h:1',), local_workers=1, root_output_dir='/tmp/tff_kd',
+        resume=False, debug=False, experiment_name='x'))
+    top = set(hparams) - {experiment.RUNTIME_KEY}
+    self.assertEqual(
+        top, {f.name for f in dataclasses.fields(settings)}
+        - set(common.RUNTIME_FLAGS) - {'algorithm_hparams'}
+        | {'algorithm', 'ntd_beta', 'ntd_temperature'})
+    self.assertEqual(hparams['alpha'], 0.3)
+    self.assertEqual(hparams['algorithm'], 'fedntd')
+
+
+if __name__ == '__main__':
+  tf.test.main()
