@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 
 import tasks
 
+from tff_kd import aggregators
 from tff_kd import server_distillation
 from tff_kd.algorithms import dsfl
 from tff_kd.algorithms import fd
@@ -170,13 +171,14 @@ def _distillation_kwargs(distill_steps, distill_batch_size,
   )
 
 
-def _server_distillation_kwargs(**distillation):
-  """`server_distillation.build_server_distillation`'s arguments."""
-  kwargs = _distillation_kwargs(**distillation)
-  return dict(
-      steps=kwargs.pop('distill_steps'),
-      batch_size=kwargs.pop('distill_batch_size'),
-      learning_rate=kwargs.pop('distill_learning_rate'), **kwargs)
+def _server_distillation(distill_steps, distill_batch_size,
+                         distill_learning_rate, distill_temperature,
+                         distill_eval_every, distill_patience):
+  """The `server_distillation.DistillationConfig` of the shared flags."""
+  return server_distillation.DistillationConfig(
+      steps=distill_steps, batch_size=distill_batch_size,
+      learning_rate=distill_learning_rate, temperature=distill_temperature,
+      eval_every=distill_eval_every, patience=distill_patience)
 
 
 def _client_prototypes(task):
@@ -214,14 +216,14 @@ def _build_dsfl(
       client_prototypes=_client_prototypes(task),
       public_inputs=_distillation_inputs(task, distill_data),
       subset_size=dsfl_subset_size,
-      aggregation=dsfl_aggregation,
-      era_temperature=dsfl_era_temperature,
+      fusion_aggregator=(
+          aggregators.EntropyReductionFactory(dsfl_era_temperature)
+          if dsfl_aggregation == 'era' else aggregators.LogitFusionFactory()),
       distill_epochs=dsfl_distill_epochs,
       distill_batch_size=dsfl_distill_batch_size,
       distill_learning_rate=dsfl_distill_learning_rate,
-      server_distillation_kwargs=(
-          _server_distillation_kwargs(**distillation)
-          if dsfl_server_model else None),
+      server_distillation=(_server_distillation(**distillation)
+                           if dsfl_server_model else None),
       validation=_validation(task, dsfl_validation),
       seed=getattr(task, 'seed', 0),
   )
@@ -239,7 +241,7 @@ def _build_fedad(
       client_prototypes=_client_prototypes(task),
       public_inputs=_distillation_inputs(task, distill_data),
       attention_weight=fedad_beta,
-      server_distillation_kwargs=_server_distillation_kwargs(**distillation),
+      server_distillation=_server_distillation(**distillation),
       validation=_validation(task, fedad_validation),
       seed=getattr(task, 'seed', 0),
   )
@@ -259,6 +261,7 @@ def _build_feddf(
                            else _distillation_inputs(task, distill_data)),
       validation=_validation(task, feddf_validation),
       seed=getattr(task, 'seed', 0),
+      client_prototypes=_client_prototypes(task),
       **_distillation_kwargs(**distillation),
   )
 
@@ -287,6 +290,7 @@ def _build_fedaux(
       distill_batch_size=aux_distill_batch_size,
       distill_learning_rate=aux_distill_learning_rate,
       seed=getattr(task, 'seed', 0),
+      client_prototypes=_client_prototypes(task),
   )
 
 
@@ -311,6 +315,8 @@ def _distillation_inputs(task, source):
   return task.distillation_inputs(source)
 
 
+# DS-FL's fusion: entropy reduction (ERA) or simple averaging (SA).
+DSFL_AGGREGATIONS = ('era', 'sa')
 DISTILL_SOURCES = ('public', 'noise') + tuple(tasks.data.SPECS)
 # Ranges of the hyperparameter flags (a float flag must also be finite).
 # Weights and learning rates are capped only where a larger value cannot be
@@ -502,8 +508,8 @@ ALGORITHMS: dict[str, Algorithm] = {
                 dsfl_aggregation=Hparam(
                     'era', 'DS-FL: soft-label aggregation, era (entropy'
                     ' reduction) or sa (simple averaging).',
-                    check=lambda v: v in dsfl.AGGREGATIONS,
-                    requirement=f'one of {dsfl.AGGREGATIONS}'),
+                    check=lambda v: v in DSFL_AGGREGATIONS,
+                    requirement=f'one of {DSFL_AGGREGATIONS}'),
                 dsfl_era_temperature=Hparam(0.1, 'DS-FL: ERA temperature T.',
                                             **_TEMPERATURE),
                 dsfl_subset_size=Hparam(1000, 'DS-FL: public inputs per round'

@@ -11,21 +11,20 @@ all under one root directory:
 Client sampling is a pure function of (seed, round), so a resumed run samples
 the same clients as an uninterrupted one.
 
-Processes over model prototypes (FedDF, FedAUX) take each client's data as an
-`OrderedDict(prototype -> dataset)`, recognized from the type of their `next`:
-the client's own prototype (the task's `client_prototypes`) gets its dataset,
-the others an empty one. Their state holds `state['prototypes'][name]`; with
-more than one prototype every prototype is evaluated, as
-`evaluation/test_<name>/accuracy` beside `evaluation/test/accuracy` (the
-first prototype's).
-
-Processes whose clients keep their own models (`tff_kd.stateful_clients`:
-FD, DS-FL, FedAD) take `(client id, dataset)` pairs and checkpoint every
-client's model with the rest of their state. Each evaluation tests every
-client's model on the test set: `evaluation/clients/accuracy` is their mean
-(`evaluation/clients_<name>/accuracy` per prototype, with more than one), and
-`evaluation/test/accuracy` is the server model's accuracy where the server
-has one (DS-FL, FedAD), else the clients' mean (FD).
+The process answers the protocol of `tff_kd.process`: `client_input(client
+id, dataset)` is what its `next` takes per client, `client_data_type` the
+type of a client's dataset, and `evaluation_models(state)` the models each
+evaluation tests on the task's test set, `evaluation/<name>/<metric>` (means
+over a list of models). Every tff_kd process answers it: the processes over
+model prototypes (FedDF, FedAUX) report `evaluation/test_<name>/*` per
+prototype beside `evaluation/test/*` (the first prototype's); the processes
+whose clients keep their own models (FD, DS-FL, FedAD) report
+`evaluation/clients/*`, the mean over every client's model (and
+`evaluation/clients_<name>/*` per prototype), and `evaluation/test/*`, the
+server model's where the server has one (DS-FL, FedAD), else the clients'
+mean (FD). Any other `tff.learning.templates.LearningProcess` (TFF's own
+builders) is run on the task's datasets and evaluated with the task's
+`model_fn`.
 """
 
 import asyncio
@@ -42,7 +41,6 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import evaluation
-from tff_kd import stateful_clients
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
 CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
@@ -204,53 +202,32 @@ def client_sampler(
   return sample
 
 
-def _is_stateful(process) -> bool:
-  return isinstance(process, stateful_clients.StatefulClientsProcess)
+class _TffProcess:
+  """The protocol (module docstring) for a process that does not answer it:
+  a TFF `LearningProcess` over the task's datasets and model."""
 
+  def __init__(self, process, model_fn):
+    self.initialize = process.initialize
+    self.next = process.next
+    self._process = process
+    self._model_fn = model_fn
+    self.client_data_type = process.next.type_signature.parameter[1].member
 
-def prototype_names(
-    process: tff.learning.templates.LearningProcess,
-) -> Optional[list[str]]:
-  """The prototypes of a process over prototypes, else None."""
-  if _is_stateful(process):
-    return process.prototypes
-  client_type = process.next.type_signature.parameter[1].member
-  if isinstance(client_type, tff.StructType):
-    return tff.structure.name_list(client_type)
-  return None
-
-
-def client_input_fn(
-    process: tff.learning.templates.LearningProcess,
-    task: tff.simulation.baselines.BaselineTask,
-) -> Callable[[str, tf.data.Dataset], Any]:
-  """Returns `(client id, dataset) -> what process.next takes per client`."""
-  if _is_stateful(process):
-    return lambda client_id, dataset: (client_id, dataset)
-  names = prototype_names(process)
-  if names is None:
-    return lambda client_id, dataset: dataset
-  assignment = getattr(task, 'client_prototypes', None)
-  if assignment is None:
-    if len(names) > 1:
-      raise ValueError(
-          f'The process has prototypes {names} but the task assigns none to '
-          'its clients.'
-      )
-    assignment = collections.defaultdict(lambda: names[0])
-  elif set(assignment.values()) - set(names):
-    raise ValueError(
-        f'The task assigns prototypes {sorted(set(assignment.values()))} but '
-        f'the process has {names}.'
-    )
-
+  @staticmethod
   def client_input(client_id, dataset):
-    own = assignment[client_id]
-    return collections.OrderedDict(
-        (n, dataset if n == own else dataset.take(0)) for n in names
-    )
+    del client_id
+    return dataset
 
-  return client_input
+  def evaluation_models(self, state):
+    return collections.OrderedDict(
+        test=[(self._model_fn, self._process.get_model_weights(state))])
+
+
+def _protocol(process, task):
+  """`process`, or an adapter answering the protocol (module docstring)."""
+  if hasattr(process, 'evaluation_models'):
+    return process
+  return _TffProcess(process, task.model_fn)
 
 
 def client_dataset(
@@ -270,39 +247,38 @@ def client_dataset(
 
 def _check_data_fits_process(process, task) -> None:
   """A clear error, before training, when the task's data and model differ."""
-  if _is_stateful(process):
-    client_type = process.client_data_type
-  else:
-    client_type = process.next.type_signature.parameter[1].member
-  sequences = (list(client_type) if isinstance(client_type, tff.StructType)
-               else [client_type])
+  client_type = process.client_data_type
   data_type = tff.types.tensorflow_to_type(
       task.datasets.element_type_structure)
-  for sequence in sequences:
-    if not sequence.element.is_assignable_from(data_type):
+  if not client_type.element.is_assignable_from(data_type):
+    raise ValueError(
+        f'The task\'s client data have elements {data_type} but the model '
+        f'takes {client_type.element}: the task and the model_fn do not '
+        'match.')
+  assignment = getattr(process, 'client_prototypes', None)
+  if assignment is not None:
+    missing = sorted(set(task.datasets.train_data.client_ids) - set(assignment))
+    if missing:
       raise ValueError(
-          f'The task\'s client data have elements {data_type} but the model '
-          f'takes {sequence.element}: the task and the model_fn do not match.'
-      )
+          f'The process assigns no prototype to clients {missing[:5]} of the '
+          'task: build it with the task\'s client_prototypes.')
 
 
-def _evaluate_clients(process, state, dataset, evaluate, prototype_evaluators):
-  """Every client's model on `dataset`, and the server's model if any."""
-  accuracies = collections.defaultdict(list)
-  for client_id, prototype in process.client_prototypes.items():
-    evaluate_client = prototype_evaluators.get(prototype, evaluate)
-    accuracies[prototype].append(evaluate_client(
-        process.client_model_weights(state, client_id), dataset)['accuracy'])
-  everyone = [a for values in accuracies.values() for a in values]
-  metrics = collections.OrderedDict(
-      clients=collections.OrderedDict(accuracy=float(np.mean(everyone))))
-  if len(accuracies) > 1:
-    for prototype, values in accuracies.items():
-      metrics[f'clients_{prototype}'] = collections.OrderedDict(
-          accuracy=float(np.mean(values)))
-  metrics['test'] = (
-      evaluate(process.server_model_weights(state), dataset)
-      if process.has_server_model else metrics['clients'])
+def _evaluate(process, state, dataset, evaluators):
+  """`evaluation_models(state)` evaluated; metrics averaged over a list."""
+  metrics = collections.OrderedDict()
+  done = {}  # id of a list of models -> its metrics (a list named twice).
+  for name, models in process.evaluation_models(state).items():
+    if id(models) not in done:
+      results = []
+      for model_fn, weights in models:
+        if model_fn not in evaluators:
+          evaluators[model_fn] = evaluation.build_evaluator(model_fn)
+        results.append(evaluators[model_fn](weights, dataset))
+      done[id(models)] = collections.OrderedDict(
+          (key, float(np.mean([r[key] for r in results])))
+          for key in results[0])
+    metrics[name] = done[id(models)]
   return metrics
 
 
@@ -442,8 +418,10 @@ def run_experiment(
   created, so it can be started again.
 
   Args:
-    process: a `LearningProcess` whose `next` takes the sampled clients'
-      preprocessed datasets, or a `StatefulClientsProcess`.
+    process: a process answering `tff_kd.process`'s protocol (every tff_kd
+      builder's), or any TFF `LearningProcess` whose `next` takes the
+      sampled clients' preprocessed datasets (evaluated with
+      `task.model_fn`).
     task: a `BaselineTask` (ours or TFF's); its centralized test data is
       evaluated every `rounds_per_eval` rounds and after the last round.
     total_rounds: number of training rounds, >= 1.
@@ -489,10 +467,10 @@ def run_experiment(
         f'{existing[0]} exists but {paths["checkpoints"]} does not: run '
         f'{experiment_name!r} has no checkpoint to resume from, and its '
         'records are not overwritten. Choose another experiment name.')
+  process = _protocol(process, task)
   _check_data_fits_process(process, task)
   client_ids = list(task.datasets.train_data.client_ids)
   sample = client_sampler(client_ids, clients_per_round, seed)
-  client_input = client_input_fn(process, task)
   hparams = dict(hparams or {})
   fresh = not existing
   tf.io.gfile.makedirs(paths['results'])
@@ -504,7 +482,7 @@ def run_experiment(
     if resume:
       _check_resumable(paths, experiment_name, hparams, total_rounds,
                        manager.last_saved)
-    _train(process, task, paths, manager, hparams, client_input, sample,
+    _train(process, task, paths, manager, hparams, sample,
            seed=seed, total_rounds=total_rounds,
            rounds_per_eval=rounds_per_eval, print_fn=print_fn,
            client_dropout=client_dropout)
@@ -519,7 +497,7 @@ def run_experiment(
   return read_metrics(paths['metrics_csv'])
 
 
-def _train(process, task, paths, manager, hparams, client_input, sample, *,
+def _train(process, task, paths, manager, hparams, sample, *,
            seed, total_rounds, rounds_per_eval, print_fn, client_dropout):
   """`run_training_process` with our managers, selection and checks."""
   dropped = {}  # round -> (clients dropped out, clients sampled)
@@ -532,15 +510,11 @@ def _train(process, task, paths, manager, hparams, client_input, sample, *,
     datasets = []
     for c, drop in zip(clients, drops):
       dataset = client_dataset(task, c, round_num)
-      datasets.append(client_input(c, dataset.take(0) if drop else dataset))
+      datasets.append(process.client_input(
+          c, dataset.take(0) if drop else dataset))
     return datasets
 
-  evaluate = evaluation.build_evaluator(task.model_fn)
-  names = prototype_names(process) or []
-  prototype_evaluators = {
-      n: evaluation.build_evaluator(task.model_fn_for(n))
-      for n in (names if len(names) > 1 else [])
-  }
+  evaluators = {}  # model_fn -> its evaluator
   test_data = task.datasets.get_centralized_test_data()
 
   def evaluation_selection_fn(round_num):
@@ -552,17 +526,7 @@ def _train(process, task, paths, manager, hparams, client_input, sample, *,
   def evaluation_fn(state, dataset):
     if dataset is None:
       return collections.OrderedDict()
-    if _is_stateful(process):
-      return _evaluate_clients(process, state, dataset, evaluate,
-                               prototype_evaluators)
-    metrics = collections.OrderedDict(
-        test=evaluate(process.get_model_weights(state), dataset)
-    )
-    for n, evaluate_prototype in prototype_evaluators.items():
-      metrics[f'test_{n}'] = evaluate_prototype(  # prototype_accuracy_key
-          state['prototypes'][n], dataset
-      )
-    return metrics
+    return _evaluate(process, state, dataset, evaluators)
 
   class FiniteProcess:
     """`process`, whose `next` refuses to return a non-finite state."""

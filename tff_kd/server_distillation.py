@@ -36,6 +36,7 @@ permutations come from a stateless seed, so a run is reproducible.
 
 import collections
 from collections.abc import Callable, Sequence
+import dataclasses
 import math
 from typing import Any, Optional
 
@@ -83,27 +84,11 @@ def noise_inputs(
                     [num_batches * batch_size, *input_shape])
 
 
-def build_server_distillation(
-    model: Any,
-    *,
-    steps: int,
-    batch_size: int,
-    learning_rate: float = 1e-3,
-    schedule: str = 'cosine',
-    temperature: float = 1.0,
-    scale_by_temperature_squared: bool = True,
-    clip_norm: Optional[float] = 5.0,
-    sampling: str = 'uniform',
-    eval_every: int = 10,
-    patience: int = 3,
-    attention_weight: float = 0.0,
-    attention_grid: Optional[tuple[int, int]] = None,
-) -> Callable[..., Any]:
-  """Builds `distill(weights, inputs, teacher_logits, validation, seed, max_steps)`.
+@dataclasses.dataclass(frozen=True)
+class DistillationConfig:
+  """The settings of a server distillation (module docstring).
 
-  Args:
-    model: the student, a `VariableModel`-like object (`predict_on_batch`,
-      `trainable_variables`, `non_trainable_variables`) built once per trace.
+  Attributes:
     steps: the most distillation steps (>= 0).
     batch_size: distillation minibatch size (>= 1).
     learning_rate: (peak) Adam learning rate.
@@ -115,6 +100,50 @@ def build_server_distillation(
     sampling: `uniform`, `shuffled` or `ordered` (module docstring).
     eval_every: steps between validation evaluations (>= 1).
     patience: evaluations without improvement before stopping (>= 1).
+  """
+
+  steps: int
+  batch_size: int
+  learning_rate: float = 1e-3
+  schedule: str = 'cosine'
+  temperature: float = 1.0
+  scale_by_temperature_squared: bool = True
+  clip_norm: Optional[float] = 5.0
+  sampling: str = 'uniform'
+  eval_every: int = 10
+  patience: int = 3
+
+  def __post_init__(self):
+    for name, low in (('steps', 0), ('batch_size', 1), ('eval_every', 1),
+                      ('patience', 1)):
+      if getattr(self, name) < low:
+        raise ValueError(f'{name} must be >= {low}; got {getattr(self, name)}.')
+    for name in ('learning_rate', 'temperature'):
+      if not getattr(self, name) > 0:
+        raise ValueError(f'{name} must be > 0; got {getattr(self, name)}.')
+    if self.clip_norm is not None and not self.clip_norm > 0:
+      raise ValueError(f'clip_norm must be > 0 or None; got {self.clip_norm}.')
+    if self.schedule not in SCHEDULES:
+      raise ValueError(
+          f'schedule must be one of {SCHEDULES}; got {self.schedule!r}.')
+    if self.sampling not in SAMPLINGS:
+      raise ValueError(
+          f'sampling must be one of {SAMPLINGS}; got {self.sampling!r}.')
+
+
+def build_server_distillation(
+    model: Any,
+    config: DistillationConfig,
+    *,
+    attention_weight: float = 0.0,
+    attention_grid: Optional[tuple[int, int]] = None,
+) -> Callable[..., Any]:
+  """Builds `distill(weights, inputs, teacher_logits, validation, seed, max_steps)`.
+
+  Args:
+    model: the student, a `VariableModel`-like object (`predict_on_batch`,
+      `trainable_variables`, `non_trainable_variables`) built once per trace.
+    config: a `DistillationConfig`.
     attention_weight: beta >= 0 of FedAD's attention term; > 0 needs a model
       with a `feature_map` layer and `distill(..., attention_targets=A)`, A
       [R, grid_h * grid_w] the target maps.
@@ -132,23 +161,13 @@ def build_server_distillation(
     step), and `validation_before` and `validation_best` accuracies (-1
     without validation).
   """
-  for name, value, low in (('steps', steps, 0), ('batch_size', batch_size, 1),
-                           ('eval_every', eval_every, 1),
-                           ('patience', patience, 1)):
-    if value < low:
-      raise ValueError(f'{name} must be >= {low}; got {value}.')
-  for name, value in (('learning_rate', learning_rate),
-                      ('temperature', temperature)):
-    if not value > 0:
-      raise ValueError(f'{name} must be > 0; got {value}.')
-  if clip_norm is not None and not clip_norm > 0:
-    raise ValueError(f'clip_norm must be > 0 or None; got {clip_norm}.')
-  if schedule not in SCHEDULES:
-    raise ValueError(f'schedule must be one of {SCHEDULES}; got {schedule!r}.')
-  if sampling not in SAMPLINGS:
-    raise ValueError(f'sampling must be one of {SAMPLINGS}; got {sampling!r}.')
+  if not isinstance(config, DistillationConfig):
+    raise TypeError(f'config must be a DistillationConfig; got {config!r}.')
   if not attention_weight >= 0:
     raise ValueError(f'attention_weight must be >= 0; got {attention_weight}.')
+  (steps, batch_size, learning_rate, schedule, temperature,
+   scale_by_temperature_squared, clip_norm, sampling, eval_every,
+   patience) = dataclasses.astuple(config)
   optimizer = tff.learning.optimizers.build_adam(learning_rate=learning_rate)
   variables = tuple(model.trainable_variables)
   if attention_weight > 0:

@@ -2,14 +2,31 @@
 
 In the output-exchange algorithms no weights are averaged: every client keeps
 its own model, of its own architecture (prototype), from round to round, and
-only outputs travel. In a TFF simulation the clients are stateless, so their
-states live with the program: `StatefulClientsProcess` keeps every client's
-state in its own program state and passes the sampled clients' states into
-the round computation as CLIENTS-placed values, which returns them updated:
+only knowledge travels. `build_stateful_clients_process` is the template
+these algorithms are recipes of; it takes four typed parts and composes the
+round, as `tff.learning.templates.compose_learning_process` does for the
+processes that average weights:
 
-  round: (<server_state@SERVER, {<data, prototype, position, state>}@CLIENTS>
-          -> <state=server_state@SERVER, metrics@SERVER,
-              client_states={<position, state>}@CLIENTS>)
+- `broadcast_fn`: `(S -> B)`, what the server sends every client of the
+  round (per-label knowledge, soft labels and the next public subset; `<>`
+  for nothing);
+- `client_work`: `(<B, client> -> <state=<position, state>, knowledge=<field:
+  V>, metrics=<prototype: M>, non_finite=int32>)`, a client's round: it
+  trains its own model and computes the knowledge it sends;
+- `fusion_aggregator`: a `tff.aggregators.UnweightedAggregationFactory` (one
+  for every knowledge field, or one per field) that fuses the clients'
+  knowledge (`tff_kd.aggregators.knowledge.build_fusion`); its state lives in
+  the process state and advances every round;
+- `server_update`: `(<S, B, fused knowledge> -> <S, metrics>)`, the server's
+  step (store the knowledge, distill a server model).
+
+The round, with the sampled clients' states passed in as CLIENTS-placed
+values and returned updated:
+
+  round: (<<server=S, fusion=F>@SERVER, {<data, prototype, position,
+          state>}@CLIENTS> -> <state=<server=S, fusion=F>@SERVER,
+          metrics=<client_work, fusion, server>@SERVER,
+          client_states={<position, state>}@CLIENTS>)
 
 `data` is the client's dataset, `prototype` the index of its architecture,
 `position` its place in the round's list of clients (echoed back: a runtime
@@ -19,36 +36,41 @@ entry is its state, the others the prototypes' initial states (a
 CLIENTS-placed value has one type for all clients). A client state is an
 `OrderedDict(model=ModelWeights, ...)` plus whatever the algorithm keeps. The
 optimizer state is not kept: the clients use SGD, which has none.
+`client_work/communication` counts B down and the knowledge up per client.
 
-The process's state, `OrderedDict(server=..., clients=OrderedDict(client id ->
-state of its prototype))`, is what `tff_kd.experiment` checkpoints, so
-`--resume` restores every client's model. It holds one model per client:
-memory and checkpoints grow with the number of clients (20 clients of a 34k
-parameter CNN: 2.7 MB), which is why these algorithms suit the cross-silo
-populations of their papers, not TFF's 3,400-client EMNIST.
+The process's state, `OrderedDict(server=S, fusion=F, clients=OrderedDict(
+client id -> state of its prototype))`, is what `tff_kd.experiment`
+checkpoints, so `--resume` restores every client's model. It holds one model
+per client: memory and checkpoints grow with the number of clients (20
+clients of a 34k parameter CNN: 2.7 MB), which is why these algorithms suit
+the cross-silo populations of their papers, not TFF's 3,400-client EMNIST.
 
-`run_training_process` drives it like a `LearningProcess`: `initialize()`,
-and `next(state, [(client id, dataset), ...])`.
+`tff_kd.experiment` drives it like a `LearningProcess`: `initialize()`,
+`next(state, [(client id, dataset), ...])`, and evaluates the models
+`evaluation_models(state)` names (every client's, and the server's).
 """
 
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_kd import communication
+from tff_kd.aggregators import knowledge
+
 
 class StatefulClientsProcess:
   """A training process whose clients keep their own state (module docstring).
+
+  Build it with `build_stateful_clients_process`.
 
   Attributes:
     prototypes: the prototype names, in the order of the `prototype` index.
     client_prototypes: client id -> prototype name, for every client.
     round: the round `tff.Computation`.
-    has_server_model: whether the server trains a model of its own, its
-      state's `model` (`server_model_weights`).
   """
 
   def __init__(
@@ -57,23 +79,10 @@ class StatefulClientsProcess:
       initial_server_state: tff.Computation,
       initial_client_states: tff.Computation,
       round_fn: tff.Computation,
+      prototype_model_fns: Mapping[str, Callable[[], Any]],
       client_prototypes: Mapping[str, str],
-      has_server_model: bool = False,
+      server_model: bool,
   ):
-    """Builds the process.
-
-    Args:
-      initial_server_state: `( -> server_state)`, a
-        `tff.tensorflow.computation`.
-      initial_client_states: `( -> OrderedDict(prototype -> state))`, a
-        `tff.tensorflow.computation`: the state every client of a prototype
-        starts from.
-      round_fn: the round (module docstring).
-      client_prototypes: client id -> prototype name, every client that may
-        be sampled.
-      has_server_model: whether the server state (a mapping) has a `model`,
-        the `ModelWeights` of a model the server trains.
-    """
     self._initial = initial_client_states()
     self.prototypes = list(self._initial)
     unknown = sorted(set(client_prototypes.values()) - set(self.prototypes))
@@ -86,17 +95,24 @@ class StatefulClientsProcess:
       raise ValueError('client_prototypes is empty: no clients.')
     self.client_prototypes = dict(client_prototypes)
     self._initial_server_state = initial_server_state
+    self._model_fns = dict(prototype_model_fns)
+    self._server_model = server_model
     self.round = round_fn
-    self.has_server_model = has_server_model
 
   @property
   def client_data_type(self) -> tff.Type:
     """The type of one client's dataset."""
     return self.round.type_signature.parameter[1].member.data
 
+  def client_input(self, client_id: str, dataset: tf.data.Dataset):
+    """What `next` takes for one client: `(client id, dataset)`."""
+    return client_id, dataset
+
   def initialize(self) -> collections.OrderedDict:
+    server = self._initial_server_state()
     return collections.OrderedDict(
-        server=self._initial_server_state(),
+        server=server['server'],
+        fusion=server['fusion'],
         clients=collections.OrderedDict(
             (client_id, self._initial[prototype])
             for client_id, prototype in self.client_prototypes.items()
@@ -119,7 +135,9 @@ class StatefulClientsProcess:
               for n in self.prototypes
           ),
       ))
-    server, metrics, outputs = self.round(state['server'], inputs)
+    server, metrics, outputs = self.round(
+        collections.OrderedDict(server=state['server'],
+                                fusion=state['fusion']), inputs)
     positions = sorted(int(output['position']) for output in outputs)
     if positions != list(range(len(client_data))):
       raise RuntimeError(
@@ -130,20 +148,138 @@ class StatefulClientsProcess:
       client_id, _ = client_data[int(output['position'])]
       clients[client_id] = output['state'][self.client_prototypes[client_id]]
     return tff.learning.templates.LearningProcessOutput(
-        collections.OrderedDict(server=server, clients=clients), metrics
-    )
+        collections.OrderedDict(server=server['server'],
+                                fusion=server['fusion'], clients=clients),
+        metrics)
 
-  def client_model_weights(
-      self, state: Mapping[str, Any], client_id: str
-  ) -> tff.learning.models.ModelWeights:
-    return state['clients'][client_id]['model']
+  def evaluation_models(self, state: Mapping[str, Any]):
+    """`tff_kd.experiment`'s protocol: name -> [(model_fn, weights), ...].
 
-  def server_model_weights(
-      self, state: Mapping[str, Any]
-  ) -> tff.learning.models.ModelWeights:
-    if not self.has_server_model:
-      raise ValueError('This process has no server model.')
-    return state['server']['model']
+    `clients`: every client's own model (metrics averaged over clients);
+    with several prototypes also `clients_<prototype>`; `test`: the server's
+    model if it trains one, else the clients'.
+    """
+    models = collections.OrderedDict(clients=[])
+    for client_id, prototype in self.client_prototypes.items():
+      model = (self._model_fns[prototype], state['clients'][client_id]['model'])
+      models['clients'].append(model)
+      if len(self.prototypes) > 1:
+        models.setdefault(f'clients_{prototype}', []).append(model)
+    models['test'] = (
+        [(self._model_fns[self.prototypes[0]], state['server']['model'])]
+        if self._server_model else models['clients'])
+    return models
+
+
+def build_stateful_clients_process(
+    *,
+    prototype_model_fns: Mapping[str, Callable[[], Any]],
+    client_prototypes: Mapping[str, str],
+    initial_server_state: tff.Computation,
+    initial_client_states: tff.Computation,
+    broadcast_fn: tff.Computation,
+    client_work: tff.Computation,
+    fusion_aggregator: knowledge.FusionFactories,
+    server_update: tff.Computation,
+    metrics_aggregation_fns: Mapping[str, Callable[..., Any]],
+) -> StatefulClientsProcess:
+  """Composes the round from its parts (module docstring).
+
+  Args:
+    prototype_model_fns: prototype name -> `model_fn` of the clients' models
+      (the first is the server model's architecture).
+    client_prototypes: client id -> prototype name, every client.
+    initial_server_state: `( -> S)`; an `S` with a `model` (`ModelWeights`)
+      is a server model, evaluated as `test`.
+    initial_client_states: `( -> OrderedDict(prototype -> state))`, the
+      state every client of a prototype starts from (`initial_states`).
+    broadcast_fn: `(S -> B)`.
+    client_work: `(<B, client input> -> <state, knowledge, metrics,
+      non_finite>)` (module docstring; `client_output` builds its result).
+    fusion_aggregator: an unweighted factory for every knowledge field, or a
+      mapping field -> factory.
+    server_update: `(<S, B, fused knowledge> -> <S, metrics>)`.
+    metrics_aggregation_fns: prototype -> the clients' training metrics'
+      `tff.learning.metrics.sum_then_finalize`.
+
+  Returns:
+    A `StatefulClientsProcess`.
+
+  Raises:
+    TypeError: when the parts do not fit together, naming the part.
+  """
+  server_type = initial_server_state.type_signature.result
+  broadcast_type = broadcast_fn.type_signature.result
+  _check_fits('broadcast_fn', broadcast_fn.type_signature.parameter,
+              server_type)
+  work_type = client_work.type_signature
+  _check_fits('client_work (its first argument)', work_type.parameter[0],
+              broadcast_type)
+  client_type = work_type.parameter[1]
+  if (not isinstance(work_type.result, tff.StructType) or sorted(
+      tff.structure.name_list(work_type.result)) != sorted(
+          ['state', 'knowledge', 'metrics', 'non_finite'])):
+    raise TypeError('client_work must return <state, knowledge, metrics, '
+                    f'non_finite>; it returns {work_type.result}.')
+  knowledge_type = work_type.result.knowledge
+  fusion = knowledge.build_fusion(fusion_aggregator, knowledge_type)
+  fused_type = fusion.next.type_signature.result.result.member
+  update_type = server_update.type_signature
+  for i, (what, value_type) in enumerate((
+      ('S', server_type), ('B', broadcast_type), ('the fused knowledge',
+                                                  fused_type))):
+    _check_fits(f'server_update (argument {i + 1}, {what})',
+                update_type.parameter[i], value_type)
+  _check_fits('server_update (its new state)', update_type.result[0],
+              server_type)
+  count_bytes = communication.build_bytes_counter(down=broadcast_type,
+                                                  up=knowledge_type)
+
+  @tff.federated_computation()
+  def initial_state():
+    return tff.federated_zip(collections.OrderedDict(
+        server=tff.federated_eval(initial_server_state, tff.SERVER),
+        fusion=fusion.initialize()))
+
+  @tff.federated_computation(initial_state.type_signature.result,
+                             tff.FederatedType(client_type, tff.CLIENTS))
+  def round_fn(state, clients):
+    broadcast = tff.federated_map(broadcast_fn, state.server)
+    out = tff.federated_map(
+        client_work, (tff.federated_broadcast(broadcast), clients))
+    fused = fusion.next(state.fusion, out.knowledge)
+    new_server, server_metrics = tff.federated_map(
+        server_update, (state.server, broadcast, fused.result))
+    metrics = tff.federated_zip(collections.OrderedDict(
+        client_work=tff.federated_zip(collections.OrderedDict(
+            train=tff.federated_zip(collections.OrderedDict(
+                (n, fn(out.metrics[n]))
+                for n, fn in metrics_aggregation_fns.items())),
+            non_finite_clients=tff.federated_sum(out.non_finite),
+            communication=count_bytes(out.non_finite),
+        )),
+        fusion=fused.measurements,
+        server=server_metrics,
+    ))
+    new_state = tff.federated_zip(collections.OrderedDict(
+        server=new_server, fusion=fused.state))
+    return new_state, metrics, out.state
+
+  return StatefulClientsProcess(
+      initial_server_state=initial_state,
+      initial_client_states=initial_client_states,
+      round_fn=round_fn,
+      prototype_model_fns=prototype_model_fns,
+      client_prototypes=client_prototypes,
+      server_model=(isinstance(server_type, tff.StructType)
+                    and 'model' in tff.structure.name_list(server_type)),
+  )
+
+
+def _check_fits(part: str, parameter: tff.Type, value_type: tff.Type):
+  if not parameter.is_assignable_from(value_type):
+    raise TypeError(f'The parts do not fit: {part} takes {parameter} but is '
+                    f'given {value_type}.')
 
 
 def client_input_type(
@@ -205,17 +341,3 @@ def client_output(client, states, **values):
   return collections.OrderedDict(
       state=collections.OrderedDict(position=client['position'], state=states),
       **values)
-
-
-def client_work_metrics(probes, out, count_bytes):
-  """The `client_work` metrics of a round: per prototype its clients'
-  training metrics (summed then finalized), the non-finite clients and the
-  bytes (`communication.build_bytes_counter`). `out` is the clients' results,
-  with `metrics` (per prototype) and `non_finite`."""
-  return tff.federated_zip(collections.OrderedDict(
-      train=tff.federated_zip(collections.OrderedDict(
-          (n, probe['metrics_aggregation_fn'](out.metrics[n]))
-          for n, probe in probes.items())),
-      non_finite_clients=tff.federated_sum(out.non_finite),
-      communication=count_bytes(out.non_finite),
-  ))

@@ -19,7 +19,11 @@ def _run(weights, inputs, teacher, validation=None, max_steps=1000,
 
   @tff.tensorflow.computation(weights_type)
   def distill(start):
-    fn = server_distillation.build_server_distillation(model_fn(), **kwargs)
+    attention = {k: kwargs.pop(k) for k in ('attention_weight',
+                                            'attention_grid') if k in kwargs}
+    fn = server_distillation.build_server_distillation(
+        model_fn(), server_distillation.DistillationConfig(**kwargs),
+        **attention)
     return fn(start, inputs, teacher, validation, tf.constant([0, 7]),
               tf.constant(max_steps), attention_targets=attention_targets)
 
@@ -228,25 +232,26 @@ class ServerDistillationTest(tf.test.TestCase):
             input_shape=(2, 5, 1)))
 
   def test_rejects_bad_arguments(self):
+    config = server_distillation.DistillationConfig
+    with self.assertRaisesRegex(ValueError, 'batch_size must be >= 1; got 0'):
+      config(steps=1, batch_size=0)
+    with self.assertRaisesRegex(ValueError, 'temperature must be > 0'):
+      config(steps=1, batch_size=1, temperature=0.0)
+    with self.assertRaisesRegex(ValueError, "schedule must be one of .*'step'"):
+      config(steps=1, batch_size=1, schedule='step')
+    with self.assertRaisesRegex(ValueError, "sampling must be one of .*'x'"):
+      config(steps=1, batch_size=1, sampling='x')
+    with self.assertRaisesRegex(ValueError, 'clip_norm must be > 0 or None; '
+                                'got 0'):
+      config(steps=1, batch_size=1, clip_norm=0)
     with tf.Graph().as_default():
       model = tiny.model_fn()
-      with self.assertRaisesRegex(ValueError, 'batch_size must be >= 1; got 0'):
-        server_distillation.build_server_distillation(model, steps=1,
-                                                      batch_size=0)
-      with self.assertRaisesRegex(ValueError, 'temperature must be > 0'):
+      with self.assertRaisesRegex(TypeError, 'must be a DistillationConfig'):
         server_distillation.build_server_distillation(
-            model, steps=1, batch_size=1, temperature=0.0)
-      with self.assertRaisesRegex(ValueError,
-                                  "schedule must be one of .*'step'"):
+            model, dict(steps=1, batch_size=1))
+      with self.assertRaisesRegex(ValueError, 'attention_weight must be >= 0'):
         server_distillation.build_server_distillation(
-            model, steps=1, batch_size=1, schedule='step')
-      with self.assertRaisesRegex(ValueError, "sampling must be one of .*'x'"):
-        server_distillation.build_server_distillation(
-            model, steps=1, batch_size=1, sampling='x')
-      with self.assertRaisesRegex(ValueError, 'clip_norm must be > 0 or None; '
-                                  'got 0'):
-        server_distillation.build_server_distillation(
-            model, steps=1, batch_size=1, clip_norm=0)
+            model, config(steps=1, batch_size=1), attention_weight=-1.0)
     with self.assertRaisesRegex(ValueError, 'num_batches must be >= 1; got 0'):
       server_distillation.noise_inputs(tf.constant([0, 0]), 0, 4, (3,))
 

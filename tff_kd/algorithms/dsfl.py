@@ -33,23 +33,21 @@ m weights; download: m x C soft labels and 2 m indices.
 
 import collections
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_kd import communication
 from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
-from tff_kd import server_distillation
+from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import entropy_reduction
 from tff_kd.aggregators import logit_fusion
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
-AGGREGATIONS = ('era', 'sa')
 
 
 def build_dsfl(
@@ -59,14 +57,15 @@ def build_dsfl(
     client_prototypes: Mapping[str, str],
     public_inputs: np.ndarray,
     subset_size: int = 1000,
-    aggregation: str = 'era',
-    era_temperature: float = 0.1,
     distill_epochs: int = 5,
     distill_batch_size: int = 100,
     distill_learning_rate: float = 0.1,
-    server_distillation_kwargs: Optional[Mapping[str, Any]] = None,
+    server_distillation: Optional[server_distillation_lib.DistillationConfig
+                                  ] = None,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
+    fusion_aggregator: Optional[
+        tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds DS-FL.
 
@@ -78,24 +77,23 @@ def build_dsfl(
     client_prototypes: client id -> prototype name, every client.
     public_inputs: [R, ...] the unlabeled public (proxy) inputs.
     subset_size: inputs per round (the paper's code: 1,000); at most R.
-    aggregation: `era` (entropy reduction) or `sa` (simple averaging).
-    era_temperature: ERA's T (the paper: 0.1).
     distill_epochs: the clients' distillation epochs per round (paper: 5).
     distill_batch_size: their distillation minibatch (paper: 100).
     distill_learning_rate: their distillation SGD learning rate (paper: 0.1).
-    server_distillation_kwargs: None for no server model, else the arguments
-      of `server_distillation.build_server_distillation` (steps, batch_size,
-      ...) of the server model's distillation.
+    server_distillation: None for no server model, else the
+      `server_distillation.DistillationConfig` of the server model's
+      distillation.
     validation: labelled `(x, y)` split for the server model's early
       stopping, or None (the paper uses no labelled server data).
     seed: seed of the subsets and minibatches.
+    fusion_aggregator: fuses the clients' `soft_labels`, `<logits=float32[m,
+      C] (probabilities), weights=float32[m]>`; default ERA,
+      `EntropyReductionFactory(temperature=0.1)` (the paper's T); SA is
+      `LogitFusionFactory()`.
 
   Returns:
     A `StatefulClientsProcess`.
   """
-  if aggregation not in AGGREGATIONS:
-    raise ValueError(f'aggregation must be one of {AGGREGATIONS}; got '
-                     f'{aggregation!r}.')
   for name, value in (('subset_size', subset_size),
                       ('distill_epochs', distill_epochs),
                       ('distill_batch_size', distill_batch_size)):
@@ -104,14 +102,14 @@ def build_dsfl(
   if not distill_learning_rate > 0:
     raise ValueError(
         f'distill_learning_rate must be > 0; got {distill_learning_rate}.')
-  server_model = server_distillation_kwargs is not None
+  server_model = server_distillation is not None
 
   first = next(iter(prototype_model_fns), None)
 
   def check(name, model):
     if server_model and name == first:  # The server model's architecture.
-      server_distillation.build_server_distillation(
-          model, **server_distillation_kwargs)
+      server_distillation_lib.build_server_distillation(
+          model, server_distillation)
 
   probes = model_parts.probe_prototypes(prototype_model_fns, check)
   names = list(probes)
@@ -120,10 +118,10 @@ def build_dsfl(
       public_inputs, probes[names[0]]['input_shape'], 'public_inputs')
   num_public = len(public_x)
   m = min(subset_size, num_public)
-  if server_model and m < server_distillation_kwargs['batch_size']:
+  if server_model and m < server_distillation.batch_size:
     raise ValueError(
         f'The public subset has {m} inputs, fewer than the server '
-        f'distillation batch size {server_distillation_kwargs["batch_size"]}.')
+        f'distillation batch size {server_distillation.batch_size}.')
   validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
@@ -157,7 +155,7 @@ def build_dsfl(
   server_state_type = initial_server_state.type_signature.result
 
   @tff.tensorflow.computation(server_state_type)
-  def broadcast_of(state):
+  def broadcast_fn(state):
     """Step 1: S_t's soft labels and indices, and S_{t+1}'s indices."""
     return collections.OrderedDict(
         soft_labels=state['soft_labels'],
@@ -167,15 +165,14 @@ def build_dsfl(
         round=state['round'],
     )
 
-  broadcast_type = broadcast_of.type_signature.result
-  fusion_value_type = logit_fusion.value_type(m, num_classes)
+  broadcast_type = broadcast_fn.type_signature.result
   client_type = stateful_clients.client_input_type(
       probes[names[0]]['data_type'],
       initial_client_states.type_signature.result,
   )
 
   @tff.tensorflow.computation(broadcast_type, client_type)
-  def client_round(broadcast, client):
+  def client_work(broadcast, client):
     models = {n: fn() for n, fn in prototype_model_fns.items()}
     updates = {
         n: local_training.build_client_update(models[n], client_optimizer_fn)
@@ -250,26 +247,22 @@ def build_dsfl(
         non_finite += 1 - is_finite
       return stateful_clients.client_output(
           client, states,
-          fusion=collections.OrderedDict(
-              logits=probabilities,
-              weights=tf.fill([m], tf.cast(sent, tf.float32))),
+          knowledge=collections.OrderedDict(
+              soft_labels=collections.OrderedDict(
+                  logits=probabilities,
+                  weights=tf.fill([m], tf.cast(sent, tf.float32)))),
           metrics=metrics,
           non_finite=non_finite,
       )
 
     return run()
 
-  if aggregation == 'era':
-    fusion_factory = entropy_reduction.EntropyReductionFactory(era_temperature)
-  else:
-    fusion_factory = logit_fusion.LogitFusionFactory()
-  fusion = fusion_factory.create(fusion_value_type)
-  count_bytes = communication.build_bytes_counter(
-      down=broadcast_type, up=fusion_value_type)
+  fused_type = collections.OrderedDict(
+      soft_labels=logit_fusion.value_type(m, num_classes))
 
-  @tff.tensorflow.computation(server_state_type, broadcast_type,
-                              fusion.next.type_signature.result.result.member)
+  @tff.tensorflow.computation(server_state_type, broadcast_type, fused_type)
   def server_update(state, broadcast, fused):
+    fused = fused['soft_labels']
     has_labels = tf.reduce_any(fused['weights'] > 0)
     new_state = collections.OrderedDict(
         soft_labels=fused['logits'],
@@ -281,39 +274,26 @@ def build_dsfl(
         soft_label_entropy=entropy_reduction.mean_entropy(
             fused['logits'], fused['weights']))
     if server_model:
-      distill = server_distillation.build_server_distillation(
-          prototype_model_fns[names[0]](), **server_distillation_kwargs)
+      distill = server_distillation_lib.build_server_distillation(
+          prototype_model_fns[names[0]](), server_distillation)
       new_state['model'], metrics['server_distillation'] = distill(
           state['model'], tf.gather(public_x, broadcast['next_indices']),
           tf.math.log(tf.maximum(fused['logits'], 1e-30)), validation,
           tf.stack([tf.constant(seed, tf.int32), state['round']]),
-          tf.where(has_labels, server_distillation_kwargs['steps'], 0),
+          tf.where(has_labels, server_distillation.steps, 0),
       )
     return new_state, metrics
 
-  @tff.federated_computation(
-      tff.FederatedType(server_state_type, tff.SERVER),
-      tff.FederatedType(client_type, tff.CLIENTS),
-  )
-  def round_fn(state, clients):
-    broadcast = tff.federated_map(broadcast_of, state)
-    out = tff.federated_map(
-        client_round, (tff.federated_broadcast(broadcast), clients))
-    fused = fusion.next(fusion.initialize(), out.fusion)
-    new_state, server_metrics = tff.federated_map(
-        server_update, (state, broadcast, fused.result))
-    metrics = tff.federated_zip(collections.OrderedDict(
-        client_work=stateful_clients.client_work_metrics(
-            probes, out, count_bytes),
-        fusion=fused.measurements,
-        server=server_metrics,
-    ))
-    return new_state, metrics, out.state
-
-  return stateful_clients.StatefulClientsProcess(
+  return stateful_clients.build_stateful_clients_process(
+      prototype_model_fns=prototype_model_fns,
+      client_prototypes=client_prototypes,
       initial_server_state=initial_server_state,
       initial_client_states=initial_client_states,
-      round_fn=round_fn,
-      client_prototypes=client_prototypes,
-      has_server_model=server_model,
+      broadcast_fn=broadcast_fn,
+      client_work=client_work,
+      fusion_aggregator=(fusion_aggregator
+                         or entropy_reduction.EntropyReductionFactory()),
+      server_update=server_update,
+      metrics_aggregation_fns={
+          n: p['metrics_aggregation_fn'] for n, p in probes.items()},
   )

@@ -38,11 +38,11 @@ reports in a round has N[y] = 0 next round: no distillation toward it.
 
 import collections
 from collections.abc import Callable, Mapping
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_kd import communication
 from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
@@ -60,6 +60,8 @@ def build_fd(
     beta: float = 1.0,
     temperature: float = 1.0,
     exclude_own: bool = True,
+    fusion_aggregator: Optional[
+        tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds FD.
 
@@ -72,6 +74,11 @@ def build_fd(
     beta: weight of the distillation term (the paper: 1).
     temperature: tau > 0.
     exclude_own: distill toward the other clients' knowledge only.
+    fusion_aggregator: fuses the clients' `per_label` knowledge,
+      `<logits=float32[L, L], weights=float32[L]>` (rows = labels, weight 1
+      where the client reported the label); default `LogitFusionFactory()`,
+      the per-label mean. Any `tff.aggregators` unweighted factory whose
+      result has the same type (e.g. wrapping a DP or secure sum).
 
   Returns:
     A `StatefulClientsProcess`.
@@ -104,7 +111,11 @@ def build_fd(
     return knowledge(0, 'reports')
 
   server_state_type = initial_server_state.type_signature.result
-  fusion_value_type = logit_fusion.value_type(num_classes, num_classes)
+
+  @tff.tensorflow.computation(server_state_type)
+  def broadcast_fn(state):
+    return state
+
   client_type = stateful_clients.client_input_type(
       probes[names[0]]['data_type'],
       initial_client_states.type_signature.result,
@@ -127,7 +138,7 @@ def build_fd(
     )
 
   @tff.tensorflow.computation(server_state_type, client_type)
-  def client_round(global_knowledge, client):
+  def client_work(global_knowledge, client):
     models = {n: fn() for n, fn in prototype_model_fns.items()}
     updates = {
         n: local_training.build_client_update(
@@ -185,20 +196,22 @@ def build_fd(
         non_finite += 1 - is_finite
       return stateful_clients.client_output(
           client, states,
-          fusion=collections.OrderedDict(logits=sums, weights=reports),
+          knowledge=collections.OrderedDict(per_label=collections.OrderedDict(
+              logits=sums, weights=reports)),
           metrics=metrics,
           non_finite=non_finite,
       )
 
     return run()
 
-  fusion = logit_fusion.LogitFusionFactory().create(fusion_value_type)
-  count_bytes = communication.build_bytes_counter(
-      down=server_state_type, up=fusion_value_type)
+  value_type = logit_fusion.value_type(num_classes, num_classes)
 
-  @tff.tensorflow.computation(server_state_type,
-                              fusion.next.type_signature.result.result.member)
-  def server_update(state, fused):
+  @tff.tensorflow.computation(
+      server_state_type, server_state_type,
+      collections.OrderedDict(per_label=value_type))
+  def server_update(state, broadcast, fused):
+    del broadcast  # The state itself.
+    fused = fused['per_label']
     new_state = collections.OrderedDict(
         probs=fused['logits'], reports=fused['weights'],
         round=state['round'] + 1)
@@ -206,27 +219,16 @@ def build_fd(
         labels_reported=tf.reduce_sum(
             tf.cast(fused['weights'] > 0.5, tf.int32)))
 
-  @tff.federated_computation(
-      tff.FederatedType(server_state_type, tff.SERVER),
-      tff.FederatedType(client_type, tff.CLIENTS),
-  )
-  def round_fn(state, clients):
-    out = tff.federated_map(
-        client_round, (tff.federated_broadcast(state), clients))
-    fused = fusion.next(fusion.initialize(), out.fusion)
-    new_state, knowledge_metrics = tff.federated_map(
-        server_update, (state, fused.result))
-    metrics = tff.federated_zip(collections.OrderedDict(
-        client_work=stateful_clients.client_work_metrics(
-            probes, out, count_bytes),
-        fusion=fused.measurements,
-        knowledge=knowledge_metrics,
-    ))
-    return new_state, metrics, out.state
-
-  return stateful_clients.StatefulClientsProcess(
+  return stateful_clients.build_stateful_clients_process(
+      prototype_model_fns=prototype_model_fns,
+      client_prototypes=client_prototypes,
       initial_server_state=initial_server_state,
       initial_client_states=initial_client_states,
-      round_fn=round_fn,
-      client_prototypes=client_prototypes,
+      broadcast_fn=broadcast_fn,
+      client_work=client_work,
+      fusion_aggregator=(fusion_aggregator
+                         or logit_fusion.LogitFusionFactory()),
+      server_update=server_update,
+      metrics_aggregation_fns={
+          n: p['metrics_aggregation_fn'] for n, p in probes.items()},
   )

@@ -33,16 +33,15 @@ Nothing is broadcast (0 bytes down).
 
 import collections
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_kd import communication
 from tff_kd import local_training
 from tff_kd import model_parts
-from tff_kd import server_distillation
+from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import logit_fusion
 
@@ -56,9 +55,11 @@ def build_fedad(
     client_prototypes: Mapping[str, str],
     public_inputs: np.ndarray,
     attention_weight: float = 1.0,
-    server_distillation_kwargs: Mapping[str, Any],
+    server_distillation: server_distillation_lib.DistillationConfig,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
+    fusion_aggregator: Optional[
+        tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds FedAD.
 
@@ -71,12 +72,15 @@ def build_fedad(
     client_prototypes: client id -> prototype name, every client.
     public_inputs: [R, ...] the unlabeled public inputs.
     attention_weight: beta of the attention term (>= 0).
-    server_distillation_kwargs: the arguments of
-      `server_distillation.build_server_distillation` (steps, batch_size,
-      learning_rate, temperature, ...) except the attention ones.
+    server_distillation: the `server_distillation.DistillationConfig` of
+      the server model's distillation.
     validation: labelled `(x, y)` split for early stopping, or None (the
       paper: no labelled server data).
     seed: seed of the distillation minibatches.
+    fusion_aggregator: fuses the clients' knowledge, `logits` and
+      `attention` (both `<logits=float32[R, k], weights=float32[R]>`): one
+      unweighted factory for both, or a mapping of each to its own; default
+      `LogitFusionFactory()` (the per-input mean).
 
   Returns:
     A `StatefulClientsProcess` with a server model.
@@ -90,9 +94,8 @@ def build_fedad(
     grids[name] = model_parts.attention_grid(
         model, f'FedAD (prototype {name!r})')
     if name == first:  # The server model's architecture.
-      server_distillation.build_server_distillation(
-          model, attention_weight=attention_weight,
-          **server_distillation_kwargs)
+      server_distillation_lib.build_server_distillation(
+          model, server_distillation, attention_weight=attention_weight)
 
   probes = model_parts.probe_prototypes(prototype_model_fns, check)
   names = list(probes)
@@ -101,10 +104,10 @@ def build_fedad(
   public_x = model_parts.check_inputs(
       public_inputs, probes[names[0]]['input_shape'], 'public_inputs')
   num_public = len(public_x)
-  if num_public < server_distillation_kwargs['batch_size']:
+  if num_public < server_distillation.batch_size:
     raise ValueError(
         f'The public split has {num_public} inputs, fewer than the '
-        f'distillation batch size {server_distillation_kwargs["batch_size"]}.')
+        f'distillation batch size {server_distillation.batch_size}.')
   validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
@@ -131,8 +134,15 @@ def build_fedad(
       initial_client_states.type_signature.result,
   )
 
-  @tff.tensorflow.computation(client_type)
-  def client_round(client):
+  @tff.tensorflow.computation(server_state_type)
+  def broadcast_fn(state):
+    del state  # FedAD's server sends nothing.
+    return collections.OrderedDict()
+
+  @tff.tensorflow.computation(broadcast_fn.type_signature.result,
+                              client_type)
+  def client_work(nothing, client):
+    del nothing
     models = {n: fn() for n, fn in prototype_model_fns.items()}
     updates = {
         n: local_training.build_client_update(models[n], client_optimizer_fn)
@@ -171,64 +181,44 @@ def build_fedad(
       weights = tf.fill([num_public], tf.cast(sent, tf.float32))
       return stateful_clients.client_output(
           client, states,
-          logits=collections.OrderedDict(logits=logits, weights=weights),
-          attention=collections.OrderedDict(logits=attention, weights=weights),
+          knowledge=collections.OrderedDict(
+              logits=collections.OrderedDict(logits=logits, weights=weights),
+              attention=collections.OrderedDict(logits=attention,
+                                                weights=weights)),
           metrics=metrics,
           non_finite=non_finite,
       )
 
     return run()
 
-  logit_fusion_process = logit_fusion.LogitFusionFactory().create(logits_type)
-  attention_fusion = logit_fusion.LogitFusionFactory().create(attention_type)
-  count_bytes = communication.build_bytes_counter(
-      down=tff.StructType([]),
-      up=tff.StructType([logits_type, attention_type]))
-
   @tff.tensorflow.computation(
-      server_state_type,
-      logit_fusion_process.next.type_signature.result.result.member,
-      attention_fusion.next.type_signature.result.result.member,
-  )
-  def server_update(state, fused_logits, fused_attention):
-    distill = server_distillation.build_server_distillation(
-        prototype_model_fns[names[0]](), attention_weight=attention_weight,
-        attention_grid=grid, **server_distillation_kwargs)
+      server_state_type, broadcast_fn.type_signature.result,
+      collections.OrderedDict(logits=logits_type, attention=attention_type))
+  def server_update(state, nothing, fused):
+    del nothing
+    fused_logits, fused_attention = fused['logits'], fused['attention']
+    distill = server_distillation_lib.build_server_distillation(
+        prototype_model_fns[names[0]](), server_distillation,
+        attention_weight=attention_weight, attention_grid=grid)
     any_sent = tf.reduce_any(fused_logits['weights'] > 0)
     model, metrics = distill(
         state['model'], public_x, fused_logits['logits'], validation,
         tf.stack([tf.constant(seed, tf.int32), state['round']]),
-        tf.where(any_sent, server_distillation_kwargs['steps'], 0),
+        tf.where(any_sent, server_distillation.steps, 0),
         attention_targets=fused_attention['logits'],
     )
     return (collections.OrderedDict(model=model, round=state['round'] + 1),
             metrics)
 
-  @tff.federated_computation(
-      tff.FederatedType(server_state_type, tff.SERVER),
-      tff.FederatedType(client_type, tff.CLIENTS),
-  )
-  def round_fn(state, clients):
-    out = tff.federated_map(client_round, clients)
-    fused_logits = logit_fusion_process.next(
-        logit_fusion_process.initialize(), out.logits)
-    fused_attention = attention_fusion.next(
-        attention_fusion.initialize(), out.attention)
-    new_state, distill_metrics = tff.federated_map(
-        server_update, (state, fused_logits.result, fused_attention.result))
-    metrics = tff.federated_zip(collections.OrderedDict(
-        client_work=stateful_clients.client_work_metrics(
-            probes, out, count_bytes),
-        fusion=fused_logits.measurements,
-        attention_fusion=fused_attention.measurements,
-        distillation=distill_metrics,
-    ))
-    return new_state, metrics, out.state
-
-  return stateful_clients.StatefulClientsProcess(
+  return stateful_clients.build_stateful_clients_process(
+      prototype_model_fns=prototype_model_fns,
+      client_prototypes=client_prototypes,
       initial_server_state=initial_server_state,
       initial_client_states=initial_client_states,
-      round_fn=round_fn,
-      client_prototypes=client_prototypes,
-      has_server_model=True,
+      broadcast_fn=broadcast_fn,
+      client_work=client_work,
+      fusion_aggregator=fusion_aggregator or logit_fusion.LogitFusionFactory(),
+      server_update=server_update,
+      metrics_aggregation_fns={
+          n: p['metrics_aggregation_fn'] for n, p in probes.items()},
   )

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow_federated as tff
 
 from tff_kd import client_work as client_work_lib
-from tff_kd.aggregators import weighted_mean
+from tff_kd import process as process_lib
+from tff_kd.aggregators import knowledge
 
 
 def build_fedavg(
@@ -23,9 +24,9 @@ def build_fedavg(
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     *,
     model_distributor: Optional[tff.learning.templates.DistributionProcess] = None,
-    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+    model_aggregator: Optional[knowledge.ModelAggregator] = None,
     distillation: Optional[client_work_lib.Distillation] = None,
-) -> tff.learning.templates.LearningProcess:
+) -> process_lib.LearningProcess:
   """Builds FedAvg as a composed `tff.learning.templates.LearningProcess`.
 
   The process is `compose_learning_process(initial weights, distributor,
@@ -40,27 +41,26 @@ def build_fedavg(
     server_optimizer_fn: a `tff.learning.optimizers.Optimizer` applied to the
       averaged update; default SGD with learning rate 1 (plain FedAvg).
     model_distributor: default `tff.learning.templates.build_broadcast_process`.
-    model_aggregator: a `tff.aggregators.WeightedAggregationFactory`; default
-      `tff_kd.aggregators.WeightedMeanFactory()` (n_k / n weights).
+    model_aggregator: a `tff.aggregators.WeightedAggregationFactory`, or an
+      unweighted one (TFF's DP aggregators; every client counts the same, as
+      in TFF's builders); default `tff_kd.aggregators.WeightedMeanFactory()`
+      (n_k / n weights).
     distillation: optional client-side distillation
       (`tff_kd.client_work.Distillation`); client-side KD algorithms are FedAvg
       with this set, and with a `model_distributor` that broadcasts what the
       distillation needs beside the model (teacher weights, extra payload).
 
   Returns:
-    A `tff.learning.templates.LearningProcess` with `initialize`:
+    A `tff_kd.process.LearningProcess` (TFF's, evaluated with `model_fn`'s
+    model by `tff_kd.experiment`) with `initialize`:
     `( -> S@SERVER)`, `next`: `(<S@SERVER, {B*}@CLIENTS> -> <S@SERVER,
     metrics@SERVER>)`, `get_model_weights` and `set_model_weights`.
   """
   if server_optimizer_fn is None:
     server_optimizer_fn = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-  if model_aggregator is None:
-    model_aggregator = weighted_mean.WeightedMeanFactory()
-  if not isinstance(model_aggregator, tff.aggregators.WeightedAggregationFactory):
-    raise TypeError(
-        'model_aggregator must be a tff.aggregators.WeightedAggregationFactory;'
-        f' got {model_aggregator!r}.'
-    )
+  model_aggregator = knowledge.check_model_aggregator(model_aggregator)
+  if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+    model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
 
   @tff.tensorflow.computation()
   def initial_model_weights_fn():
@@ -88,10 +88,13 @@ def build_fedavg(
   finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
       server_optimizer_fn, model_weights_type
   )
-  return tff.learning.templates.compose_learning_process(
-      initial_model_weights_fn,
-      model_distributor,
-      client_work,
-      aggregator,
-      finalizer,
+  return process_lib.LearningProcess(
+      tff.learning.templates.compose_learning_process(
+          initial_model_weights_fn,
+          model_distributor,
+          client_work,
+          aggregator,
+          finalizer,
+      ),
+      {'model': model_fn},
   )

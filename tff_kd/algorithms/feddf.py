@@ -52,8 +52,8 @@ client's upload, counted in the `communication` metrics.
 
 Heterogeneous prototypes in one TFF computation: each client's data is an
 `OrderedDict(prototype name -> dataset)` in which only its own prototype's
-dataset is non-empty (`tff_kd.experiment` builds it from the task's client ->
-prototype assignment); every client receives all prototypes' weights and
+dataset is non-empty (`client_input` of the `tff_kd.process.LearningProcess`
+builds it from `client_prototypes`); every client receives all prototypes' weights and
 trains only its own (empty datasets take no steps and get weight 0). The
 `communication` metrics count what a deployment would send: the client's own
 prototype's weights down (and the round, data-free), its delta, weight and
@@ -64,9 +64,14 @@ scores over the distillation inputs, averaged over the round's contributing
 clients (0 without any): how much the certainty weighting departs from
 FedDF's uniform one.
 
-The state is `OrderedDict(prototypes=OrderedDict(name -> ModelWeights),
-round=int32)`; `get_model_weights` returns the first prototype's weights.
-With one prototype and `distill_steps=0` FedDF is FedAvg exactly.
+The process is TFF's composition of parts (`compose_learning_process`):
+TFF's broadcast of the global weights `OrderedDict(name -> ModelWeights)`,
+the client work above (its state the round), `KnowledgeFactory`'s
+aggregation (per prototype `model_aggregator`, `fusion_aggregator` on the
+logits; their states carried from round to round) and the distillation
+finalizer (`tff_kd.finalizers`). `get_model_weights` returns the first
+prototype's weights. With one prototype and `distill_steps=0` FedDF is
+FedAvg exactly.
 
 Deviations from the official codes:
 - FedDF: our step budget is a caller's choice (the registry: 200 steps,
@@ -95,11 +100,13 @@ import tensorflow_federated as tff
 
 from tff_kd import certainty as certainty_lib
 from tff_kd import communication
+from tff_kd import finalizers
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import process as process_lib
 from tff_kd import server_distillation
+from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
-from tff_kd.aggregators import weighted_mean
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 CLIENT_WEIGHTINGS = ('num_examples', 'uniform')
@@ -121,7 +128,11 @@ def build_feddf(
     patience: int = 3,
     client_weighting: str = 'num_examples',
     seed: int = 0,
-) -> tff.learning.templates.LearningProcess:
+    client_prototypes: Optional[Mapping[str, str]] = None,
+    model_aggregator: Optional[knowledge.ModelAggregator] = None,
+    fusion_aggregator: Optional[
+        tff.aggregators.UnweightedAggregationFactory] = None,
+) -> process_lib.LearningProcess:
   """Builds FedDF.
 
   Args:
@@ -144,9 +155,15 @@ def build_feddf(
     patience: evaluations without improvement before stopping.
     client_weighting: `num_examples` (n_k / n) or `uniform` model averaging.
     seed: seed of the distillation minibatches (and of the noise).
+    client_prototypes: client id -> prototype name (None: one prototype).
+    model_aggregator: averages each prototype's model deltas: a weighted
+      `tff.aggregators` factory (weights: `client_weighting`), or an
+      unweighted one with a single prototype; default `WeightedMeanFactory`.
+    fusion_aggregator: fuses the clients' `logits`, `<logits=float32[R, C],
+      weights=float32[R]>`; default `LogitFusionFactory()` (AVGLOGITS).
 
   Returns:
-    A `tff.learning.templates.LearningProcess` whose `next` takes
+    A `tff_kd.process.LearningProcess` (module docstring) whose `next` takes
     `{OrderedDict(prototype -> B*)}@CLIENTS`.
   """
   noise = isinstance(distillation_inputs, str)
@@ -160,7 +177,7 @@ def build_feddf(
       prototype_model_fns, client_optimizer_fn,
       distillation_inputs=None if noise else distillation_inputs,
       validation=validation,
-      distill_kwargs=dict(
+      config=server_distillation.DistillationConfig(
           steps=distill_steps, batch_size=distill_batch_size,
           learning_rate=distill_learning_rate, schedule='cosine',
           temperature=temperature,
@@ -168,6 +185,8 @@ def build_feddf(
           clip_norm=5.0, sampling='ordered' if noise else 'shuffled',
           eval_every=eval_every, patience=patience),
       client_weighting=client_weighting, seed=seed, certainty=None,
+      client_prototypes=client_prototypes, model_aggregator=model_aggregator,
+      fusion_aggregator=fusion_aggregator,
   )
 
 
@@ -187,7 +206,11 @@ def build_fedaux(
     distill_learning_rate: float = 5e-5,
     client_weighting: str = 'uniform',
     seed: int = 0,
-) -> tff.learning.templates.LearningProcess:
+    client_prototypes: Optional[Mapping[str, str]] = None,
+    model_aggregator: Optional[knowledge.ModelAggregator] = None,
+    fusion_aggregator: Optional[
+        tff.aggregators.UnweightedAggregationFactory] = None,
+) -> process_lib.LearningProcess:
   """Builds FedAUX: FedDF with a certainty-weighted ensemble teacher.
 
   The defaults are the official code's (fl_devices.py, exec.sh).
@@ -214,6 +237,9 @@ def build_fedaux(
     distill_batch_size: distillation minibatch size (official: 128).
     distill_learning_rate: constant Adam learning rate (official: 5e-5).
     client_weighting: model averaging; the official code averages uniformly.
+    client_prototypes, model_aggregator: as `build_feddf`.
+    fusion_aggregator: fuses the clients' certainty-weighted `logits`
+      (`<logits, weights=s_k(x)>`); default `LogitFusionFactory()`.
 
   Returns:
     A `tff.learning.templates.LearningProcess`, as `build_feddf`. With all
@@ -248,7 +274,7 @@ def build_fedaux(
   return _build(
       prototype_model_fns, client_optimizer_fn,
       distillation_inputs=distillation_inputs, validation=validation,
-      distill_kwargs=dict(
+      config=server_distillation.DistillationConfig(
           steps=distill_epochs * steps_per_epoch,
           batch_size=distill_batch_size,
           learning_rate=distill_learning_rate, schedule='constant',
@@ -259,12 +285,15 @@ def build_fedaux(
       certainty=dict(negative_inputs=negative_inputs, l2=certainty_l2,
                      steps=certainty_steps, epsilon=certainty_epsilon,
                      delta=certainty_delta),
+      client_prototypes=client_prototypes, model_aggregator=model_aggregator,
+      fusion_aggregator=fusion_aggregator,
   )
 
 
 def _build(
     prototype_model_fns, client_optimizer_fn, *, distillation_inputs,
-    validation, distill_kwargs, client_weighting, seed, certainty,
+    validation, config, client_weighting, seed, certainty, client_prototypes,
+    model_aggregator, fusion_aggregator,
 ):
   """The process of `build_feddf` (certainty None) and `build_fedaux`.
 
@@ -277,7 +306,6 @@ def _build(
   def check(name, model):
     if certainty is not None:
       model_parts.head_layer(model, f'FedAUX (prototype {name!r})')
-    server_distillation.build_server_distillation(model, **distill_kwargs)
 
   probes = model_parts.probe_prototypes(prototype_model_fns, check)
   names = list(probes)
@@ -286,7 +314,7 @@ def _build(
   input_shape = probes[names[0]]['input_shape']
   noise = distillation_inputs is None
   if noise:
-    num_inputs = distill_kwargs['steps'] * distill_kwargs['batch_size']
+    num_inputs = config.steps * config.batch_size
   else:
     distill_x = model_parts.check_inputs(
         distillation_inputs, input_shape, 'distillation_inputs')
@@ -298,7 +326,7 @@ def _build(
       return tf.constant(distill_x)
     return server_distillation.noise_inputs(
         tf.stack([tf.constant(seed, tf.int32), round_num]),
-        distill_kwargs['steps'], distill_kwargs['batch_size'], input_shape)
+        config.steps, config.batch_size, input_shape)
 
   validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
@@ -306,27 +334,23 @@ def _build(
   )
 
   @tff.tensorflow.computation()
-  def initial_state():
+  def initial_weights():
     return collections.OrderedDict(
-        prototypes=collections.OrderedDict(
-            (n, tff.learning.models.ModelWeights.from_model(
-                prototype_model_fns[n]()))
-            for n in names
-        ),
-        round=tf.constant(0, tf.int32),
+        (n, tff.learning.models.ModelWeights.from_model(
+            prototype_model_fns[n]()))
+        for n in names
     )
 
-  state_type = initial_state.type_signature.result
-  prototypes_type = state_type.prototypes
+  weights_type = initial_weights.type_signature.result
   fusion_value_type = logit_fusion.value_type(num_inputs, num_classes)
   # What a deployment sends per client of prototype n (see docstring): its
   # prototype's weights (and, data-free, the round) down.
   bytes_down = {
-      n: communication.type_bytes(prototypes_type[n]) + (4 if noise else 0)
+      n: communication.type_bytes(weights_type[n]) + (4 if noise else 0)
       for n in names
   }
   bytes_up = {
-      n: communication.type_bytes(prototypes_type[n].trainable) + 4
+      n: communication.type_bytes(weights_type[n].trainable) + 4
       + communication.type_bytes(fusion_value_type)
       for n in names
   }
@@ -335,10 +359,9 @@ def _build(
       collections.OrderedDict,
   )
 
-  @tff.tensorflow.computation(state_type, client_data_type)
-  def client_update(state, datasets):
-    global_models = state['prototypes']
-    distill_inputs = distillation_set(state['round'])
+  @tff.tensorflow.computation(np.int32, weights_type, client_data_type)
+  def client_update(round_num, global_models, datasets):
+    distill_inputs = distillation_set(round_num)
     models = {n: prototype_model_fns[n]() for n in names}
     updates = {
         n: local_training.build_client_update(models[n], client_optimizer_fn)
@@ -371,7 +394,7 @@ def _build(
       # The privacy noise's seed: the round's, folded with this client's
       # own (anonymous clients: the bits of its features' sum).
       noise_seed = tf.random.experimental.stateless_fold_in(
-          tf.stack([tf.constant(seed, tf.int32), state['round']]),
+          tf.stack([tf.constant(seed, tf.int32), round_num]),
           tf.bitcast(tf.reduce_sum(local), tf.int32))
       return certainty_lib.certainty_scores(
           local,
@@ -425,95 +448,49 @@ def _build(
         non_finite += 1 - is_finite
         up += tf.cast(own, tf.int64) * bytes_up[n]
         down += tf.cast(own, tf.int64) * bytes_down[n]
-      result = collections.OrderedDict(
-          deltas=collections.OrderedDict((n, deltas[n]) for n in names),
-          weights=collections.OrderedDict((n, weights[n]) for n in names),
-          fusion=collections.OrderedDict(logits=logits,
-                                         weights=fusion_weights),
+      result = tff.learning.templates.ClientResult(
+          update=collections.OrderedDict(
+              models=collections.OrderedDict((n, deltas[n]) for n in names),
+              knowledge=collections.OrderedDict(
+                  logits=collections.OrderedDict(logits=logits,
+                                                 weights=fusion_weights))),
+          update_weight=collections.OrderedDict(
+              (n, weights[n]) for n in names))
+      per_client = collections.OrderedDict(
           non_finite=non_finite,
           metrics=collections.OrderedDict((n, metrics[n]) for n in names),
           bytes_uploaded=up,
           bytes_downloaded=down,
       )
       if certainty is not None:
-        result['certainty_std'] = certainty_std
-        result['certainty_clients'] = certainty_clients
-      return result
+        per_client['certainty_std'] = certainty_std
+        per_client['certainty_clients'] = certainty_clients
+      return result, per_client
 
     return run()
-
-  client_result_type = client_update.type_signature.result
-  mean_processes = {
-      n: weighted_mean.WeightedMeanFactory().create(
-          client_result_type.deltas[n], client_result_type.weights[n]
-      )
-      for n in names
-  }
-  fusion_process = logit_fusion.LogitFusionFactory().create(fusion_value_type)
-  mean_delta_type = tff.StructWithPythonType(
-      collections.OrderedDict(
-          (n, mean_processes[n].next.type_signature.result.result.member)
-          for n in names
-      ),
-      collections.OrderedDict,
-  )
-
-  @tff.tensorflow.computation(
-      state_type, mean_delta_type,
-      fusion_process.next.type_signature.result.result.member,
-  )
-  def server_update(state, mean_deltas, fused):
-    round_num = state['round']
-    fused_any = tf.reduce_any(fused['weights'] > 0)
-    max_steps = tf.where(fused_any, distill_kwargs['steps'], 0)
-    new_models, distill_metrics = collections.OrderedDict(), {}
-    for n in names:
-      weights = state['prototypes'][n]
-      start = tff.learning.models.ModelWeights(
-          trainable=[w - d for w, d in zip(weights.trainable, mean_deltas[n])],
-          non_trainable=list(weights.non_trainable),
-      )
-      distill = server_distillation.build_server_distillation(
-          prototype_model_fns[n](), **distill_kwargs
-      )
-      new_models[n], distill_metrics[n] = distill(
-          start, distillation_set(round_num), fused['logits'], validation,
-          tf.stack([tf.constant(seed, tf.int32), round_num]), max_steps,
-      )
-    return (
-        collections.OrderedDict(prototypes=new_models, round=round_num + 1),
-        collections.OrderedDict((n, distill_metrics[n]) for n in names),
-    )
 
   @tff.tensorflow.computation(np.float32, np.int32)
   def mean_over_clients(total, clients):
     return tf.math.divide_no_nan(total, tf.cast(clients, tf.float32))
 
   @tff.federated_computation()
-  def init_fn():
-    return tff.federated_eval(initial_state, tff.SERVER)
+  def client_work_init():
+    return tff.federated_value(0, tff.SERVER)
+
+  @tff.tensorflow.computation(np.int32)
+  def next_round(round_num):
+    return round_num + 1
 
   @tff.federated_computation(
-      init_fn.type_signature.result,
+      client_work_init.type_signature.result,
+      tff.FederatedType(weights_type, tff.CLIENTS),
       tff.FederatedType(client_data_type, tff.CLIENTS),
   )
-  def next_fn(state, client_data):
-    out = tff.federated_map(
-        client_update, (tff.federated_broadcast(state), client_data))
-    means = collections.OrderedDict(
-        (n, mean_processes[n].next(
-            mean_processes[n].initialize(), out.deltas[n], out.weights[n]))
-        for n in names
-    )
-    fused = fusion_process.next(fusion_process.initialize(), out.fusion)
-    new_state, distill_metrics = tff.federated_map(
-        server_update,
-        (state,
-         tff.federated_zip(collections.OrderedDict(
-             (n, means[n].result) for n in names)),
-         fused.result),
-    )
-    client_work = collections.OrderedDict(
+  def client_work_next(round_num, weights, client_data):
+    result, out = tff.federated_map(
+        client_update,
+        (tff.federated_broadcast(round_num), weights, client_data))
+    measurements = collections.OrderedDict(
         train=tff.federated_zip(collections.OrderedDict(
             (n, probes[n]['metrics_aggregation_fn'](out.metrics[n]))
             for n in names)),
@@ -522,34 +499,27 @@ def _build(
             out.bytes_uploaded, out.bytes_downloaded),
     )
     if certainty is not None:
-      client_work['certainty_std'] = tff.federated_map(
+      measurements['certainty_std'] = tff.federated_map(
           mean_over_clients,
           (tff.federated_sum(out.certainty_std),
            tff.federated_sum(out.certainty_clients)))
-    measurements = tff.federated_zip(collections.OrderedDict(
-        client_work=tff.federated_zip(client_work),
-        aggregator=tff.federated_zip(collections.OrderedDict(
-            (n, means[n].measurements) for n in names)),
-        fusion=fused.measurements,
-        distillation=distill_metrics,
-    ))
-    return tff.learning.templates.LearningProcessOutput(new_state, measurements)
+    return tff.templates.MeasuredProcessOutput(
+        tff.federated_map(next_round, round_num), result,
+        tff.federated_zip(measurements))
 
-  weights_type = prototypes_type[names[0]]
-
-  @tff.tensorflow.computation(state_type)
-  def get_model_weights(state):
-    return state['prototypes'][names[0]]
-
-  @tff.tensorflow.computation(state_type, weights_type)
-  def set_model_weights(state, weights):
-    return collections.OrderedDict(
-        state,
-        prototypes=collections.OrderedDict(
-            state['prototypes'], **{names[0]: weights}
-        ),
-    )
-
-  return tff.learning.templates.LearningProcess(
-      init_fn, next_fn, get_model_weights, set_model_weights
-  )
+  client_work = tff.learning.templates.ClientWorkProcess(
+      client_work_init, client_work_next)
+  result_type = client_update.type_signature.result[0]
+  aggregator = knowledge.KnowledgeFactory(
+      model_aggregator, fusion_aggregator).create(
+          result_type.update, result_type.update_weight)
+  finalizer = finalizers.build_distillation_finalizer(
+      prototype_model_fns, config, weights_type=weights_type,
+      update_type=aggregator.next.type_signature.result.result.member,
+      inputs_fn=distillation_set, validation=validation, seed=seed)
+  return process_lib.LearningProcess(
+      tff.learning.templates.compose_learning_process(
+          initial_weights,
+          tff.learning.templates.build_broadcast_process(weights_type),
+          client_work, aggregator, finalizer),
+      prototype_model_fns, client_prototypes=client_prototypes)

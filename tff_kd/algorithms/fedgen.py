@@ -30,27 +30,32 @@ labels from seeds (round, batch number, a fingerprint of the batch; see
 computation; a client that trained on no example, or whose update is
 non-finite, uploads zero counts (no weight in G's loss).
 
-The process does not fit `compose_learning_process` (the distributor would need
-the generator, which the server updates after aggregation), so it is written
-as its own `LearningProcess`; its state is an `OrderedDict` with
-`global_model_weights`, `generator` (`params`, `running_mean`,
-`running_var`), `generator_optimizer` and `round` (all checkpointed). Models
+The process is `compose_learning_process` of TFF's parts: the generator
+travels with the model in the global weights, `OrderedDict(model=ModelWeights,
+generator=<params, running_mean, running_var>)`, so TFF's broadcast sends
+both and the finalizer (`tff_kd.finalizers.build_generator_finalizer`, its
+state the generator's Adam state and the round) updates both; the client
+work's state is the round. Models
 must name their classifier layer `head` (a Dense layer whose input is the
 feature vector), as every `tasks` model does.
 """
 
 import collections
 from collections.abc import Callable
+from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import communication
+from tff_kd import finalizers
 from tff_kd import generator as generator_lib
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import process as process_lib
+from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import stack
-from tff_kd.aggregators import weighted_mean
 
 
 def _count_labels(counts, labels, logits):
@@ -80,7 +85,10 @@ def build_fedgen(
     beta: float = 10.0,
     regularizer_decay: float = 0.98,
     seed: int = 0,
-) -> tff.learning.templates.LearningProcess:
+    model_aggregator: Optional[knowledge.ModelAggregator] = None,
+    fusion_aggregator: Optional[
+        tff.aggregators.UnweightedAggregationFactory] = None,
+) -> process_lib.LearningProcess:
   """Builds FedGen.
 
   Args:
@@ -104,9 +112,16 @@ def build_fedgen(
     beta: initial weight of the clients' latent KL (10 for MNIST).
     regularizer_decay: per-round decay of alpha and beta (0.98).
     seed: seed of the generator's initialization.
+    model_aggregator: averages the model deltas (a weighted or unweighted
+      `tff.aggregators` factory); default `WeightedMeanFactory` (n_k / n).
+    fusion_aggregator: collects the clients' `heads`, `<kernel, bias,
+      counts>`, for the generator; default `StackFactory(clients_per_round)`.
 
   Returns:
-    A `tff.learning.templates.LearningProcess`.
+    A `tff_kd.process.LearningProcess`: TFF's broadcast of `<model,
+    generator>`, the client work (its state the round), `KnowledgeFactory`'s
+    aggregation and `finalizers.build_generator_finalizer`, composed by
+    `compose_learning_process`; `get_model_weights` gives the model's.
   """
   for name, value in (('num_classes', num_classes),
                       ('clients_per_round', clients_per_round),
@@ -134,47 +149,25 @@ def build_fedgen(
     metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(
         probe.metric_finalizers()
     )
-    weights_type = tff.learning.models.weights_type_from_model(probe)
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(probe.input_spec))
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
-  generator_optimizer = tff.learning.optimizers.build_adam(
-      learning_rate=generator_learning_rate
-  )
-
   @tff.tensorflow.computation()
-  def initial_state():
-    generator = generator_lib.init_generator(
-        noise_dim=noise_dim, num_classes=num_classes, hidden=hidden_dim,
-        feature_dim=feature_dim, seed=seed,
-    )
-    specs = tuple(
-        tf.TensorSpec(v.shape, v.dtype) for v in generator['params'].values()
-    )
+  def initial_weights():
     return collections.OrderedDict(
-        global_model_weights=tff.learning.models.ModelWeights.from_model(
-            model_fn()
+        model=tff.learning.models.ModelWeights.from_model(model_fn()),
+        generator=generator_lib.init_generator(
+            noise_dim=noise_dim, num_classes=num_classes, hidden=hidden_dim,
+            feature_dim=feature_dim, seed=seed,
         ),
-        generator=generator,
-        generator_optimizer=generator_optimizer.initialize(specs),
-        round=tf.constant(0, tf.int32),
     )
 
-  state_type = initial_state.type_signature.result
+  global_type = initial_weights.type_signature.result
 
-  @tff.tensorflow.computation(state_type)
-  def to_broadcast(state):
-    return collections.OrderedDict(
-        model=state['global_model_weights'],
-        generator=state['generator'],
-        round=state['round'],
-    )
-
-  broadcast_type = to_broadcast.type_signature.result
-
-  @tff.tensorflow.computation(broadcast_type, data_type)
-  def client_update(broadcast, dataset):
+  @tff.tensorflow.computation(np.int32, global_type, data_type)
+  def client_update(round_num, broadcast, dataset):
+    broadcast = collections.OrderedDict(broadcast, round=round_num)
     model = model_fn()
     head = model_parts.head_layer(model, 'FedGen')
     counter = tf.Variable(0, dtype=tf.int32)
@@ -203,100 +196,64 @@ def build_fedgen(
           kernel=tf.identity(head.kernel), bias=tf.identity(head.bias),
           counts=counts,
       )
-      return delta, weight, 1 - is_finite, metrics, uploaded
+      return (
+          tff.learning.templates.ClientResult(
+              update=collections.OrderedDict(
+                  models=collections.OrderedDict(model=delta),
+                  knowledge=collections.OrderedDict(heads=uploaded)),
+              update_weight=collections.OrderedDict(model=weight)),
+          1 - is_finite, metrics)
 
     return train_and_report()
 
-  client_result_type = client_update.type_signature.result
-  mean_process = weighted_mean.WeightedMeanFactory().create(
-      client_result_type[0], client_result_type[1]
-  )
-  stack_process = stack.StackFactory(clients_per_round).create(
-      client_result_type[4]
-  )
+  result_type = client_update.type_signature.result[0]
   bytes_fn = communication.build_bytes_counter(
-      down=broadcast_type,
-      up=tff.StructType([client_result_type[i] for i in (0, 1, 4)]),
-  )
-
-  @tff.tensorflow.computation(
-      state_type, mean_process.next.type_signature.result.result.member,
-      stack_process.next.type_signature.result.result.member,
-  )
-  def server_update(state, mean_delta, collected):
-    round_num = state['round']
-    weights = state['global_model_weights']
-    # A list, as ModelWeights.from_model gives: checkpoints restore into the
-    # structure of the initial state.
-    trainable = [
-        w - server_learning_rate * d
-        for w, d in zip(weights.trainable, mean_delta)
-    ]
-    optimizer_state = generator_optimizer.set_hparams(
-        state['generator_optimizer'],
-        collections.OrderedDict(
-            generator_optimizer.get_hparams(state['generator_optimizer']),
-            learning_rate=generator_learning_rate
-            * generator_lr_decay ** tf.cast(round_num, tf.float32),
-        ),
-    )
-    uploads = collected['values']
-    generator, optimizer_state, losses = generator_lib.train_generator(
-        state['generator'], generator_optimizer, optimizer_state,
-        uploads['kernel'], uploads['bias'], uploads['counts'],
-        steps=generator_steps, batch_size=generator_batch_size,
-        noise_dim=noise_dim, weight_decay=generator_weight_decay,
-        diversity_weight=diversity_weight, seed=round_num,
-    )
-    new_state = collections.OrderedDict(
-        global_model_weights=tff.learning.models.ModelWeights(
-            trainable=trainable, non_trainable=weights.non_trainable
-        ),
-        generator=generator,
-        generator_optimizer=optimizer_state,
-        round=round_num + 1,
-    )
-    return new_state, collections.OrderedDict(
-        loss_first_step=losses[0], loss_last_step=losses[-1],
-        clients_collected=collected['count'],
-    )
+      down=tff.StructType([global_type, tff.TensorType(np.int32)]),
+      up=result_type)
 
   @tff.federated_computation()
-  def init_fn():
-    return tff.federated_eval(initial_state, tff.SERVER)
+  def client_work_init():
+    return tff.federated_value(0, tff.SERVER)
+
+  @tff.tensorflow.computation(np.int32)
+  def next_round(round_num):
+    return round_num + 1
 
   @tff.federated_computation(
-      init_fn.type_signature.result, tff.FederatedType(data_type, tff.CLIENTS)
-  )
-  def next_fn(state, client_data):
-    broadcast = tff.federated_broadcast(tff.federated_map(to_broadcast, state))
-    delta, weight, non_finite, metrics, uploaded = tff.federated_map(
-        client_update, (broadcast, client_data)
-    )
-    mean_delta = mean_process.next(mean_process.initialize(), delta, weight)
-    collected = stack_process.next(stack_process.initialize(), uploaded)
-    new_state, generator_metrics = tff.federated_map(
-        server_update, (state, mean_delta.result, collected.result)
-    )
+      client_work_init.type_signature.result,
+      tff.FederatedType(global_type, tff.CLIENTS),
+      tff.FederatedType(data_type, tff.CLIENTS))
+  def client_work_next(round_num, broadcast, client_data):
+    result, non_finite, metrics = tff.federated_map(
+        client_update,
+        (tff.federated_broadcast(round_num), broadcast, client_data))
     measurements = tff.federated_zip(collections.OrderedDict(
-        client_work=collections.OrderedDict(
-            train=metrics_aggregation_fn(metrics),
-            non_finite_clients=tff.federated_sum(non_finite),
-            communication=bytes_fn(non_finite),
-        ),
-        aggregator=mean_delta.measurements,
-        generator=generator_metrics,
+        train=metrics_aggregation_fn(metrics),
+        non_finite_clients=tff.federated_sum(non_finite),
+        communication=bytes_fn(non_finite),
     ))
-    return tff.learning.templates.LearningProcessOutput(new_state, measurements)
+    return tff.templates.MeasuredProcessOutput(
+        tff.federated_map(next_round, round_num), result, measurements)
 
-  @tff.tensorflow.computation(state_type)
-  def get_model_weights(state):
-    return state['global_model_weights']
-
-  @tff.tensorflow.computation(state_type, weights_type)
-  def set_model_weights(state, weights):
-    return collections.OrderedDict(state, global_model_weights=weights)
-
-  return tff.learning.templates.LearningProcess(
-      init_fn, next_fn, get_model_weights, set_model_weights
-  )
+  aggregator = knowledge.KnowledgeFactory(
+      model_aggregator,
+      fusion_aggregator or stack.StackFactory(clients_per_round)).create(
+          result_type.update, result_type.update_weight)
+  finalizer = finalizers.build_generator_finalizer(
+      weights_type=global_type,
+      update_type=aggregator.next.type_signature.result.result.member,
+      server_learning_rate=server_learning_rate,
+      generator_optimizer=tff.learning.optimizers.build_adam(
+          learning_rate=generator_learning_rate),
+      learning_rate=generator_learning_rate, lr_decay=generator_lr_decay,
+      steps=generator_steps, batch_size=generator_batch_size,
+      noise_dim=noise_dim, weight_decay=generator_weight_decay,
+      diversity_weight=diversity_weight)
+  return process_lib.LearningProcess(
+      tff.learning.templates.compose_learning_process(
+          initial_weights,
+          tff.learning.templates.build_broadcast_process(global_type),
+          tff.learning.templates.ClientWorkProcess(client_work_init,
+                                                   client_work_next),
+          aggregator, finalizer),
+      {'model': model_fn})

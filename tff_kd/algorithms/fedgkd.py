@@ -30,6 +30,8 @@ import tensorflow_federated as tff
 
 from tff_kd import client_work
 from tff_kd import losses
+from tff_kd import process as process_lib
+from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import stack
 from tff_kd.algorithms import fedavg
 
@@ -121,8 +123,8 @@ def build_fedgkd(
     buffer_size: int = 5,
     gamma: float = 0.1,
     temperature: float = 1.0,
-    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-) -> tff.learning.templates.LearningProcess:
+    model_aggregator: Optional[knowledge.ModelAggregator] = None,
+) -> process_lib.LearningProcess:
   """Builds FedGKD; arguments as `build_fedavg`, plus:
 
   Args:

@@ -15,6 +15,8 @@ import tensorflow_federated as tff
 
 from tff_kd import client_work
 from tff_kd import losses
+from tff_kd import process as process_lib
+from tff_kd.aggregators import knowledge
 from tff_kd.algorithms import fedavg
 
 
@@ -25,8 +27,8 @@ def build_fedntd(
     *,
     beta: float = 1.0,
     temperature: float = 1.0,
-    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-) -> tff.learning.templates.LearningProcess:
+    model_aggregator: Optional[knowledge.ModelAggregator] = None,
+) -> process_lib.LearningProcess:
   """Builds FedNTD; arguments as `build_fedavg`, plus beta and temperature.
 
   Args:
@@ -39,7 +41,7 @@ def build_fedntd(
     model_aggregator: as in `build_fedavg`.
 
   Returns:
-    A `tff.learning.templates.LearningProcess`.
+    A `tff_kd.process.LearningProcess`.
   """
   if beta < 0:
     raise ValueError(f'beta must be >= 0; got {beta}.')

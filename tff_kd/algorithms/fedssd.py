@@ -28,6 +28,8 @@ import tensorflow_federated as tff
 from tff_kd import client_work
 from tff_kd import local_training
 from tff_kd import losses
+from tff_kd import process as process_lib
+from tff_kd.aggregators import knowledge
 from tff_kd.algorithms import fedavg
 
 
@@ -108,8 +110,8 @@ def build_fedssd(
     num_classes: int,
     kd_weight: float = 1.0,
     temperature: float = 1.0,
-    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-) -> tff.learning.templates.LearningProcess:
+    model_aggregator: Optional[knowledge.ModelAggregator] = None,
+) -> process_lib.LearningProcess:
   """Builds FedSSD; arguments as `build_fedavg`, plus:
 
   Args:

@@ -7,7 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 import tiny
+from tff_kd import aggregators
 from tff_kd import algorithms
+from tff_kd import server_distillation
 
 L = tiny.NUM_CLASSES
 
@@ -44,7 +46,8 @@ class DSFLTest(tf.test.TestCase):
     process = algorithms.build_dsfl(
         {'model': tiny.model_fn}, tiny.sgd(lr),
         client_prototypes={c: 'model' for c in ids},
-        public_inputs=self.public, subset_size=4, era_temperature=temperature,
+        public_inputs=self.public, subset_size=4,
+        fusion_aggregator=aggregators.EntropyReductionFactory(temperature),
         distill_epochs=1, distill_batch_size=4,
         distill_learning_rate=distill_lr, seed=1)
     state = process.initialize()
@@ -72,7 +75,7 @@ class DSFLTest(tf.test.TestCase):
       self.assertAllClose(got[1], expected[1], atol=1e-5)
     # At T = 0.1 ERA sharpens these flat averages (it need not: see
     # entropy_reduction's docstring).
-    entropy = output.metrics['fusion']['entropy']
+    entropy = output.metrics['fusion']['soft_labels']['entropy']
     self.assertLess(entropy['entropy_after'], entropy['entropy_before'])
 
   def test_sa_server_model_heterogeneous_clients_and_dropout(self):
@@ -82,9 +85,11 @@ class DSFLTest(tf.test.TestCase):
     process = algorithms.build_dsfl(
         {'linear': tiny.model_fn, 'mlp': tiny.mlp_model_fn}, tiny.sgd(0.2),
         client_prototypes=dict(zip(ids, ['linear', 'mlp', 'linear', 'mlp'])),
-        public_inputs=self.public, subset_size=100, aggregation='sa',
+        public_inputs=self.public, subset_size=100,
+        fusion_aggregator=aggregators.LogitFusionFactory(),
         distill_batch_size=2,
-        server_distillation_kwargs=dict(steps=20, batch_size=3),
+        server_distillation=server_distillation.DistillationConfig(
+            steps=20, batch_size=3),
         seed=2)
     initial, state, output = tiny.two_rounds_third_client_dropping_out(
         process, ids, datasets)
@@ -92,15 +97,15 @@ class DSFLTest(tf.test.TestCase):
     labels = state['server']['soft_labels']
     self.assertEqual(labels.shape, (6, L))  # subset_size capped at R = 6.
     self.assertAllClose(labels.sum(-1), np.ones(6), atol=1e-5)
-    self.assertNotIn('entropy', output.metrics['fusion'])
-    self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
+    self.assertNotIn('entropy', output.metrics['fusion']['soft_labels'])
+    self.assertEqual(output.metrics['fusion']['soft_labels']['fused_clients'], 3)
     tiny.check_client_states(self, initial, state, changed=('0', '1'))
     # The server model (the first prototype's) is distilled every round.
     self.assertEqual(
         output.metrics['server']['server_distillation']['steps'], 20)
-    server = process.server_model_weights(state).trainable
+    server = state['server']['model'].trainable
     self.assertFalse(np.array_equal(
-        server[0], process.server_model_weights(initial).trainable[0]))
+        server[0], initial['server']['model'].trainable[0]))
     m = 6
     self.assertEqual(
         output.metrics['client_work']['communication'],
@@ -111,10 +116,12 @@ class DSFLTest(tf.test.TestCase):
             bytes_downloaded_per_client=m * L * 4 + 1 + 2 * m * 4 + 4))
 
   def test_rejects_bad_arguments(self):
-    with self.assertRaisesRegex(ValueError, "aggregation must be one of"):
+    with self.assertRaisesRegex(TypeError, 'fusion aggregator of .*soft_labels'
+                                '.* must be a tff.aggregators.Unweighted'):
       algorithms.build_dsfl({'model': tiny.model_fn}, tiny.sgd(),
                             client_prototypes={'a': 'model'},
-                            public_inputs=self.public, aggregation='max')
+                            public_inputs=self.public,
+                            fusion_aggregator='max')
     with self.assertRaisesRegex(ValueError, r'public_inputs have shape \(6, 3\)'):
       algorithms.build_dsfl({'model': tiny.model_fn}, tiny.sgd(),
                             client_prototypes={'a': 'model'},
@@ -123,8 +130,9 @@ class DSFLTest(tf.test.TestCase):
       algorithms.build_dsfl({'model': tiny.model_fn}, tiny.sgd(),
                             client_prototypes={'a': 'model'},
                             public_inputs=self.public,
-                            server_distillation_kwargs=dict(steps=1,
-                                                            batch_size=7))
+                            server_distillation=(
+                                server_distillation.DistillationConfig(
+                                    steps=1, batch_size=7)))
 
 
 if __name__ == '__main__':

@@ -78,8 +78,8 @@ class FDTest(tf.test.TestCase):
     count_weighted = sum(p * n[:, None] for p, n in stats) / sum(
         n for _, n in stats)[:, None]
     self.assertNotAllClose(state['server']['probs'], count_weighted)
-    self.assertEqual(output.metrics['knowledge']['labels_reported'], L)
-    self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
+    self.assertEqual(output.metrics['server']['labels_reported'], L)
+    self.assertEqual(output.metrics['fusion']['per_label']['fused_clients'], 3)
 
     # Round 2, clients a and b: each distills toward the others' outputs.
     output = _run(process, state, ['a', 'b'], datasets[:2])
@@ -123,7 +123,7 @@ class FDTest(tf.test.TestCase):
                                 bytes_downloaded_per_client=per_client + 4))
     self.assertEqual(communication.type_bytes(
         process.round.type_signature.parameter[0]), per_client + 4)
-    self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
+    self.assertEqual(output.metrics['fusion']['per_label']['fused_clients'], 3)
 
   def test_rejects_bad_arguments(self):
     with self.assertRaisesRegex(ValueError, 'temperature must be > 0; got 0'):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import tiny
 from tff_kd import algorithms
+from tff_kd import server_distillation
 
 L = tiny.NUM_CLASSES
 
@@ -39,23 +40,24 @@ class FedADTest(tf.test.TestCase):
         {'model': tiny.attention_model_fn}, tiny.sgd(0.2),
         client_prototypes={c: 'model' for c in ids},
         public_inputs=self.public[:1], attention_weight=beta,
-        server_distillation_kwargs=dict(steps=3, batch_size=1))
+        server_distillation=server_distillation.DistillationConfig(
+            steps=3, batch_size=1))
     state = process.initialize()
     output = process.next(state, list(zip(ids, datasets)))
     outputs = [_np_outputs(output.state['clients'][c]['model'].trainable,
                            self.public[:1].astype(np.float64)) for c in ids]
     teacher = np.mean([z for z, _ in outputs], axis=0)
     target = np.mean([a for _, a in outputs], axis=0)
-    logits, maps = _np_outputs(process.server_model_weights(state).trainable,
+    logits, maps = _np_outputs(state['server']['model'].trainable,
                                self.public[:1].astype(np.float64))
     q_t, q_s = tiny.np_softmax(teacher), tiny.np_softmax(logits)
     expected = np.sum(q_t * np.log(q_t / q_s)) + beta * np.sum(
         (maps - target)**2)
-    metrics = output.metrics['distillation']
+    metrics = output.metrics['server']
     self.assertEqual(metrics['steps'], 3)
     self.assertAllClose(metrics['loss_first'], expected, rtol=1e-4)
-    self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
-    self.assertEqual(output.metrics['attention_fusion']['fused_clients'], 3)
+    self.assertEqual(output.metrics['fusion']['logits']['fused_clients'], 3)
+    self.assertEqual(output.metrics['fusion']['attention']['fused_clients'], 3)
 
   def test_heterogeneous_grids_dropout_and_bytes(self):
     arrays = tiny.client_arrays([9, 12, 7, 5], seed=4)
@@ -67,13 +69,14 @@ class FedADTest(tf.test.TestCase):
         tiny.sgd(0.2),
         client_prototypes=dict(zip(ids, ['conv', 'pooled', 'conv', 'pooled'])),
         public_inputs=self.public,
-        server_distillation_kwargs=dict(steps=10, batch_size=2))
+        server_distillation=server_distillation.DistillationConfig(
+            steps=10, batch_size=2))
     initial, state, output = tiny.two_rounds_third_client_dropping_out(
         process, ids, datasets)
     tiny.check_client_states(self, initial, state, changed=('0', '1'))
     self.assertFalse(np.array_equal(
-        process.server_model_weights(state).trainable[2],
-        process.server_model_weights(initial).trainable[2]))
+        state['server']['model'].trainable[2],
+        initial['server']['model'].trainable[2]))
     # Attention maps travel on the server model's grid: 4 x 1 (the pooled
     # prototype's 2 x 1 maps are resized).
     r = len(self.public)
@@ -84,7 +87,7 @@ class FedADTest(tf.test.TestCase):
             bytes_downloaded=0,
             bytes_uploaded_per_client=r * L * 4 + r * 4 + r * 4 * 4 + r * 4,
             bytes_downloaded_per_client=0))
-    self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
+    self.assertEqual(output.metrics['fusion']['logits']['fused_clients'], 3)
 
   def test_a_model_without_feature_map_is_named(self):
     with self.assertRaisesRegex(
@@ -93,7 +96,8 @@ class FedADTest(tf.test.TestCase):
           {'conv': tiny.attention_model_fn, 'mlp': tiny.mlp_model_fn},
           tiny.sgd(), client_prototypes={'a': 'conv'},
           public_inputs=self.public,
-          server_distillation_kwargs=dict(steps=1, batch_size=2))
+          server_distillation=server_distillation.DistillationConfig(
+              steps=1, batch_size=2))
 
 
 if __name__ == '__main__':

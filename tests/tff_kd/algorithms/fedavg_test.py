@@ -77,12 +77,27 @@ class FedAvgTest(tf.test.TestCase, parameterized.TestCase):
     ):
       self.assertAllClose(a, b, rtol=1e-6)
 
-  def test_rejects_unweighted_aggregator(self):
-    with self.assertRaisesRegex(TypeError, 'model_aggregator'):
-      algorithms.build_fedavg(
-          tiny.model_fn, tiny.sgd(),
-          model_aggregator=tff.aggregators.UnweightedMeanFactory(),
-      )
+  def test_unweighted_aggregator_averages_clients_uniformly(self):
+    # As TFF's builders: an unweighted factory (TFF's DP ones are) counts
+    # every client the same, whatever its number of examples.
+    arrays = tiny.client_arrays([3, 9], seed=5)
+    process = algorithms.build_fedavg(
+        tiny.model_fn, tiny.sgd(),
+        model_aggregator=tff.aggregators.UnweightedMeanFactory())
+    state = process.initialize()
+    both = process.get_model_weights(
+        process.next(state, tiny.datasets(arrays, 3)).state).trainable
+    alone = [process.get_model_weights(
+        process.next(state, tiny.datasets([a], 3)).state).trainable
+             for a in arrays]
+    for i, w in enumerate(both):
+      self.assertAllClose(w, (alone[0][i] + alone[1][i]) / 2, rtol=1e-5)
+
+  def test_rejects_a_model_aggregator_that_is_no_factory(self):
+    with self.assertRaisesRegex(TypeError, 'model_aggregator must be a '
+                                'tff.aggregators.WeightedAggregationFactory'):
+      algorithms.build_fedavg(tiny.model_fn, tiny.sgd(),
+                              model_aggregator='mean')
 
 
 if __name__ == '__main__':

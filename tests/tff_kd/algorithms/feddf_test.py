@@ -15,7 +15,6 @@ import tiny
 from tff_kd import algorithms
 from tff_kd import certainty
 from tff_kd import communication
-from tff_kd import experiment
 from tff_kd import server_distillation
 
 _SPEC = tff.simulation.baselines.ClientSpec(num_epochs=1, batch_size=16)
@@ -85,7 +84,7 @@ class FedDFTest(tf.test.TestCase):
     for x, y in zip(fedavg.get_model_weights(a).trainable,
                     feddf.get_model_weights(b).trainable):
       self.assertAllEqual(x, y)
-    self.assertEqual(output.metrics['distillation']['model']['steps'], 0)
+    self.assertEqual(output.metrics['finalizer']['model']['steps'], 0)
 
   def test_fused_init_is_the_weighted_average_per_prototype(self):
     sizes = [5, 9, 3, 8]
@@ -94,7 +93,8 @@ class FedDFTest(tf.test.TestCase):
     model_fns = {'linear': tiny.model_fn, 'mlp': tiny.mlp_model_fn}
     process = algorithms.build_feddf(
         model_fns, tiny.sgd(0.1), distillation_inputs=_distill_x(),
-        distill_steps=0, distill_batch_size=2)
+        distill_steps=0, distill_batch_size=2,
+        client_prototypes=dict(enumerate(owners)))
     output = process.next(process.initialize(),
                           _structured(datasets, owners, list(model_fns)))
     for name, fn in model_fns.items():
@@ -103,9 +103,9 @@ class FedDFTest(tf.test.TestCase):
       trained = {k: _trained_alone(fn, datasets[k], 0.1) for k in mine}
       expected = [sum(trained[k][i] * sizes[k] / total for k in mine)
                   for i in range(len(trained[mine[0]]))]
-      self.assertAllClose(output.state['prototypes'][name].trainable,
+      self.assertAllClose(output.state.global_model_weights[name].trainable,
                           expected, rtol=1e-5, atol=1e-6)
-      self.assertEqual(output.metrics['aggregator'][name]['total_weight'],
+      self.assertEqual(output.metrics['aggregator']['models'][name]['total_weight'],
                        total)
 
   def test_one_distillation_step_toward_avglogits_matches_numpy(self):
@@ -118,7 +118,8 @@ class FedDFTest(tf.test.TestCase):
     lr = 0.01
     process = algorithms.build_feddf(
         model_fns, tiny.sgd(0.1), distillation_inputs=x, distill_steps=1,
-        distill_batch_size=1, distill_learning_rate=lr)
+        distill_batch_size=1, distill_learning_rate=lr,
+        client_prototypes={'a': 'linear', 'b': 'mlp'})
     output = process.next(process.initialize(),
                           _structured(datasets, ['linear', 'mlp'],
                                       list(model_fns)))
@@ -131,10 +132,10 @@ class FedDFTest(tf.test.TestCase):
     def adam(w, g):
       c = np.sqrt(1 - 0.999)
       return w - lr * c * g / (c * np.abs(g) + 1e-7)
-    self.assertAllClose(output.state['prototypes']['linear'].trainable,
+    self.assertAllClose(output.state.global_model_weights['linear'].trainable,
                         [adam(kernel, x.T @ dz), adam(bias, dz[0])],
                         rtol=1e-4, atol=1e-6)
-    self.assertEqual(output.metrics['fusion']['fused_clients'], 2)
+    self.assertEqual(output.metrics['aggregator']['knowledge']['logits']['fused_clients'], 2)
 
   def test_heterogeneous_digits_two_rounds(self):
     task = tasks.create_task('digits', train_client_spec=_SPEC, model='cnn',
@@ -142,35 +143,34 @@ class FedDFTest(tf.test.TestCase):
     process = algorithms.build_feddf(
         {n: task.model_fn_for(n) for n in task.prototypes}, tiny.sgd(0.1),
         distillation_inputs=task.public_x, validation=task.validation,
-        distill_steps=20, eval_every=5, patience=2)
-    client_input = experiment.client_input_fn(process, task)
+        distill_steps=20, eval_every=5, patience=2,
+        client_prototypes=task.client_prototypes)
+    client_input = process.client_input
     ids = ['0', '1', '2', '3']
     clients = [client_input(c, task.datasets.train_preprocess_fn(
         task.datasets.train_data.create_tf_dataset_for_client(c)))
                for c in ids]
     state = process.initialize()
-    start = state['prototypes']
+    start = state.global_model_weights
     for _ in range(2):
       output = process.next(state, clients)
       state = output.state
     metrics = output.metrics
-    weights_type = process.get_model_weights.type_signature.result
-    del weights_type
     owners = [task.client_prototypes[c] for c in ids]
     self.assertCountEqual(set(owners), {'cnn', 'mlp'})
     for name in task.prototypes:
-      self.assertGreater(metrics['distillation'][name]['steps'], 0)
-      self.assertNotAllClose(state['prototypes'][name].trainable[0],
+      self.assertGreater(metrics['finalizer'][name]['steps'], 0)
+      self.assertNotAllClose(state.global_model_weights[name].trainable[0],
                              start[name].trainable[0])
     state_type = process.initialize.type_signature.result.member
-    down = {n: communication.type_bytes(state_type.prototypes[n])
+    down = {n: communication.type_bytes(state_type.global_model_weights[n])
             for n in task.prototypes}
     communicated = metrics['client_work']['communication']
     self.assertEqual(communicated['bytes_downloaded'],
                      sum(down[o] for o in owners))
     self.assertAllClose(communicated['bytes_downloaded_per_client'],
                         np.mean([down[o] for o in owners]))
-    self.assertEqual(metrics['fusion']['fused_clients'], 4)
+    self.assertEqual(metrics['aggregator']['knowledge']['logits']['fused_clients'], 4)
 
   def test_accepts_a_tff_baseline_task_model_fn(self):
     task = tff.simulation.baselines.emnist.create_character_recognition_task(
@@ -185,7 +185,7 @@ class FedDFTest(tf.test.TestCase):
         distill_steps=2, distill_batch_size=4)
     output = process.next(process.initialize(),
                           [collections.OrderedDict(model=c) for c in clients])
-    self.assertEqual(output.metrics['distillation']['model']['steps'], 2)
+    self.assertEqual(output.metrics['finalizer']['model']['steps'], 2)
 
   def test_fresh_noise_batches_two_rounds_match_numpy(self):
     # Two clients of one prototype. Each round, clients and server generate
@@ -223,12 +223,12 @@ class FedDFTest(tf.test.TestCase):
                           tiny.np_adam(fused, gradients, cosine, clip_norm=5.0),
                           rtol=1e-4, atol=1e-5)
     metrics = output.metrics
-    self.assertEqual(metrics['distillation']['model']['steps'], steps)
-    self.assertEqual(metrics['distillation']['model']['validation_best'], -1)
+    self.assertEqual(metrics['finalizer']['model']['steps'], steps)
+    self.assertEqual(metrics['finalizer']['model']['validation_best'], -1)
     # Up: the delta, its weight and the logits and weights of all 6 inputs;
     # down: the weights and the round.
     state_type = process.initialize.type_signature.result.member
-    weights_bytes = communication.type_bytes(state_type.prototypes['model'])
+    weights_bytes = communication.type_bytes(state_type.global_model_weights['model'])
     communicated = metrics['client_work']['communication']
     self.assertEqual(communicated['bytes_uploaded_per_client'],
                      weights_bytes + 4 + 4 * steps * batch
@@ -276,7 +276,7 @@ class FedAUXTest(tf.test.TestCase):
         {'mlp': tiny.mlp_model_fn}, tiny.sgd(0.1), distillation_inputs=x,
         negative_inputs=negatives, distill_learning_rate=lr)
     state = process.initialize()
-    start = state['prototypes']['mlp'].trainable
+    start = state.global_model_weights['mlp'].trainable
     output = process.next(
         state, [collections.OrderedDict(mlp=ds) for ds in datasets])
     trained = [_trained_alone(tiny.mlp_model_fn, ds, 0.1) for ds in datasets]
@@ -297,13 +297,13 @@ class FedAUXTest(tf.test.TestCase):
       dh = dz @ params[2].T * (hidden > 0)
       return [x.T @ dh, dh.sum(axis=0), hidden.T @ dz, dz.sum(axis=0)]
 
-    self.assertAllClose(output.state['prototypes']['mlp'].trainable,
+    self.assertAllClose(output.state.global_model_weights['mlp'].trainable,
                         tiny.np_adam(student, gradients, [lr]),
                         rtol=1e-4, atol=1e-6)
     metrics = output.metrics
-    self.assertEqual(metrics['distillation']['mlp']['steps'], 1)
-    self.assertEqual(metrics['distillation']['mlp']['validation_best'], -1)
-    self.assertEqual(metrics['aggregator']['mlp']['total_weight'], 2.0)
+    self.assertEqual(metrics['finalizer']['mlp']['steps'], 1)
+    self.assertEqual(metrics['finalizer']['mlp']['validation_best'], -1)
+    self.assertEqual(metrics['aggregator']['models']['mlp']['total_weight'], 2.0)
     self.assertAllClose(metrics['client_work']['certainty_std'],
                         np.mean([np.std(s) for s in scores]), rtol=1e-3)
     self.assertGreater(metrics['client_work']['certainty_std'], 0.0)
@@ -316,7 +316,7 @@ class FedAUXTest(tf.test.TestCase):
         distillation_inputs=task.public_x[:100],
         negative_inputs=task.public_x[100:], validation=task.validation,
         distill_epochs=2, distill_batch_size=32, distill_learning_rate=1e-3)
-    client_input = experiment.client_input_fn(process, task)
+    client_input = process.client_input
     clients = [client_input(c, task.datasets.train_preprocess_fn(
         task.datasets.train_data.create_tf_dataset_for_client(c)))
                for c in ['0', '1', '2']]
@@ -324,9 +324,9 @@ class FedAUXTest(tf.test.TestCase):
     for _ in range(2):
       output = process.next(state, clients)
       state = output.state
-    self.assertEqual(output.metrics['aggregator']['mlp']['total_weight'], 3.0)
-    self.assertEqual(output.metrics['fusion']['fused_clients'], 3)
-    distillation = output.metrics['distillation']['mlp']
+    self.assertEqual(output.metrics['aggregator']['models']['mlp']['total_weight'], 3.0)
+    self.assertEqual(output.metrics['aggregator']['knowledge']['logits']['fused_clients'], 3)
+    distillation = output.metrics['finalizer']['mlp']
     # Two epochs of ceil(100 / 32) = 4 batches, evaluated after each.
     self.assertEqual(distillation['steps'], 8)
     self.assertGreaterEqual(distillation['validation_best'],

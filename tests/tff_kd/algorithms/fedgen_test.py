@@ -56,12 +56,14 @@ class FedGenTest(tf.test.TestCase):
     )
     state = process.initialize()
     output = process.next(state, clients)
-    generator_metrics = output.metrics['generator']
+    generator_metrics = output.metrics['finalizer']
     self.assertEqual(generator_metrics['clients_collected'], 2)
     self.assertLess(generator_metrics['loss_last_step'],
                     generator_metrics['loss_first_step'])
-    self.assertEqual(output.state['round'], 1)
-    old, new = state['generator'], output.state['generator']
+    self.assertEqual(output.state.finalizer['round'], 1)
+    self.assertEqual(output.state.client_work, 1)
+    old, new = (state.global_model_weights['generator'],
+                output.state.global_model_weights['generator'])
     self.assertNotAllClose(new['params']['w1'], old['params']['w1'])
     # The server trained G in training mode: its running statistics moved.
     self.assertNotAllClose(new['running_mean'], old['running_mean'])
