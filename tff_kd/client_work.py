@@ -18,7 +18,6 @@ update and its weight up, summed over the round's clients.
 """
 
 import collections
-from collections.abc import Callable
 import dataclasses
 from typing import Optional
 
@@ -27,6 +26,7 @@ import tensorflow_federated as tff
 
 from tff_kd import communication
 from tff_kd import local_training
+from tff_kd import model_parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Distillation:
 
 
 def weights_type(
-    model_fn: Callable[[], tff.learning.models.VariableModel]
+    model_fn: model_parts.ModelFn
 ) -> tff.Type:
   """The TFF type of the `ModelWeights` of `model_fn`'s model."""
   with tf.Graph().as_default():
@@ -74,7 +74,7 @@ def broadcast_type(
 
 
 def build_client_work(
-    model_fn: Callable[[], tff.learning.models.VariableModel],
+    model_fn: model_parts.ModelFn,
     client_optimizer: tff.learning.optimizers.Optimizer,
     *,
     distillation: Optional[Distillation] = None,

@@ -32,9 +32,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import generator as generator_lib
+from tff_kd import model_parts
 from tff_kd import server_distillation
 
-ModelFn = Callable[[], tff.learning.models.VariableModel]
 
 
 def _applied(weights, delta, learning_rate=1.0):
@@ -69,7 +69,7 @@ def _finalizer(initial_state: tff.Computation, step: tff.Computation,
 
 
 def build_distillation_finalizer(
-    prototype_model_fns: Mapping[str, ModelFn],
+    prototype_model_fns: Mapping[str, model_parts.ModelFn],
     config: server_distillation.DistillationConfig,
     *,
     weights_type: tff.Type,

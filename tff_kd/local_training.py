@@ -9,6 +9,10 @@ the broadcast model's (FedNTD, FedSSD) or weights sent beside it (FedGKD), and
 `tf.function` that iterates the client dataset with `dataset_reduce`, so no
 Python runs per batch.
 
+`build_distillation_epochs` is the other client loop of the guide: epochs of
+distillation toward teacher logits on shared unlabeled inputs (DS-FL's
+clients distill on the global soft labels before they train).
+
 No `tff` import here: `model` is anything with the interface of
 `tff.learning.models.VariableModel` and `optimizer` a
 `tff.learning.optimizers.Optimizer`.
@@ -18,6 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 import tensorflow as tf
+
+from tff_kd import losses
 
 # (labels, student_logits, teacher_logits, extra) -> scalar loss added to the
 # model's own loss; `extra` is the broadcast payload or None.
@@ -169,3 +175,63 @@ def build_client_update(
     return result if observe_fn is None else result + (observed,)
 
   return client_update
+
+
+def build_distillation_epochs(
+    model: Any, optimizer: Any, *, epochs: int, batch_size: int
+) -> Callable[..., list[tf.Tensor]]:
+  """Builds `distill(weights, inputs, teacher_logits, seed, max_batches)`.
+
+  Epochs of minibatch steps on KL(softmax(teacher) || softmax(student)) over
+  the R shared `inputs` (DS-FL's step 2: the clients distill on the global
+  soft labels). Epoch e visits the inputs in the permutation drawn from the
+  stateless seed `[seed[0], seed[1] * 1000 + e]`, cut into batches of
+  `batch_size` (the last one smaller); the optimizer state starts afresh.
+
+  Args:
+    model: a `VariableModel`-like object built once per trace.
+    optimizer: a `tff.learning.optimizers.Optimizer` (DS-FL: SGD).
+    epochs: passes over the inputs (>= 1).
+    batch_size: minibatch size (>= 1).
+
+  Returns:
+    `distill(weights, inputs, teacher_logits, seed, max_batches)`: `weights`
+    a `ModelWeights`-like (`trainable`, `non_trainable`) to start from,
+    `inputs` [R, ...], `teacher_logits` [R, C], `seed` int32 [2],
+    `max_batches` an int64 cap on the steps (-1: all, 0: none). Returns the
+    trainable weights after the steps. Call it in a `tf.function` (it
+    iterates a dataset).
+  """
+  for name, value in (('epochs', epochs), ('batch_size', batch_size)):
+    if value < 1:
+      raise ValueError(f'{name} must be >= 1; got {value}.')
+  def distill(weights, inputs, teacher_logits, seed, max_batches):
+    variables = trainable_variables(model)
+    assign(variables, weights.trainable)
+    assign(model.non_trainable_variables, weights.non_trainable)
+    num_inputs = tf.shape(teacher_logits)[0]
+    order = tf.concat([
+        tf.argsort(tf.random.stateless_uniform(
+            [num_inputs], tf.stack([seed[0], seed[1] * 1000 + e])))
+        for e in range(epochs)
+    ], axis=0)
+    batches = tf.data.Dataset.from_tensor_slices(order).batch(
+        batch_size).take(max_batches)
+    state = optimizer.initialize(
+        tuple(tf.TensorSpec(v.shape, v.dtype) for v in variables))
+
+    def step(state, index):
+      with tf.GradientTape() as tape:
+        loss = losses.distillation_loss(
+            tf.gather(teacher_logits, index),
+            model.predict_on_batch(tf.gather(inputs, index), training=True))
+      state, updated = optimizer.next(
+          state, variables, tuple(tape.gradient(loss, variables)))
+      assign(variables, updated)
+      return state
+
+    state = dataset_reduce(batches, state, step)
+    with tf.control_dependencies(tf.nest.flatten(state)):
+      return [tf.identity(v) for v in variables]
+
+  return distill

@@ -169,3 +169,57 @@ def per_label_distillation_loss(
       teacher * (tf.math.log(tf.maximum(teacher, 1e-12)) - student_log_probs),
       axis=-1)
   return temperature**2 * tf.reduce_mean(tf.gather(label_mask, labels) * kl)
+
+
+def add_per_label_outputs(
+    totals: tuple[tf.Tensor, tf.Tensor], labels: tf.Tensor,
+    logits: tf.Tensor, temperature: float = 1.0,
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """FD's per-label statistics of a training batch, added to `totals`.
+
+  `totals` is `(sums [L, L], counts [L])`: per label y the sum of the
+  outputs softmax(z / tau) of the examples labelled y, and their number.
+  `local_training`'s `observe_fn` for FD (the outputs of each step's own
+  forward pass).
+  """
+  sums, counts = totals
+  num_classes = sums.shape[0]
+  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+  return (
+      sums + tf.math.unsorted_segment_sum(
+          tf.nn.softmax(logits / temperature), labels, num_classes),
+      counts + tf.math.unsorted_segment_sum(
+          tf.ones_like(labels, tf.float32), labels, num_classes),
+  )
+
+
+def per_label_teacher(
+    means: tf.Tensor, reports: tf.Tensor, own_means: tf.Tensor,
+    own_counts: tf.Tensor, exclude_own: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """FD's teacher t[y] from the global per-label means (Jeong et al.).
+
+  Args:
+    means: [L, L], per label the mean of the clients' per-label outputs.
+    reports: [L], how many clients reported each label.
+    own_means: [L, L], the client's own upload of that round.
+    own_counts: [L], its counts (> 0: it reported the label).
+    exclude_own: scalar bool: remove the client's own contribution (the
+      paper's F-hat, the other clients' mean).
+
+  Returns:
+    `(teacher [L, L], mask [L])`: t[y] = (N[y] g[y] - p[y]) / (N[y] - 1) when
+    excluding, else g[y]; `mask` 1 for labels some (other) client reported,
+    whose rows are the teacher, 0 (and a zero row) for the others.
+  """
+  total = means * reports[:, None]
+  total_reports = reports
+  reported = tf.cast(own_counts > 0, tf.float32) * tf.cast(
+      exclude_own, tf.float32)
+  total -= own_means * reported[:, None]
+  total_reports -= reported
+  # Reports are sums of whole numbers: > 0.5 means at least one.
+  mask = tf.cast(total_reports > 0.5, tf.float32)
+  teacher = tf.math.divide_no_nan(
+      total, tf.maximum(total_reports, 0.0)[:, None]) * mask[:, None]
+  return teacher, mask

@@ -18,6 +18,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+# A no-arg function returning a new model (logits out), e.g. a TFF
+# `BaselineTask.model_fn`.
+ModelFn = Callable[[], tff.learning.models.VariableModel]
+
 
 def head_layer(
     model: tff.learning.models.VariableModel, needed_by: str

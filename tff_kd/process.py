@@ -23,13 +23,14 @@ processes whose clients keep their own models.
 """
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-ModelFn = Callable[[], tff.learning.models.VariableModel]
+from tff_kd import model_parts
+
 
 
 class LearningProcess(tff.learning.templates.LearningProcess):
@@ -38,7 +39,7 @@ class LearningProcess(tff.learning.templates.LearningProcess):
   def __init__(
       self,
       process: tff.learning.templates.LearningProcess,
-      prototype_model_fns: Mapping[str, ModelFn],
+      prototype_model_fns: Mapping[str, model_parts.ModelFn],
       *,
       client_prototypes: Optional[Mapping[str, str]] = None,
   ):

@@ -195,6 +195,52 @@ class ClientUpdateTest(tf.test.TestCase, parameterized.TestCase):
             tiny.model_fn(), tiny.sgd(), teacher=tiny.model_fn())
 
 
+class DistillationEpochsTest(tf.test.TestCase, parameterized.TestCase):
+  """DS-FL's client distillation loop against numpy SGD on the KL."""
+
+  @parameterized.named_parameters(('all', -1, 2, 3), ('two_batches', 2, 2, 3),
+                                  ('none', 0, 1, 4))
+  def test_matches_numpy_sgd_on_the_kl(self, max_batches, epochs, batch_size):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, tiny.NUM_FEATURES)).astype(np.float32)
+    teacher = rng.normal(size=(5, _L)).astype(np.float32)
+    initial = _weights(6)
+    seed = np.array([3, 7], np.int32)
+    lr = 0.4
+
+    @tff.tensorflow.computation
+    def run():
+      distill = tf.function(local_training.build_distillation_epochs(
+          tiny.model_fn(), tiny.sgd(lr), epochs=epochs, batch_size=batch_size))
+      return distill(tff.learning.models.ModelWeights(list(initial), []),
+                     tf.constant(x), tf.constant(teacher), tf.constant(seed),
+                     tf.constant(max_batches, tf.int64))
+
+    # The batches: each epoch's permutation from [seed0, seed1 * 1000 + e].
+    order = np.concatenate([
+        tf.argsort(tf.random.stateless_uniform(
+            [5], [seed[0], seed[1] * 1000 + e])).numpy()
+        for e in range(epochs)])
+    batches = [order[i:i + batch_size] for i in range(0, len(order),
+                                                      batch_size)]
+    if max_batches >= 0:
+      batches = batches[:max_batches]
+    kernel, bias = (np.array(w, np.float64) for w in initial)
+    for index in batches:
+      z = x[index] @ kernel + bias
+      dz = (tiny.np_softmax(z) - tiny.np_softmax(teacher[index])) / len(index)
+      kernel, bias = kernel - lr * x[index].T @ dz, bias - lr * dz.sum(0)
+    self.assertAllClose(run(), [kernel, bias], rtol=1e-5, atol=1e-6)
+    if max_batches == 0:
+      self.assertAllClose(run(), initial)
+
+  def test_rejects_bad_arguments(self):
+    with tf.Graph().as_default():
+      with self.assertRaisesRegex(ValueError, 'epochs must be >= 1; got 0'):
+        local_training.build_distillation_epochs(
+            tiny.model_fn(), tiny.sgd(), epochs=0, batch_size=1)
+
+
 class HelpersTest(tf.test.TestCase):
 
   def test_assign_flattens_nested_values_in_order(self):

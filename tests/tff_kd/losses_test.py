@@ -93,6 +93,43 @@ class LossesTest(tf.test.TestCase, parameterized.TestCase):
         expected, rtol=1e-5)
 
 
+class PerLabelTest(tf.test.TestCase, parameterized.TestCase):
+  """FD's per-label outputs and teacher against numpy."""
+
+  def test_per_label_outputs_add_softmax_sums_and_counts(self):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 3)).astype(np.float32)
+    labels = np.array([0, 2, 2, 0, 0, 1], np.int32)
+    start = (rng.normal(size=(3, 3)).astype(np.float32),
+             np.array([1.0, 0.0, 2.0], np.float32))
+    sums, counts = losses.add_per_label_outputs(start, labels, logits, 2.0)
+    p = _np_softmax(logits, 2.0)
+    expected = start[0] + np.stack([p[labels == y].sum(0) for y in range(3)])
+    self.assertAllClose(sums, expected, atol=1e-6)
+    self.assertAllEqual(counts, start[1] + np.bincount(labels, minlength=3))
+
+  @parameterized.parameters(True, False)
+  def test_teacher_excludes_the_clients_own_upload(self, exclude):
+    rng = np.random.default_rng(2)
+    # Three clients' per-label means; label 2 reported by client 0 only.
+    uploads = rng.uniform(size=(3, 3, 3)).astype(np.float32)
+    counts = np.array([[2, 1, 4], [3, 0, 0], [1, 5, 0]], np.float32)
+    reported = counts > 0
+    reports = reported.sum(0).astype(np.float32)
+    means = np.stack([
+        uploads[reported[:, y], y].mean(0) for y in range(3)])
+    teacher, mask = losses.per_label_teacher(
+        means, reports, uploads[0], counts[0], tf.constant(exclude))
+    if exclude:  # The others' mean: labels 0 (clients 1, 2) and 1 (client 2).
+      expected = np.stack([uploads[1:, 0].mean(0), uploads[2, 1],
+                           np.zeros(3)])
+      self.assertAllEqual(mask, [1, 1, 0])
+    else:
+      expected = means
+      self.assertAllEqual(mask, [1, 1, 1])
+    self.assertAllClose(teacher, expected, atol=1e-6)
+
+
 if __name__ == '__main__':
   tf.test.main()
 

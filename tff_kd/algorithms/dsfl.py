@@ -32,7 +32,7 @@ m weights; download: m x C soft labels and 2 m indices.
 """
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
@@ -40,18 +40,16 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import local_training
-from tff_kd import losses
 from tff_kd import model_parts
 from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import entropy_reduction
 from tff_kd.aggregators import logit_fusion
 
-ModelFn = Callable[[], tff.learning.models.VariableModel]
 
 
 def build_dsfl(
-    prototype_model_fns: Mapping[str, ModelFn],
+    prototype_model_fns: Mapping[str, model_parts.ModelFn],
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
     client_prototypes: Mapping[str, str],
@@ -178,44 +176,15 @@ def build_dsfl(
         n: local_training.build_client_update(models[n], client_optimizer_fn)
         for n in names
     }
+    distills = {
+        n: local_training.build_distillation_epochs(
+            models[n], distill_optimizer, epochs=distill_epochs,
+            batch_size=distill_batch_size)
+        for n in names
+    }
     inputs = tf.gather(public_x, broadcast['indices'])
     # Soft labels as teacher logits: softmax(log p) = p.
     teacher = tf.math.log(tf.maximum(broadcast['soft_labels'], 1e-30))
-
-    def distill(model, weights, gate):
-      """Step 2: SGD epochs of KL(p || q_S) on S_t; returns the weights."""
-      variables = tuple(model.trainable_variables)
-      local_training.assign(variables, weights.trainable)
-      local_training.assign(model.non_trainable_variables,
-                            weights.non_trainable)
-      epochs = [
-          tf.argsort(tf.random.stateless_uniform(
-              [m], tf.stack([tf.constant(seed, tf.int32),
-                             broadcast['round'] * 1000 + e])))
-          for e in range(distill_epochs)
-      ]
-      batches = tf.data.Dataset.from_tensor_slices(
-          tf.concat(epochs, axis=0)).batch(distill_batch_size).take(gate)
-      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in variables)
-      optimizer_state = distill_optimizer.initialize(specs)
-
-      def step(optimizer_state, index):
-        with tf.GradientTape() as tape:
-          loss = losses.distillation_loss(
-              tf.gather(teacher, index),
-              model.predict_on_batch(tf.gather(inputs, index), training=True))
-        optimizer_state, updated = distill_optimizer.next(
-            optimizer_state, variables, tuple(tape.gradient(loss, variables)))
-        local_training.assign(variables, updated)
-        return optimizer_state
-
-      optimizer_state = local_training.dataset_reduce(
-          batches, optimizer_state, step)
-      with tf.control_dependencies(tf.nest.flatten(optimizer_state)):
-        return tff.learning.models.ModelWeights(
-            trainable=[tf.identity(v) for v in variables],
-            non_trainable=list(weights.non_trainable),
-        )
 
     @tf.function
     def run():
@@ -229,7 +198,13 @@ def build_dsfl(
         old = client['state'][n]['model']
         gate = tf.where(tf.logical_and(own, broadcast['has_labels']),
                         tf.constant(-1, tf.int64), 0)
-        distilled = distill(models[n], old, gate)
+        # Step 2: SGD epochs of KL(p || q_S) on S_t.
+        distilled = tff.learning.models.ModelWeights(
+            trainable=distills[n](
+                old, inputs, teacher,
+                tf.stack([tf.constant(seed, tf.int32), broadcast['round']]),
+                gate),
+            non_trainable=list(old.non_trainable))
         delta, num_examples, is_finite, metrics[n] = updates[n](
             distilled, stateful_clients.own_data(
                 client['data'], client['prototype'], i),

@@ -37,7 +37,7 @@ reports in a round has N[y] = 0 next round: no distillation toward it.
 """
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Optional
 
 import tensorflow as tf
@@ -49,11 +49,10 @@ from tff_kd import model_parts
 from tff_kd import stateful_clients
 from tff_kd.aggregators import logit_fusion
 
-ModelFn = Callable[[], tff.learning.models.VariableModel]
 
 
 def build_fd(
-    prototype_model_fns: Mapping[str, ModelFn],
+    prototype_model_fns: Mapping[str, model_parts.ModelFn],
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
     client_prototypes: Mapping[str, str],
@@ -127,15 +126,7 @@ def build_fd(
         labels, student_logits, extra['probs'], extra['mask'], temperature)
 
   def observe_fn(totals, labels, logits):
-    """Adds the batch's outputs softmax(z / tau) and counts per label."""
-    sums, counts = totals
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    return (
-        sums + tf.math.unsorted_segment_sum(
-            tf.nn.softmax(logits / temperature), labels, num_classes),
-        counts + tf.math.unsorted_segment_sum(
-            tf.ones_like(labels, tf.float32), labels, num_classes),
-    )
+    return losses.add_per_label_outputs(totals, labels, logits, temperature)
 
   @tff.tensorflow.computation(server_state_type, client_type)
   def client_work(global_knowledge, client):
@@ -157,18 +148,12 @@ def build_fd(
         state = client['state'][n]
         dataset = stateful_clients.own_data(client['data'],
                                             client['prototype'], i)
-        total = global_knowledge['probs'] * global_knowledge['reports'][:, None]
-        total_reports = global_knowledge['reports']
         upload = state['upload']
-        if exclude_own and tf.equal(upload['round'],
-                                    global_knowledge['round']):
-          reported = tf.cast(upload['counts'] > 0, tf.float32)
-          total -= upload['probs'] * reported[:, None]
-          total_reports -= reported
-        # Reports are sums of whole numbers: > 0.5 means at least one.
-        mask = tf.cast(total_reports > 0.5, tf.float32)
-        teacher = tf.math.divide_no_nan(
-            total, tf.maximum(total_reports, 0.0)[:, None]) * mask[:, None]
+        teacher, mask = losses.per_label_teacher(
+            global_knowledge['probs'], global_knowledge['reports'],
+            upload['probs'], upload['counts'],
+            tf.logical_and(exclude_own, tf.equal(upload['round'],
+                                                 global_knowledge['round'])))
         delta, _, is_finite, metrics[n], (own_sums, own_counts) = updates[n](
             state['model'], dataset, client_hparams,
             extra=collections.OrderedDict(probs=teacher, mask=mask),

@@ -32,7 +32,7 @@ Nothing is broadcast (0 bytes down).
 """
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
@@ -45,11 +45,10 @@ from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import logit_fusion
 
-ModelFn = Callable[[], tff.learning.models.VariableModel]
 
 
 def build_fedad(
-    prototype_model_fns: Mapping[str, ModelFn],
+    prototype_model_fns: Mapping[str, model_parts.ModelFn],
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
     client_prototypes: Mapping[str, str],

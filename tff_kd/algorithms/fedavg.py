@@ -7,19 +7,19 @@ rate 1 this is w_{t+1} = sum_k n_k / n w_k, the paper's update; other server
 optimizers give the generalized FedAvg of Reddi et al., ICLR 2021.
 """
 
-from collections.abc import Callable
 from typing import Optional
 
 import numpy as np
 import tensorflow_federated as tff
 
 from tff_kd import client_work as client_work_lib
+from tff_kd import model_parts
 from tff_kd import process as process_lib
 from tff_kd.aggregators import knowledge
 
 
 def build_fedavg(
-    model_fn: Callable[[], tff.learning.models.VariableModel],
+    model_fn: model_parts.ModelFn,
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     *,

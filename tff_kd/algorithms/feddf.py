@@ -91,7 +91,7 @@ Deviations from the official codes:
 """
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Optional, Union
 
 import numpy as np
@@ -108,13 +108,12 @@ from tff_kd import server_distillation
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
 
-ModelFn = Callable[[], tff.learning.models.VariableModel]
 CLIENT_WEIGHTINGS = ('num_examples', 'uniform')
 NOISE = 'noise'
 
 
 def build_feddf(
-    prototype_model_fns: Mapping[str, ModelFn],
+    prototype_model_fns: Mapping[str, model_parts.ModelFn],
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
     distillation_inputs: Union[np.ndarray, str],
@@ -191,7 +190,7 @@ def build_feddf(
 
 
 def build_fedaux(
-    prototype_model_fns: Mapping[str, ModelFn],
+    prototype_model_fns: Mapping[str, model_parts.ModelFn],
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
     distillation_inputs: np.ndarray,

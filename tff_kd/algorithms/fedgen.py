@@ -41,7 +41,6 @@ feature vector), as every `tasks` model does.
 """
 
 import collections
-from collections.abc import Callable
 from typing import Optional
 
 import numpy as np
@@ -67,7 +66,7 @@ def _count_labels(counts, labels, logits):
 
 
 def build_fedgen(
-    model_fn: Callable[[], tff.learning.models.VariableModel],
+    model_fn: model_parts.ModelFn,
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
     num_classes: int,

@@ -21,7 +21,6 @@ model, the paper's FedGKD with M = 1.
 """
 
 import collections
-from collections.abc import Callable
 from typing import Optional
 
 import numpy as np
@@ -30,6 +29,7 @@ import tensorflow_federated as tff
 
 from tff_kd import client_work
 from tff_kd import losses
+from tff_kd import model_parts
 from tff_kd import process as process_lib
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import stack
@@ -116,7 +116,7 @@ def build_teacher_buffer_distributor(
 
 
 def build_fedgkd(
-    model_fn: Callable[[], tff.learning.models.VariableModel],
+    model_fn: model_parts.ModelFn,
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     *,

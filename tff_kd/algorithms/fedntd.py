@@ -8,20 +8,20 @@ The server is FedAvg. Defaults beta=1, tau=1 (the paper; official code
 `Lee-Gihun/FedNTD`). With beta=0 the process is FedAvg exactly.
 """
 
-from collections.abc import Callable
 from typing import Optional
 
 import tensorflow_federated as tff
 
 from tff_kd import client_work
 from tff_kd import losses
+from tff_kd import model_parts
 from tff_kd import process as process_lib
 from tff_kd.aggregators import knowledge
 from tff_kd.algorithms import fedavg
 
 
 def build_fedntd(
-    model_fn: Callable[[], tff.learning.models.VariableModel],
+    model_fn: model_parts.ModelFn,
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     *,

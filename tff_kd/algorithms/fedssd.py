@@ -18,7 +18,6 @@ model) times the global model's probability of the sample's true label.
 """
 
 import collections
-from collections.abc import Callable
 from typing import Optional
 
 import numpy as np
@@ -28,6 +27,7 @@ import tensorflow_federated as tff
 from tff_kd import client_work
 from tff_kd import local_training
 from tff_kd import losses
+from tff_kd import model_parts
 from tff_kd import process as process_lib
 from tff_kd.aggregators import knowledge
 from tff_kd.algorithms import fedavg
@@ -48,7 +48,7 @@ def class_accuracy(logits, labels, num_classes):
 
 
 def build_credibility_distributor(
-    model_fn: Callable[[], tff.learning.models.VariableModel],
+    model_fn: model_parts.ModelFn,
     validation_x: np.ndarray,
     validation_y: np.ndarray,
     num_classes: int,
@@ -101,7 +101,7 @@ def build_credibility_distributor(
 
 
 def build_fedssd(
-    model_fn: Callable[[], tff.learning.models.VariableModel],
+    model_fn: model_parts.ModelFn,
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     *,
