@@ -304,6 +304,7 @@ def run_comparison(config: Config) -> Summary:
                        for a in todo}
         for algorithm in algorithms:
           name = algorithm.name
+          end = progress.n + settings.rounds  # The bar when this run is done.
           if finished[name] is not None:
             runs[name].append(_run_summary(finished[name]))
             progress.update(settings.rounds)
@@ -322,8 +323,13 @@ def run_comparison(config: Config) -> Summary:
               resume=settings.resume,
               hparams=hparams[name],
               client_dropout=settings.client_dropout,
-              print_fn=lambda line: progress.update(1),
+              # A line per released round, round 0 (the initial evaluation)
+              # included: the bar stops at the run's end, then is set to it
+              # (a resumed run releases only the rounds it trains).
+              print_fn=lambda line, end=end: progress.update(
+                  int(progress.n < end)),
           )
+          progress.update(end - progress.n)
           runs[name].append(_run_summary(rows))
 
   # One table row per algorithm (per prototype of multi-prototype runs),

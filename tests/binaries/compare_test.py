@@ -2,12 +2,15 @@
 
 import copy
 import csv
+import io
 import json
 import os
+from unittest import mock
 
 from absl import flags
 from absl.testing import flagsaver
 import tensorflow as tf
+import tqdm
 
 from binaries import common
 from binaries import compare
@@ -121,8 +124,18 @@ class RunComparisonTest(tf.test.TestCase):
         algorithms=('fedavg',), seeds=(1,), report_rounds=(1,),
         target_accuracy=0.5)
     before = flag_state()
-    summary = compare.run_comparison(config)
+    bars, shown = [], tqdm.tqdm
+
+    def bar(*args, **kwargs):  # Shown, as on a terminal.
+      bars.append(shown(*args, **dict(kwargs, disable=False,
+                                      file=io.StringIO())))
+      return bars[-1]
+
+    with mock.patch.object(compare.tqdm, 'tqdm', bar):
+      summary = compare.run_comparison(config)
     self.assertEqual(flag_state(), before)
+    # A step per trained round (round 0, the initial evaluation, is none).
+    self.assertEqual((bars[0].n, bars[0].total), (2, 2))
     self.assertEqual(FLAGS.seed, 0)
     with open(os.path.join(root, 'summary.csv')) as f:
       rows = list(csv.DictReader(f))
