@@ -1,5 +1,9 @@
 """The client work of FedAvg and of client-side distillation, as a TFF process.
 
+`build_round_client_work` is the client work of the algorithms whose clients
+need the round number (FedDF's data-free noise, FedAUX's privacy noise,
+FedGen's regularizer schedule): its state is the round.
+
 `build_client_work` wraps `local_training.build_client_update` in a
 `tff.learning.templates.ClientWorkProcess`. Its state is the client
 optimizer's hyperparameters (as in TFF's model-delta client work), so a
@@ -18,6 +22,7 @@ update and its weight up, summed over the round's clients.
 """
 
 import collections
+from collections.abc import Callable
 import dataclasses
 from typing import Optional
 
@@ -183,3 +188,46 @@ def build_client_work(
       get_hparams_fn=get_hparams_fn,
       set_hparams_fn=set_hparams_fn,
   )
+
+
+def build_round_client_work(
+    client_update: tff.Computation,
+    measure: Callable[[tff.Value], tff.Value],
+) -> tff.learning.templates.ClientWorkProcess:
+  """A `ClientWorkProcess` whose state is the round (0 first), sent along.
+
+  Args:
+    client_update: `(<int32 round, W, D> -> <ClientResult, P>)`, one
+      client's work on the broadcast W and its data D; P is what `measure`
+      summarizes.
+    measure: `P@CLIENTS -> measurements@SERVER`, called inside the federated
+      computation.
+
+  Returns:
+    A `ClientWorkProcess` with `next`: `(<int32@SERVER, W@CLIENTS, D@CLIENTS>
+    -> <state=int32@SERVER (the round + 1), result=ClientResult@CLIENTS,
+    measurements@SERVER>)`.
+  """
+  round_type, weights_type, data_type = client_update.type_signature.parameter
+
+  @tff.federated_computation()
+  def init_fn():
+    return tff.federated_value(0, tff.SERVER)
+
+  @tff.tensorflow.computation(round_type)
+  def next_round(round_num):
+    return round_num + 1
+
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(data_type, tff.CLIENTS))
+  def next_fn(round_num, weights, client_data):
+    result, per_client = tff.federated_map(
+        client_update,
+        (tff.federated_broadcast(round_num), weights, client_data))
+    return tff.templates.MeasuredProcessOutput(
+        tff.federated_map(next_round, round_num), result,
+        measure(per_client))
+
+  return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)

@@ -59,6 +59,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import communication
+from tff_kd import model_parts
 from tff_kd.aggregators import knowledge
 
 
@@ -172,7 +173,6 @@ class StatefulClientsProcess:
 
 
 def build_stateful_clients_process(
-    *,
     prototype_model_fns: Mapping[str, Callable[[], Any]],
     client_prototypes: Mapping[str, str],
     initial_server_state: tff.Computation,
@@ -181,7 +181,6 @@ def build_stateful_clients_process(
     client_work: tff.Computation,
     fusion_aggregator: knowledge.FusionFactories,
     server_update: tff.Computation,
-    metrics_aggregation_fns: Mapping[str, Callable[..., Any]],
 ) -> StatefulClientsProcess:
   """Composes the round from its parts (module docstring).
 
@@ -199,8 +198,6 @@ def build_stateful_clients_process(
     fusion_aggregator: an unweighted factory for every knowledge field, or a
       mapping field -> factory.
     server_update: `(<S, B, fused knowledge> -> <S, metrics>)`.
-    metrics_aggregation_fns: prototype -> the clients' training metrics'
-      `tff.learning.metrics.sum_then_finalize`.
 
   Returns:
     A `StatefulClientsProcess`.
@@ -208,6 +205,10 @@ def build_stateful_clients_process(
   Raises:
     TypeError: when the parts do not fit together, naming the part.
   """
+  metrics_aggregation_fns = {
+      n: probe['metrics_aggregation_fn']
+      for n, probe in model_parts.probe_prototypes(prototype_model_fns).items()
+  }
   server_type = initial_server_state.type_signature.result
   broadcast_type = broadcast_fn.type_signature.result
   _check_fits('broadcast_fn', broadcast_fn.type_signature.parameter,

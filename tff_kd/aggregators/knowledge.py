@@ -39,6 +39,10 @@ from tff_kd.aggregators import weighted_mean
 
 FusionFactories = Union[tff.aggregators.UnweightedAggregationFactory,
                         Mapping[str, tff.aggregators.UnweightedAggregationFactory]]
+# A builder's `fusion_aggregator` argument (None: the algorithm's default).
+FusionAggregator = Optional[Union[
+    tff.aggregators.UnweightedAggregationFactory,
+    Mapping[str, tff.aggregators.UnweightedAggregationFactory]]]
 ModelAggregator = Union[tff.aggregators.WeightedAggregationFactory,
                         tff.aggregators.UnweightedAggregationFactory]
 

@@ -44,6 +44,7 @@ from tff_kd import model_parts
 from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import entropy_reduction
+from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
 
 
@@ -62,17 +63,13 @@ def build_dsfl(
                                   ] = None,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
-    fusion_aggregator: Optional[
-        tff.aggregators.UnweightedAggregationFactory] = None,
+    fusion_aggregator: knowledge.FusionAggregator = None,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds DS-FL.
 
   Args:
-    prototype_model_fns: prototype name -> no-arg `model_fn` returning a
-      `VariableModel` (logits out); all take the same inputs and classes.
-    client_optimizer_fn: the clients' optimizer for their private data
-      (stateless, e.g. SGD).
-    client_prototypes: client id -> prototype name, every client.
+    prototype_model_fns, client_optimizer_fn, client_prototypes: as
+      `build_fd` (the optimizer trains on the private data).
     public_inputs: [R, ...] the unlabeled public (proxy) inputs.
     subset_size: inputs per round (the paper's code: 1,000); at most R.
     distill_epochs: the clients' distillation epochs per round (paper: 5).
@@ -260,15 +257,7 @@ def build_dsfl(
     return new_state, metrics
 
   return stateful_clients.build_stateful_clients_process(
-      prototype_model_fns=prototype_model_fns,
-      client_prototypes=client_prototypes,
-      initial_server_state=initial_server_state,
-      initial_client_states=initial_client_states,
-      broadcast_fn=broadcast_fn,
-      client_work=client_work,
-      fusion_aggregator=(fusion_aggregator
-                         or entropy_reduction.EntropyReductionFactory()),
-      server_update=server_update,
-      metrics_aggregation_fns={
-          n: p['metrics_aggregation_fn'] for n, p in probes.items()},
-  )
+      prototype_model_fns, client_prototypes, initial_server_state,
+      initial_client_states, broadcast_fn, client_work,
+      fusion_aggregator or entropy_reduction.EntropyReductionFactory(),
+      server_update)

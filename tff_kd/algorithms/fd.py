@@ -47,6 +47,7 @@ from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
 from tff_kd import stateful_clients
+from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
 
 
@@ -59,8 +60,7 @@ def build_fd(
     beta: float = 1.0,
     temperature: float = 1.0,
     exclude_own: bool = True,
-    fusion_aggregator: Optional[
-        tff.aggregators.UnweightedAggregationFactory] = None,
+    fusion_aggregator: knowledge.FusionAggregator = None,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds FD.
 
@@ -205,15 +205,6 @@ def build_fd(
             tf.cast(fused['weights'] > 0.5, tf.int32)))
 
   return stateful_clients.build_stateful_clients_process(
-      prototype_model_fns=prototype_model_fns,
-      client_prototypes=client_prototypes,
-      initial_server_state=initial_server_state,
-      initial_client_states=initial_client_states,
-      broadcast_fn=broadcast_fn,
-      client_work=client_work,
-      fusion_aggregator=(fusion_aggregator
-                         or logit_fusion.LogitFusionFactory()),
-      server_update=server_update,
-      metrics_aggregation_fns={
-          n: p['metrics_aggregation_fn'] for n, p in probes.items()},
-  )
+      prototype_model_fns, client_prototypes, initial_server_state,
+      initial_client_states, broadcast_fn, client_work,
+      fusion_aggregator or logit_fusion.LogitFusionFactory(), server_update)

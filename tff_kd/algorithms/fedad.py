@@ -43,6 +43,7 @@ from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
+from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
 
 
@@ -57,18 +58,14 @@ def build_fedad(
     server_distillation: server_distillation_lib.DistillationConfig,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
-    fusion_aggregator: Optional[
-        tff.aggregators.UnweightedAggregationFactory] = None,
+    fusion_aggregator: knowledge.FusionAggregator = None,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds FedAD.
 
   Args:
-    prototype_model_fns: prototype name -> no-arg `model_fn` returning a
-      `VariableModel` (logits out) of a Keras model with a convolutional layer
-      named `feature_map`; all take the same inputs and classes. The server
-      model has the first one's architecture.
-    client_optimizer_fn: the clients' optimizer (stateless, e.g. SGD).
-    client_prototypes: client id -> prototype name, every client.
+    prototype_model_fns, client_optimizer_fn, client_prototypes: as
+      `build_fd`; each model has a convolutional layer named `feature_map`,
+      and the server model has the first one's architecture.
     public_inputs: [R, ...] the unlabeled public inputs.
     attention_weight: beta of the attention term (>= 0).
     server_distillation: the `server_distillation.DistillationConfig` of
@@ -210,14 +207,6 @@ def build_fedad(
             metrics)
 
   return stateful_clients.build_stateful_clients_process(
-      prototype_model_fns=prototype_model_fns,
-      client_prototypes=client_prototypes,
-      initial_server_state=initial_server_state,
-      initial_client_states=initial_client_states,
-      broadcast_fn=broadcast_fn,
-      client_work=client_work,
-      fusion_aggregator=fusion_aggregator or logit_fusion.LogitFusionFactory(),
-      server_update=server_update,
-      metrics_aggregation_fns={
-          n: p['metrics_aggregation_fn'] for n, p in probes.items()},
-  )
+      prototype_model_fns, client_prototypes, initial_server_state,
+      initial_client_states, broadcast_fn, client_work,
+      fusion_aggregator or logit_fusion.LogitFusionFactory(), server_update)

@@ -99,6 +99,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import certainty as certainty_lib
+from tff_kd import client_work as client_work_lib
 from tff_kd import communication
 from tff_kd import finalizers
 from tff_kd import local_training
@@ -129,8 +130,7 @@ def build_feddf(
     seed: int = 0,
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
-    fusion_aggregator: Optional[
-        tff.aggregators.UnweightedAggregationFactory] = None,
+    fusion_aggregator: knowledge.FusionAggregator = None,
 ) -> process_lib.LearningProcess:
   """Builds FedDF.
 
@@ -207,8 +207,7 @@ def build_fedaux(
     seed: int = 0,
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
-    fusion_aggregator: Optional[
-        tff.aggregators.UnweightedAggregationFactory] = None,
+    fusion_aggregator: knowledge.FusionAggregator = None,
 ) -> process_lib.LearningProcess:
   """Builds FedAUX: FedDF with a certainty-weighted ensemble teacher.
 
@@ -472,23 +471,7 @@ def _build(
   def mean_over_clients(total, clients):
     return tf.math.divide_no_nan(total, tf.cast(clients, tf.float32))
 
-  @tff.federated_computation()
-  def client_work_init():
-    return tff.federated_value(0, tff.SERVER)
-
-  @tff.tensorflow.computation(np.int32)
-  def next_round(round_num):
-    return round_num + 1
-
-  @tff.federated_computation(
-      client_work_init.type_signature.result,
-      tff.FederatedType(weights_type, tff.CLIENTS),
-      tff.FederatedType(client_data_type, tff.CLIENTS),
-  )
-  def client_work_next(round_num, weights, client_data):
-    result, out = tff.federated_map(
-        client_update,
-        (tff.federated_broadcast(round_num), weights, client_data))
+  def measure(out):
     measurements = collections.OrderedDict(
         train=tff.federated_zip(collections.OrderedDict(
             (n, probes[n]['metrics_aggregation_fn'](out.metrics[n]))
@@ -502,12 +485,10 @@ def _build(
           mean_over_clients,
           (tff.federated_sum(out.certainty_std),
            tff.federated_sum(out.certainty_clients)))
-    return tff.templates.MeasuredProcessOutput(
-        tff.federated_map(next_round, round_num), result,
-        tff.federated_zip(measurements))
+    return tff.federated_zip(measurements)
 
-  client_work = tff.learning.templates.ClientWorkProcess(
-      client_work_init, client_work_next)
+  client_work = client_work_lib.build_round_client_work(client_update,
+                                                       measure)
   result_type = client_update.type_signature.result[0]
   aggregator = knowledge.KnowledgeFactory(
       model_aggregator, fusion_aggregator).create(

@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_kd import client_work as client_work_lib
 from tff_kd import communication
 from tff_kd import finalizers
 from tff_kd import generator as generator_lib
@@ -85,8 +86,7 @@ def build_fedgen(
     regularizer_decay: float = 0.98,
     seed: int = 0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
-    fusion_aggregator: Optional[
-        tff.aggregators.UnweightedAggregationFactory] = None,
+    fusion_aggregator: knowledge.FusionAggregator = None,
 ) -> process_lib.LearningProcess:
   """Builds FedGen.
 
@@ -201,7 +201,7 @@ def build_fedgen(
                   models=collections.OrderedDict(model=delta),
                   knowledge=collections.OrderedDict(heads=uploaded)),
               update_weight=collections.OrderedDict(model=weight)),
-          1 - is_finite, metrics)
+          collections.OrderedDict(non_finite=1 - is_finite, metrics=metrics))
 
     return train_and_report()
 
@@ -210,29 +210,12 @@ def build_fedgen(
       down=tff.StructType([global_type, tff.TensorType(np.int32)]),
       up=result_type)
 
-  @tff.federated_computation()
-  def client_work_init():
-    return tff.federated_value(0, tff.SERVER)
-
-  @tff.tensorflow.computation(np.int32)
-  def next_round(round_num):
-    return round_num + 1
-
-  @tff.federated_computation(
-      client_work_init.type_signature.result,
-      tff.FederatedType(global_type, tff.CLIENTS),
-      tff.FederatedType(data_type, tff.CLIENTS))
-  def client_work_next(round_num, broadcast, client_data):
-    result, non_finite, metrics = tff.federated_map(
-        client_update,
-        (tff.federated_broadcast(round_num), broadcast, client_data))
-    measurements = tff.federated_zip(collections.OrderedDict(
-        train=metrics_aggregation_fn(metrics),
-        non_finite_clients=tff.federated_sum(non_finite),
-        communication=bytes_fn(non_finite),
+  def measure(out):
+    return tff.federated_zip(collections.OrderedDict(
+        train=metrics_aggregation_fn(out.metrics),
+        non_finite_clients=tff.federated_sum(out.non_finite),
+        communication=bytes_fn(out.non_finite),
     ))
-    return tff.templates.MeasuredProcessOutput(
-        tff.federated_map(next_round, round_num), result, measurements)
 
   aggregator = knowledge.KnowledgeFactory(
       model_aggregator,
@@ -252,7 +235,6 @@ def build_fedgen(
       tff.learning.templates.compose_learning_process(
           initial_weights,
           tff.learning.templates.build_broadcast_process(global_type),
-          tff.learning.templates.ClientWorkProcess(client_work_init,
-                                                   client_work_next),
+          client_work_lib.build_round_client_work(client_update, measure),
           aggregator, finalizer),
       {'model': model_fn})

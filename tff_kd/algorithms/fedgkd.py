@@ -128,14 +128,11 @@ def build_fedgkd(
   """Builds FedGKD; arguments as `build_fedavg`, plus:
 
   Args:
-    model_fn: no-arg function returning a `tff.learning.models.VariableModel`
-      whose predictions are logits.
-    client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
-    server_optimizer_fn: server optimizer; default SGD with learning rate 1.
+    model_fn, client_optimizer_fn, server_optimizer_fn, model_aggregator: as
+      in `build_fedavg`.
     buffer_size: M, how many past global models the teacher averages (>= 1).
     gamma: weight of the distillation term (>= 0); 0 is FedAvg.
     temperature: tau > 0.
-    model_aggregator: as in `build_fedavg`.
 
   Returns:
     A `LearningProcess` whose `state.distributor` is the model buffer.

@@ -32,13 +32,10 @@ def build_fedntd(
   """Builds FedNTD; arguments as `build_fedavg`, plus beta and temperature.
 
   Args:
-    model_fn: no-arg function returning a `tff.learning.models.VariableModel`
-      whose predictions are logits.
-    client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
-    server_optimizer_fn: server optimizer; default SGD with learning rate 1.
+    model_fn, client_optimizer_fn, server_optimizer_fn, model_aggregator: as
+      in `build_fedavg`.
     beta: weight of the not-true distillation term, >= 0.
     temperature: softmax temperature tau > 0.
-    model_aggregator: as in `build_fedavg`.
 
   Returns:
     A `tff_kd.process.LearningProcess`.

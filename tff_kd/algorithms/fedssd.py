@@ -115,16 +115,13 @@ def build_fedssd(
   """Builds FedSSD; arguments as `build_fedavg`, plus:
 
   Args:
-    model_fn: no-arg function returning a `tff.learning.models.VariableModel`
-      whose predictions are logits.
-    client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
-    server_optimizer_fn: server optimizer; default SGD with learning rate 1.
+    model_fn, client_optimizer_fn, server_optimizer_fn, model_aggregator: as
+      in `build_fedavg`.
     validation_x: the server's labelled validation inputs.
     validation_y: their labels, in [0, num_classes).
     num_classes: number of classes.
     kd_weight: weight lambda of the distillation term (>= 0); 0 is FedAvg.
     temperature: tau > 0.
-    model_aggregator: as in `build_fedavg`.
 
   Returns:
     A `LearningProcess`; its metrics report `distributor/class_credibility`.
