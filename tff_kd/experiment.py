@@ -275,9 +275,10 @@ def _evaluate(process, state, dataset, evaluators):
         if model_fn not in evaluators:
           evaluators[model_fn] = evaluation.build_evaluator(model_fn)
         results.append(evaluators[model_fn](weights, dataset))
-      done[id(models)] = collections.OrderedDict(
-          (key, float(np.mean([r[key] for r in results])))
-          for key in results[0])
+      done[id(models)] = results[0] if len(results) == 1 else (
+          collections.OrderedDict(
+              (key, float(np.mean([r[key] for r in results])))
+              for key in results[0]))
     metrics[name] = done[id(models)]
   return metrics
 
