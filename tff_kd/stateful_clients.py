@@ -231,8 +231,10 @@ def build_stateful_clients_process(
                                                   fused_type))):
     _check_fits(f'server_update (argument {i + 1}, {what})',
                 update_type.parameter[i], value_type)
-  _check_fits('server_update (its new state)', update_type.result[0],
-              server_type)
+  if not server_type.is_assignable_from(update_type.result[0]):
+    raise TypeError(
+        'The parts do not fit: server_update (its new state) returns '
+        f'{update_type.result[0]} but the state is {server_type}.')
   count_bytes = communication.build_bytes_counter(down=broadcast_type,
                                                   up=knowledge_type)
 

@@ -8,9 +8,7 @@ it last received. The fusion factory counts its rounds in its state.
 """
 
 import collections
-import inspect
 import re
-import unittest
 
 from absl.testing import parameterized
 import numpy as np
@@ -153,12 +151,6 @@ def _parts(model_fns, server_model=True):
       fusion_aggregator=CountingFusion(),
       server_update=server_update,
   )
-  # The template takes the training metrics' aggregations (at bd20eff), or
-  # probes the models for them itself (its later form).
-  if 'metrics_aggregation_fns' in inspect.signature(
-      stateful_clients.build_stateful_clients_process).parameters:
-    parts['metrics_aggregation_fns'] = {
-        n: p['metrics_aggregation_fn'] for n, p in probes.items()}
   return parts
 
 
@@ -318,11 +310,6 @@ class StatefulClientsComputationTest(tf.test.TestCase,
                              'state)') + '.*round=float32.*round=int32'):
       _build(ONE, server_update=server_update)
 
-  @unittest.skip(
-      'Bug: stateful_clients._check_fits is called with the new state as the '
-      '"parameter", so the error says server_update "takes <..round=float32..>'
-      ' but is given <..round=int32..>": what it returns is reported as what '
-      'it takes, and the state type as what it is given.')
   def test_server_update_new_state_error_says_what_it_returns(self):
     server_type = _parts(ONE)['initial_server_state'].type_signature.result
 

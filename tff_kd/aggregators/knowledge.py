@@ -119,8 +119,9 @@ class KnowledgeFactory(tff.aggregators.WeightedAggregationFactory):
     """Args: model_aggregator: default `WeightedMeanFactory()`;
     fusion_aggregator: default `LogitFusionFactory()` for every field."""
     self._model_aggregator = check_model_aggregator(model_aggregator)
-    self._fusion_aggregator = (fusion_aggregator
-                               or logit_fusion.LogitFusionFactory())
+    self._fusion_aggregator = (logit_fusion.LogitFusionFactory()
+                               if fusion_aggregator is None
+                               else fusion_aggregator)
 
   def create(self, value_type: tff.Type,
              weight_type: tff.Type) -> tff.templates.AggregationProcess:

@@ -259,5 +259,6 @@ def build_dsfl(
   return stateful_clients.build_stateful_clients_process(
       prototype_model_fns, client_prototypes, initial_server_state,
       initial_client_states, broadcast_fn, client_work,
-      fusion_aggregator or entropy_reduction.EntropyReductionFactory(),
+      (entropy_reduction.EntropyReductionFactory() if fusion_aggregator is None
+       else fusion_aggregator),
       server_update)

@@ -209,4 +209,5 @@ def build_fedad(
   return stateful_clients.build_stateful_clients_process(
       prototype_model_fns, client_prototypes, initial_server_state,
       initial_client_states, broadcast_fn, client_work,
-      fusion_aggregator or logit_fusion.LogitFusionFactory(), server_update)
+      (logit_fusion.LogitFusionFactory() if fusion_aggregator is None
+       else fusion_aggregator), server_update)

@@ -219,7 +219,8 @@ def build_fedgen(
 
   aggregator = knowledge.KnowledgeFactory(
       model_aggregator,
-      fusion_aggregator or stack.StackFactory(clients_per_round)).create(
+      stack.StackFactory(clients_per_round) if fusion_aggregator is None
+      else fusion_aggregator).create(
           result_type.update, result_type.update_weight)
   finalizer = finalizers.build_generator_finalizer(
       weights_type=global_type,

@@ -3,7 +3,6 @@ knowledge against numpy, unweighted model aggregators, clear errors."""
 
 import collections
 import re
-import unittest
 
 from absl.testing import parameterized
 import numpy as np
@@ -152,11 +151,6 @@ class KnowledgeFactoryComputationTest(tf.test.TestCase, parameterized.TestCase):
         + re.escape("fields ['logits', 'per_label']")):
       factory.create(_value_type(), _weight_type())
 
-  @unittest.skip(
-      'Bug: KnowledgeFactory.__init__ does `fusion_aggregator or '
-      'LogitFusionFactory()`, so an empty mapping {} (falsy) silently becomes '
-      'the default LogitFusionFactory for every field instead of the '
-      'ValueError build_fusion({}) raises.')
   def test_an_empty_fusion_mapping_is_a_value_error(self):
     factory = knowledge.KnowledgeFactory(fusion_aggregator={})
     with self.assertRaisesRegex(
