@@ -33,13 +33,16 @@ import csv
 from collections.abc import Callable, Mapping
 import fcntl
 import json
+import hashlib
 import os
+import time
 from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_kd import client_store as client_store_lib
 from tff_kd import evaluation
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
@@ -47,6 +50,8 @@ CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
 BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
 BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
 NON_FINITE_KEY = 'client_work/non_finite_clients'
+# The privacy spent so far, where an algorithm reports it (any prefix).
+EPSILON_KEY = 'privacy/epsilon'
 # hparams that may change when a run is resumed; any other change is refused.
 RESUMABLE_HPARAMS = ('rounds', 'rounds_per_eval', 'rounds_per_checkpoint')
 # The key of hparams.json that records how the run was executed (workers,
@@ -76,18 +81,30 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
   its directory. With `every`, only versions 0, multiples of `every` and
   `last` are written (the training loop may offer every round): the last
   round is always checkpointed.
+
+  With a `client_store` (`tff_kd.client_store`), the state's `clients` view is
+  committed to the store as the same version before the program state is
+  written, and the program state records only that version
+  (`clients=OrderedDict(store_version=v)`); `load` restores the store's
+  version v. A run killed at any moment thus leaves a checkpoint and a store
+  that agree: a store version without its checkpoint is discarded on load.
   """
 
   _TMP = '.partial_'
 
   def __init__(self, root_dir: str, *, every: int = 1,
-               last: Optional[int] = None, **kwargs):
+               last: Optional[int] = None,
+               client_store: Optional[client_store_lib.ClientStore] = None,
+               **kwargs):
     super().__init__(root_dir=root_dir, **kwargs)
     self._saving = None
     self._every = every
     self._last = last
+    self.client_store = client_store
     versions = _run_sync(self.get_versions())
     self.last_saved = max(versions) if versions else None
+    # Seconds and bytes of the last save: program state, store commit file.
+    self.last_save = {}
 
   def _get_path_for_version(self, version: int) -> str:
     path = super()._get_path_for_version(version)
@@ -99,7 +116,14 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
   async def save(self, program_state, version: int) -> None:
     if version % self._every and version != self._last:
       return
+    start = time.perf_counter()
     final = super()._get_path_for_version(version)
+    commit_bytes = 0
+    if self.client_store is not None:
+      commit_bytes = self.client_store.commit(version, program_state['clients'])
+      program_state = _with_clients(
+          program_state,
+          collections.OrderedDict(store_version=np.int64(version)))
     self._saving = version
     try:
       partial = self._get_path_for_version(version)
@@ -111,10 +135,17 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     tf.io.gfile.rename(partial, final)
     self.last_saved = version
     await self._remove_old_program_state()  # Now that `final` counts.
+    self.last_save = dict(
+        version=version, seconds=time.perf_counter() - start,
+        program_state_bytes=_directory_bytes(final),
+        store_commit_bytes=commit_bytes)
 
   async def load(self, version: int, structure):
+    if self.client_store is not None:
+      structure = _with_clients(
+          structure, collections.OrderedDict(store_version=np.int64(0)))
     try:
-      return await super().load(version, structure)
+      state = await super().load(version, structure)
     except tff.program.ProgramStateNotFoundError:
       raise
     except Exception as e:  # pylint: disable=broad-except
@@ -125,10 +156,34 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
           'truncated or corrupt: remove that directory to resume from the '
           'checkpoint before it.'
       ) from e
+    if self.client_store is not None:
+      stored = int(np.asarray(state['clients']['store_version']))
+      if stored != version:
+        raise RuntimeError(
+            f'Checkpoint {self._get_path_for_version(version)} records client '
+            f'store version {stored}, not {version}.')
+      state = _with_clients(state, self.client_store.restore(version))
+    return state
+
+
+def _with_clients(state, clients):
+  """`state` (an `OrderedDict(server, fusion, clients)`) with `clients`."""
+  new = collections.OrderedDict(state)
+  new['clients'] = clients
+  return new
+
+
+def _directory_bytes(path: str) -> int:
+  total = 0
+  for root, _, files in os.walk(path):
+    for name in files:
+      total += os.path.getsize(os.path.join(root, name))
+  return total
 
 
 class ProgressReleaseManager(tff.program.ReleaseManager):
-  """Prints one line per round: round, test accuracy (when evaluated), seconds."""
+  """Prints one line per round: round, test accuracy (when evaluated), the
+  privacy spent (`privacy/epsilon`, when the metrics have it), seconds."""
 
   def __init__(self, total_rounds: int, print_fn: Callable[[str], None],
                dropped: Mapping[int, tuple[int, int]]):
@@ -141,6 +196,10 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
     line = f'round {key:4d}/{self._total_rounds}'
     if ACCURACY_KEY in metrics:
       line += f'  test accuracy {metrics[ACCURACY_KEY]:.4f}'
+    epsilon = [v for k, v in metrics.items()
+               if k == EPSILON_KEY or k.endswith('/' + EPSILON_KEY)]
+    if epsilon:
+      line += f'  epsilon {float(epsilon[0]):.3g}'
     if tff.simulation.TRAINING_TIME_KEY in metrics:
       line += f'  {metrics[tff.simulation.TRAINING_TIME_KEY]:.2f} s'
     dropped, sampled = self._dropped.get(key, (0, 0))
@@ -175,8 +234,10 @@ def read_metrics(metrics_csv: str) -> list[dict[str, str]]:
 def output_paths(root_output_dir: str, experiment_name: str) -> dict[str, str]:
   """The files and directories of one experiment."""
   results = os.path.join(root_output_dir, 'results', experiment_name)
+  checkpoints = os.path.join(root_output_dir, 'checkpoints', experiment_name)
   return dict(
-      checkpoints=os.path.join(root_output_dir, 'checkpoints', experiment_name),
+      checkpoints=checkpoints,
+      client_store=os.path.join(checkpoints, 'client_store'),
       results=results,
       metrics_csv=os.path.join(results, 'experiment.metrics.csv'),
       hparams=os.path.join(results, 'hparams.json'),
@@ -264,17 +325,36 @@ def _check_data_fits_process(process, task) -> None:
           'task: build it with the task\'s client_prototypes.')
 
 
+def _digest(weights) -> bytes:
+  """A digest of a model's weights: equal weights, equal digests."""
+  h = hashlib.blake2b(digest_size=16)
+  for leaf in tf.nest.flatten(weights):
+    leaf = np.asarray(leaf)
+    h.update(f'{leaf.dtype.str}{leaf.shape}'.encode())
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.digest()
+
+
 def _evaluate(process, state, dataset, evaluators):
-  """`evaluation_models(state)` evaluated; metrics averaged over a list."""
+  """`evaluation_models(state)` evaluated; metrics averaged over a list.
+
+  The models of a list are taken one at a time (a process may load them from
+  disk), and equal weights are evaluated once (e.g. every client that has
+  not trained yet).
+  """
   metrics = collections.OrderedDict()
   done = {}  # id of a list of models -> its metrics (a list named twice).
+  results_of = {}  # (model_fn, digest of the weights) -> metrics
   for name, models in process.evaluation_models(state).items():
     if id(models) not in done:
       results = []
       for model_fn, weights in models:
         if model_fn not in evaluators:
           evaluators[model_fn] = evaluation.build_evaluator(model_fn)
-        results.append(evaluators[model_fn](weights, dataset))
+        key = (model_fn, _digest(weights))
+        if key not in results_of:
+          results_of[key] = evaluators[model_fn](weights, dataset)
+        results.append(results_of[key])
       done[id(models)] = results[0] if len(results) == 1 else (
           collections.OrderedDict(
               (key, float(np.mean([r[key] for r in results])))
@@ -378,16 +458,26 @@ def _check_finite(before: Any, after: Any, round_num: int,
   """Raises if a float of the process state became NaN or Inf in a round.
 
   Values that were not finite before the round (a hyperparameter the user
-  set to inf, say) are not the round's doing.
+  set to inf, say) are not the round's doing. Client states in a store are
+  checked for the clients the round rewrote.
   """
-  for old, new in zip(tf.nest.flatten(before), tf.nest.flatten(after)):
-    old, new = np.asarray(old), np.asarray(new)
-    if (np.issubdtype(new.dtype, np.floating) and new.shape == old.shape
-        and np.any(np.isfinite(old) & ~np.isfinite(new))):
-      raise FloatingPointError(
-          f'Round {round_num} made the model non-finite (NaN or Inf); the run '
-          f'stops here and keeps its last checkpoint ({last_checkpoint}). '
-          'Lower the learning rates or the distillation weights.')
+  pairs = []
+  if (isinstance(after, Mapping)
+      and isinstance(after.get('clients'), client_store_lib.ClientStates)):
+    old, new = before['clients'], after['clients']
+    pairs += [(old[c], new[c]) for c in new.changed_from(old)]
+    before = _with_clients(before, ())
+    after = _with_clients(after, ())
+  pairs.append((before, after))
+  for old_state, new_state in pairs:
+    for old, new in zip(tf.nest.flatten(old_state), tf.nest.flatten(new_state)):
+      old, new = np.asarray(old), np.asarray(new)
+      if (np.issubdtype(new.dtype, np.floating) and new.shape == old.shape
+          and np.any(np.isfinite(old) & ~np.isfinite(new))):
+        raise FloatingPointError(
+            f'Round {round_num} made the model non-finite (NaN or Inf); the '
+            f'run stops here and keeps its last checkpoint ({last_checkpoint}).'
+            ' Lower the learning rates or the distillation weights.')
 
 
 def run_experiment(
@@ -479,14 +569,18 @@ def run_experiment(
   manager = AtomicFileProgramStateManager(
       root_dir=paths['checkpoints'], keep_total=2, keep_first=False,
       every=rounds_per_checkpoint, last=total_rounds)
+  store = None
   try:
     if resume:
       _check_resumable(paths, experiment_name, hparams, total_rounds,
                        manager.last_saved)
+    if hasattr(process, 'open_client_store'):
+      store = process.open_client_store(paths['client_store'])
+      manager.client_store = store
     _train(process, task, paths, manager, hparams, sample,
            seed=seed, total_rounds=total_rounds,
            rounds_per_eval=rounds_per_eval, print_fn=print_fn,
-           client_dropout=client_dropout)
+           client_dropout=client_dropout, client_store=store)
   except BaseException:
     if fresh and manager.last_saved is None:
       for key in ('checkpoints', 'results', 'logdir'):
@@ -494,12 +588,15 @@ def run_experiment(
           tf.io.gfile.rmtree(paths[key])
     raise
   finally:
+    if store is not None:
+      store.close()
     lock.release()
   return read_metrics(paths['metrics_csv'])
 
 
 def _train(process, task, paths, manager, hparams, sample, *,
-           seed, total_rounds, rounds_per_eval, print_fn, client_dropout):
+           seed, total_rounds, rounds_per_eval, print_fn, client_dropout,
+           client_store=None):
   """`run_training_process` with our managers, selection and checks."""
   dropped = {}  # round -> (clients dropped out, clients sampled)
 
@@ -532,7 +629,11 @@ def _train(process, task, paths, manager, hparams, sample, *,
   class FiniteProcess:
     """`process`, whose `next` refuses to return a non-finite state."""
 
-    initialize = process.initialize
+    @staticmethod
+    def initialize():
+      if client_store is None:
+        return process.initialize()
+      return process.initialize(client_store=client_store)
 
     @staticmethod
     def next(state, client_data):

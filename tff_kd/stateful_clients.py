@@ -38,26 +38,33 @@ CLIENTS-placed value has one type for all clients). A client state is an
 optimizer state is not kept: the clients use SGD, which has none.
 `client_work/communication` counts B down and the knowledge up per client.
 
-The process's state, `OrderedDict(server=S, fusion=F, clients=OrderedDict(
-client id -> state of its prototype))`, is what `tff_kd.experiment`
-checkpoints, so `--resume` restores every client's model. It holds one model
-per client: memory and checkpoints grow with the number of clients (20
-clients of a 34k parameter CNN: 2.7 MB), which is why these algorithms suit
-the cross-silo populations of their papers, not TFF's 3,400-client EMNIST.
+The process's state is `OrderedDict(server=S, fusion=F, clients=Mapping(
+client id -> state of its own prototype))`. By default `clients` is an
+`OrderedDict` in memory (one model per client). `open_client_store(directory)`
+gives a disk-backed `tff_kd.client_store.ClientStore` and
+`initialize(client_store=store)` keeps the clients there instead: `clients` is
+then a `ClientStates` view that loads a state when it is looked up, a round
+reads only its sampled clients and writes back only the states that changed,
+and a client's row holds only its own prototype's state. `tff_kd.experiment`
+always runs these processes on a store under the run's checkpoint directory
+and commits it with each checkpoint, so memory and checkpoints do not grow
+with the number of clients and `--resume` restores every client's state.
 
 `tff_kd.experiment` drives it like a `LearningProcess`: `initialize()`,
 `next(state, [(client id, dataset), ...])`, and evaluates the models
-`evaluation_models(state)` names (every client's, and the server's).
+`evaluation_models(state)` names (every client's, loaded one at a time, and
+the server's).
 """
 
 import collections
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_kd import client_store as client_store_lib
 from tff_kd import communication
 from tff_kd import model_parts
 from tff_kd.aggregators import knowledge
@@ -109,30 +116,45 @@ class StatefulClientsProcess:
     """What `next` takes for one client: `(client id, dataset)`."""
     return client_id, dataset
 
-  def initialize(self) -> collections.OrderedDict:
+  def open_client_store(self, directory: str) -> client_store_lib.ClientStore:
+    """A disk-backed store of this process's client states in `directory`.
+
+    Pass it to `initialize(client_store=...)`; an existing store of the same
+    clients and states is reopened (`restore` a version to continue it).
+    """
+    return client_store_lib.ClientStore(
+        directory, initial_states=self._initial,
+        client_prototypes=self.client_prototypes)
+
+  def initialize(
+      self, client_store: Optional[client_store_lib.ClientStore] = None
+  ) -> collections.OrderedDict:
+    """The initial state; the clients in `client_store` when one is given."""
     server = self._initial_server_state()
+    if client_store is not None:
+      clients = client_store.initial()
+    else:
+      clients = collections.OrderedDict(
+          (client_id, self._initial[prototype])
+          for client_id, prototype in self.client_prototypes.items())
     return collections.OrderedDict(
-        server=server['server'],
-        fusion=server['fusion'],
-        clients=collections.OrderedDict(
-            (client_id, self._initial[prototype])
-            for client_id, prototype in self.client_prototypes.items()
-        ),
-    )
+        server=server['server'], fusion=server['fusion'], clients=clients)
 
   def next(
       self, state: Mapping[str, Any], client_data: Sequence[tuple[str, Any]]
   ) -> tff.learning.templates.LearningProcessOutput:
     """Runs a round on `client_data`, `(client id, dataset)` pairs."""
     inputs = []
+    own_states = {}
     for position, (client_id, dataset) in enumerate(client_data):
       own = self.client_prototypes[client_id]
+      own_states[client_id] = state['clients'][client_id]
       inputs.append(collections.OrderedDict(
           data=dataset,
           prototype=np.int32(self.prototypes.index(own)),
           position=np.int32(position),
           state=collections.OrderedDict(
-              (n, state['clients'][client_id] if n == own else self._initial[n])
+              (n, own_states[client_id] if n == own else self._initial[n])
               for n in self.prototypes
           ),
       ))
@@ -144,13 +166,16 @@ class StatefulClientsProcess:
       raise RuntimeError(
           f'The round returned client states at positions {positions}; '
           f'expected each of the {len(client_data)} clients once.')
-    clients = collections.OrderedDict(state['clients'])
-    for output in outputs:
+    changes = collections.OrderedDict()
+    for output in sorted(outputs, key=lambda o: int(o['position'])):
       client_id, _ = client_data[int(output['position'])]
-      clients[client_id] = output['state'][self.client_prototypes[client_id]]
+      new = output['state'][self.client_prototypes[client_id]]
+      if not _same(new, own_states[client_id]):
+        changes[client_id] = new
     return tff.learning.templates.LearningProcessOutput(
-        collections.OrderedDict(server=server['server'],
-                                fusion=server['fusion'], clients=clients),
+        collections.OrderedDict(
+            server=server['server'], fusion=server['fusion'],
+            clients=client_store_lib.updated(state['clients'], changes)),
         metrics)
 
   def evaluation_models(self, state: Mapping[str, Any]):
@@ -160,16 +185,47 @@ class StatefulClientsProcess:
     with several prototypes also `clients_<prototype>`; `test`: the server's
     model if it trains one, else the clients'.
     """
-    models = collections.OrderedDict(clients=[])
-    for client_id, prototype in self.client_prototypes.items():
-      model = (self._model_fns[prototype], state['clients'][client_id]['model'])
-      models['clients'].append(model)
-      if len(self.prototypes) > 1:
-        models.setdefault(f'clients_{prototype}', []).append(model)
+    clients = state['clients']
+    models = collections.OrderedDict(
+        clients=_ClientModels(self._model_fns, self.client_prototypes,
+                              clients, list(self.client_prototypes)))
+    if len(self.prototypes) > 1:
+      for n in self.prototypes:
+        models[f'clients_{n}'] = _ClientModels(
+            self._model_fns, self.client_prototypes, clients,
+            [c for c, p in self.client_prototypes.items() if p == n])
     models['test'] = (
         [(self._model_fns[self.prototypes[0]], state['server']['model'])]
         if self._server_model else models['clients'])
     return models
+
+
+class _ClientModels(Sequence):
+  """`[(model_fn, client's model weights), ...]`, each loaded when reached."""
+
+  def __init__(self, model_fns, client_prototypes, clients, ids):
+    self._model_fns = model_fns
+    self._client_prototypes = client_prototypes
+    self._clients = clients
+    self._ids = ids
+
+  def __len__(self) -> int:
+    return len(self._ids)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    client_id = self._ids[i]
+    return (self._model_fns[self._client_prototypes[client_id]],
+            self._clients[client_id]['model'])
+
+
+def _same(a: Any, b: Any) -> bool:
+  """Whether two states are equal bit for bit (same structure assumed)."""
+  a, b = tf.nest.flatten(a), tf.nest.flatten(b)
+  return len(a) == len(b) and all(
+      np.asarray(x).dtype == np.asarray(y).dtype
+      and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
 
 
 def build_stateful_clients_process(

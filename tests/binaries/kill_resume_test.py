@@ -1,5 +1,6 @@
-"""A run killed with SIGKILL resumes to exactly the uninterrupted numbers, and
-its TFF worker dies with it."""
+"""A run killed with SIGKILL resumes to exactly the uninterrupted numbers and,
+for clients that keep state, to every client's state bit for bit; its TFF
+worker dies with it."""
 
 import os
 import signal
@@ -13,6 +14,7 @@ import tensorflow as tf
 
 import processes
 
+from tff_kd import client_store
 from tff_kd import experiment
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -66,6 +68,17 @@ class KillResumeTest(tf.test.TestCase, parameterized.TestCase):
     for key in final['full']:
       if 'time' not in key and 'seconds' not in key:
         self.assertEqual(final['full'][key], final['killed'][key], key)
+    if name == 'dsfl':  # Every client's state, from the client stores.
+      states = {
+          run: client_store.read_version(
+              experiment.output_paths(root, run)['client_store'], 4)
+          for run in ('full', 'killed')}
+      self.assertNotEmpty(states['full'])
+      self.assertCountEqual(states['full'], states['killed'])
+      for client, leaves in states['full'].items():
+        self.assertLen(states['killed'][client], len(leaves))
+        for a, b in zip(leaves, states['killed'][client]):
+          self.assertAllEqual(a, b, msg=f'client {client}')
 
 
 if __name__ == '__main__':

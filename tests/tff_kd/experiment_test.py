@@ -16,6 +16,7 @@ import tensorflow_federated as tff
 import tasks
 import tiny
 from tff_kd import algorithms
+from tff_kd import client_store
 from tff_kd import experiment
 
 
@@ -71,34 +72,59 @@ class CheckpointTest(tf.test.TestCase):
     roots = [self.create_tempdir().full_path for _ in range(2)]
     full = self._run(process, task, roots[0], 3, resume=False)
     self._run(process, task, roots[1], 2, resume=False)
+    # Killed after the store committed round 2 but before its program state
+    # was written: the resumed run continues from round 1, and the store's
+    # version 2 is discarded.
+    checkpoints = experiment.output_paths(roots[1], 'run')['checkpoints']
+    tf.io.gfile.rmtree(os.path.join(checkpoints, 'program_state_2'))
     resumed = self._run(process, task, roots[1], 3, resume=True)
     self.assertEqual(full[-1], {**resumed[-1], **{
         k: full[-1][k] for k in full[-1] if 'time' in k}})
     states = []
     for root in roots:
-      manager = experiment.AtomicFileProgramStateManager(
-          experiment.output_paths(root, 'run')['checkpoints'])
+      paths = experiment.output_paths(root, 'run')
+      manager = experiment.AtomicFileProgramStateManager(paths['checkpoints'])
       # Not asyncio.run: it would leave no event loop for the next test's
       # tff.simulation.run_training_process.
       loop = asyncio.new_event_loop()
       try:
-        state, version = loop.run_until_complete(
-            manager.load_latest(process.initialize()))
+        self.assertEqual(loop.run_until_complete(manager.get_versions())[-1],
+                         3)
       finally:
         loop.close()
-      self.assertEqual(version, 3)
-      states.append(state)
-    flat = [tf.nest.flatten(s) for s in states]
-    self.assertLen(flat[0], len(flat[1]))
-    for a, b in zip(*flat):
-      self.assertAllEqual(a, b)
-    initial = tf.nest.flatten(process.initialize()['clients'])
-    moved = [not np.array_equal(a, b) for a, b in
-             zip(tf.nest.flatten(states[0]['clients']), initial)]
+      # The program state records the store's version; the store has every
+      # client's state (only those that ever trained: the rest are initial).
+      states.append(client_store.read_version(paths['client_store'], 3))
+    self.assertNotEmpty(states[0])
+    self.assertCountEqual(states[0], states[1])
+    for client in states[0]:
+      for a, b in zip(states[0][client], states[1][client]):
+        self.assertAllEqual(a, b)
+    initial = process.initialize()['clients']
+    moved = [not np.array_equal(a, b) for c in states[0] for a, b in
+             zip(states[0][c], tf.nest.flatten(initial[c]))]
     self.assertTrue(any(moved))
     # Every client's model is evaluated; FD has no server model.
     self.assertEqual(full[-1][experiment.ACCURACY_KEY],
                      full[-1][experiment.CLIENTS_ACCURACY_KEY])
+
+
+class ProgressTest(tf.test.TestCase):
+
+  def test_the_line_shows_epsilon_when_the_metrics_have_it(self):
+    lines = []
+    manager = experiment.ProgressReleaseManager(5, lines.append, {})
+    loop = asyncio.new_event_loop()
+    try:
+      loop.run_until_complete(manager.release(
+          {'client_work': {'privacy': {'epsilon': 1.25}},
+           'training_time_in_seconds': 0.5}, 3))
+      loop.run_until_complete(manager.release(
+          {'training_time_in_seconds': 0.5}, 4))
+    finally:
+      loop.close()
+    self.assertEqual(lines, ['round    3/5  epsilon 1.25  0.50 s',
+                             'round    4/5  0.50 s'])
 
 
 class DropoutTest(tf.test.TestCase):
