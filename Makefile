@@ -4,6 +4,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+BENCH_DIR := .venv-bench
 RUN_DIR ?= /tmp/tff_kd_run
 
 .PHONY: run test bench clean-venv
@@ -27,11 +28,21 @@ run: $(VENV)/installed
 test: $(VENV)/installed
 	$(PY) -m pytest -q -n 2 --dist worksteal
 
-# Adds requirements-bench.lock (torch, CPU build, for the PyTorch reference;
-# it moves typing_extensions to 4.10.0) to .venv; run and test don't need it.
-bench: $(VENV)/installed
-	$(PY) -m pip install --quiet --no-deps -r requirements-bench.lock
-	$(PY) -m binaries.benchmark --output=docs/PERFORMANCE.md
+# torch (requirements-bench.lock, for the benchmark's PyTorch reference) goes
+# into $(BENCH_DIR), never into .venv: it needs typing_extensions >= 4.10,
+# which breaks TF 2.14's tracing. The benchmark runs the reference in a
+# process of its own with PYTHONPATH=$(BENCH_DIR); run and test don't need it.
+$(BENCH_DIR)/installed: requirements-bench.lock | $(VENV)/installed
+	rm -rf $(BENCH_DIR)
+	$(PY) -m pip install --quiet --no-deps --target $(BENCH_DIR) -r requirements-bench.lock
+	touch $@
+
+bench: $(VENV)/installed $(BENCH_DIR)/installed
+	@# An older `make bench` installed torch and typing_extensions 4.10 into
+	@# .venv: take them out again (requirements.lock pins typing_extensions).
+	$(PY) -m pip uninstall --quiet --yes torch sympy mpmath 2>/dev/null || true
+	$(PY) -m pip install --quiet --no-deps -r requirements.lock
+	$(PY) -m binaries.benchmark --output=docs/PERFORMANCE.md --torch_path=$(BENCH_DIR)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(BENCH_DIR)

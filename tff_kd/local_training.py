@@ -52,9 +52,28 @@ def dataset_reduce(dataset, initial_state, reduce_fn):
   time it runs: ~50 ms per call for a training step of the digits `cnn`,
   five times the compute of a client's 7 batches (measured by
   `binaries.benchmark`'s plain loop: 0.59 s per round with `Dataset.reduce`).
+
+  The loop iterates `dataset` with tf.data's default graph optimizations and
+  its autotuning turned off (`experimental_optimization.
+  apply_default_optimizations = False`, `autotune.enabled = False`, set by
+  `with_options`, which override the dataset's own). Each client's iterator
+  is made anew in every round; with them on, making one rewrote the
+  dataset's graph and started the autotuning model, whose bookkeeping then
+  ran beside the few small ops of a client pipeline (shuffle, batch, repeat)
+  without speeding any up. In the study for issue 19 a client's update (1-14
+  batches of 16, the PyTorch peers' CNN, 2 loaded cores) took 1.4-3.7x as
+  long with them as without, and a FedAvg round of the peers' workload on
+  the TFF worker 0.61-0.65x as long without them; `binaries.benchmark`
+  times both in each run (docs/PERFORMANCE.md). The elements and their order
+  do not change, only how the pipeline runs: FedAvg (1 and 3 local epochs),
+  FD, FedDF, DS-FL and FedGKD gave bit-identical checkpoints and metrics
+  after 3 rounds of `binaries.train` with and without the options.
   """
+  options = tf.data.Options()
+  options.experimental_optimization.apply_default_optimizations = False
+  options.autotune.enabled = False
   state = initial_state
-  for batch in iter(dataset):
+  for batch in iter(dataset.with_options(options)):
     state = reduce_fn(state, batch)
   return state
 

@@ -26,6 +26,23 @@ turned into a normal exit, so the `atexit` hooks stop the workers.
 
 The context itself is TFF's: a `SyncExecutionContext` over a
 `tff.framework.RemoteExecutor` that talks to the worker over gRPC.
+
+Worker settings (`LocalWorker` and `LocalRuntime` arguments; default: none,
+TFF's and TensorFlow's defaults). The worker is TensorFlow's C++ runtime, and
+its thread pools are sized, when the computation's session options leave
+them at 0 (TFF's do), by the environment variables TF_NUM_INTRAOP_THREADS
+(threads within one op, e.g. a matmul's blocks) and TF_NUM_INTEROP_THREADS
+(ops run side by side), read by `tensorflow/core/common_runtime/
+process_util.cc`; unset, each is one per core. `intra_op_threads` and
+`inter_op_threads` set them in the worker's environment only (unset, the
+worker inherits this process's). `max_concurrent_computation_calls` is the
+worker binary's flag of that name: at most that many calls of one
+computation at once, e.g. the clients of a `federated_map` (default: no
+limit, so a round's clients train concurrently, sharing the cores). On the
+2-core machine of docs/PERFORMANCE.md none of them made a FedAvg round of
+small clients faster, and `max_concurrent_computation_calls=1` (clients one
+after the other) made it 1.1-1.4x slower; `binaries.benchmark` measures them
+(`--worker_settings`).
 """
 
 import atexit
@@ -150,6 +167,23 @@ def _remove_if_empty(directory: str) -> None:
     os.rmdir(directory)
 
 
+_THREAD_VARIABLES = (
+    ('intra_op_threads', 'TF_NUM_INTRAOP_THREADS'),
+    ('inter_op_threads', 'TF_NUM_INTEROP_THREADS'),
+)
+
+
+def _check_setting(name: str, value: Optional[int]) -> None:
+  """Raises ValueError unless `value` is None or an integer >= 1."""
+  if value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(
+        f'{name} must be None (the default) or an integer >= 1; got '
+        f'{value!r}.'
+    )
+
+
 # The running `LocalWorker`s by address: waiting for one of them fails at once
 # if it exits.
 _LOCAL_WORKERS = {}
@@ -162,10 +196,48 @@ class LocalWorker:
   so a program that exits without closing leaves no worker behind. Its output
   goes to `log_path` in `log_dir`, a directory private to this user (by
   default one of its own, removed on close).
+
+  Args:
+    port: to serve on; default: a free one.
+    log_dir: where its log goes; default: a private directory of its own.
+    intra_op_threads: TF_NUM_INTRAOP_THREADS of the worker (module
+      docstring); None: inherited, else TensorFlow's default.
+    inter_op_threads: TF_NUM_INTEROP_THREADS of the worker; None: inherited.
+    max_concurrent_computation_calls: the worker binary's flag; None: not
+      passed (no limit).
+
+  Raises:
+    ValueError: a setting that is not None or an integer >= 1.
   """
 
-  def __init__(self, port: Optional[int] = None, log_dir: Optional[str] = None):
+  def __init__(
+      self,
+      port: Optional[int] = None,
+      log_dir: Optional[str] = None,
+      *,
+      intra_op_threads: Optional[int] = None,
+      inter_op_threads: Optional[int] = None,
+      max_concurrent_computation_calls: Optional[int] = None,
+  ):
+    settings = dict(
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=inter_op_threads,
+        max_concurrent_computation_calls=max_concurrent_computation_calls,
+    )
+    for name, value in settings.items():
+      _check_setting(name, value)
+    # The settings given (not None), for reports.
+    self.settings = {k: v for k, v in settings.items() if v is not None}
     binary = worker_binary_path()
+    command = [binary]
+    if max_concurrent_computation_calls is not None:
+      command.append(
+          f'--max_concurrent_computation_calls={max_concurrent_computation_calls}'
+      )
+    environment = dict(os.environ)
+    for name, variable in _THREAD_VARIABLES:
+      if settings[name] is not None:
+        environment[variable] = str(settings[name])
     self.port = port or portpicker.pick_unused_port()
     self._own_log_dir = log_dir is None
     self.log_dir = log_dir or tempfile.mkdtemp(prefix='tff_kd_workers_')
@@ -173,7 +245,8 @@ class LocalWorker:
     self._keep_log = False
     with open(self.log_path, 'xb') as log:  # 'x': O_EXCL, follows no symlink.
       self.process = subprocess.Popen(
-          [binary, f'--port={self.port}'],
+          command + [f'--port={self.port}'],
+          env=environment,
           stdin=subprocess.DEVNULL,
           stdout=log,
           stderr=subprocess.STDOUT,
@@ -261,35 +334,43 @@ def _context_kwargs():
   )
 
 
-def set_remote_context(addresses: Sequence[str]) -> None:
-  """Makes the TFF workers at `addresses` run every computation from now on.
+def build_remote_context(addresses: Sequence[str]):
+  """The TFF context that runs computations on the workers at `addresses`.
 
   One address: TFF's `SyncExecutionContext` over a `RemoteExecutor`. Several:
   one `AsyncExecutionContext` per worker, joined by TFF's mergeable-computation
-  context (`tff.backends.native.set_mergeable_comp_execution_context`), which
-  splits each round's clients across the workers and merges their partial
-  aggregates. Raises ValueError for a malformed address
-  (`check_worker_address`) before connecting to any.
+  context (`tff.backends.native.create_mergeable_comp_execution_context`),
+  which splits each round's clients across the workers and merges their
+  partial aggregates. Raises ValueError for a malformed address
+  (`check_worker_address`) before connecting to any. Waits until every
+  worker answers. Installs nothing: see `set_remote_context`, or
+  `tff.framework.get_context_stack().install(context)` for a `with` block.
   """
   if isinstance(addresses, str):
     addresses = [addresses]
   if not addresses:
-    raise ValueError('set_remote_context needs at least one worker address.')
+    raise ValueError('A remote context needs at least one worker address.')
   for address in addresses:
     check_worker_address(address)
   if len(addresses) == 1:
-    context = tff.framework.SyncExecutionContext(
+    return tff.framework.SyncExecutionContext(
         executor_fn=_executor_factory(addresses[0]), **_context_kwargs()
     )
-    tff.framework.set_default_context(context)
-    return
   contexts = [
       tff.framework.AsyncExecutionContext(
           executor_fn=_executor_factory(address), **_context_kwargs()
       )
       for address in addresses
   ]
-  tff.backends.native.set_mergeable_comp_execution_context(contexts)
+  return tff.backends.native.create_mergeable_comp_execution_context(contexts)
+
+
+def set_remote_context(addresses: Sequence[str]) -> None:
+  """Makes the TFF workers at `addresses` run every computation from now on.
+
+  The context is `build_remote_context(addresses)`'s.
+  """
+  tff.framework.set_default_context(build_remote_context(addresses))
 
 
 class RemoteRuntime:
@@ -302,7 +383,11 @@ class RemoteRuntime:
 
   def __init__(self, addresses: Sequence[str]):
     self._previous_context = tff.framework.get_context_stack().current
-    set_remote_context(addresses)
+    # The context it made the default (`build_remote_context`); a program
+    # that alternates between runtimes installs it for a `with` block:
+    # `tff.framework.get_context_stack().install(runtime.context)`.
+    self.context = build_remote_context(addresses)
+    tff.framework.set_default_context(self.context)
 
   def close(self) -> None:
     tff.framework.set_default_context(self._previous_context)
@@ -323,20 +408,49 @@ class LocalRuntime:
   ```
   On exit (or at interpreter exit) the workers are stopped, all at once, and
   the context that was the default before is the default again (as
-  `RemoteRuntime`), so runtimes nest. The workers' logs are in `log_dir`.
+  `RemoteRuntime`), so runtimes nest; `context` is the one it installed. The
+  workers' logs are in `log_dir`.
+
+  Args:
+    num_workers: workers to start (>= 1); several split each round's clients.
+    intra_op_threads: each worker's TF_NUM_INTRAOP_THREADS (module
+      docstring); None: inherited from this process, else one per core.
+    inter_op_threads: each worker's TF_NUM_INTEROP_THREADS; None: inherited.
+    max_concurrent_computation_calls: each worker's flag of that name; None:
+      no limit.
+
+  Raises:
+    ValueError: `num_workers` < 1, or a setting that is not None or an
+      integer >= 1 (before any worker starts).
   """
 
-  def __init__(self, num_workers: int = 1):
+  def __init__(
+      self,
+      num_workers: int = 1,
+      *,
+      intra_op_threads: Optional[int] = None,
+      inter_op_threads: Optional[int] = None,
+      max_concurrent_computation_calls: Optional[int] = None,
+  ):
     if num_workers < 1:
       raise ValueError(f'num_workers must be >= 1; got {num_workers}.')
+    settings = dict(
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=inter_op_threads,
+        max_concurrent_computation_calls=max_concurrent_computation_calls,
+    )
+    for name, value in settings.items():
+      _check_setting(name, value)
     self.log_dir = tempfile.mkdtemp(prefix='tff_kd_workers_')
     self.workers = []
     self._remote = None
+    self.context = None
     try:
       for _ in range(num_workers):
-        self.workers.append(LocalWorker(log_dir=self.log_dir))
+        self.workers.append(LocalWorker(log_dir=self.log_dir, **settings))
       atexit.register(self.close)  # After the workers' hooks: runs first.
       self._remote = RemoteRuntime([w.address for w in self.workers])
+      self.context = self._remote.context
     except Exception:
       self.close()
       raise

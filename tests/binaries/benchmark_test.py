@@ -1,19 +1,34 @@
-"""The benchmark binary runs in a tiny configuration and writes its report.
+"""The benchmark binary runs in a tiny configuration and writes its report;
+the PyTorch reference answers its pipe protocol in a process of its own.
 
-Its PyTorch section needs torch (requirements-bench.lock, `make bench`);
-without it the section is one line saying so, and the reference's own test
-is skipped.
+torch is benchmark-only: it lives in .venv-bench (`make bench`), never in
+.venv, and this process never imports it. Without it the report's PyTorch
+rows are one line saying so, and the tests of the PyTorch process are
+skipped.
 """
 
+import json
+import os
+import re
+import subprocess
+import sys
 import unittest
 
+from absl import flags
 from absl.testing import flagsaver
 import numpy as np
 import tensorflow as tf
 
 from binaries import benchmark
 
-_TORCH = benchmark.torch_reference
+_TORCH_PATH = flags.FLAGS['torch_path'].default
+_NO_TORCH = benchmark.torch_unavailable(_TORCH_PATH)
+
+
+def _clients():
+  rng = np.random.default_rng(0)
+  return [(rng.random((n, 8, 8, 1), dtype=np.float32),
+           rng.integers(0, 10, n)) for n in (40, 7, 33)]
 
 
 class BenchmarkTest(tf.test.TestCase):
@@ -23,52 +38,118 @@ class BenchmarkTest(tf.test.TestCase):
     with flagsaver.flagsaver(output=output, warmup_rounds=0, timed_rounds=1,
                              bench_algorithms=['fedavg', 'feddf'],
                              scale_clients=['2', '4'],
-                             scale_workers_clients=4, bench_distill_steps=2):
+                             scale_workers_clients=4, bench_distill_steps=2,
+                             worker_settings=['mccc=1'], process_rounds=2,
+                             process_repeats=1, time_train_binary=False):
       benchmark.main(['benchmark'])
     with open(output) as f:
       report = f.read()
-    if _TORCH is None:
-      peer_rows = ['Skipped: torch is not importable here']
+    if _NO_TORCH:
+      torch_rows = ['Skipped: no PyTorch in', 'PyTorch: Skipped']
     else:
-      peer_rows = ['| `tff_kd` `build_fedavg`, TFF C++ runtime |',
-                   '| plain PyTorch (`binaries/torch_reference.py`) |',
-                   'Ours / PyTorch: ', 'torch.get_num_threads()']
-    for row in ['| plain `tf.function` loop', '| `tff_kd` FedAvg',
-                '| TFF `build_weighted_fed_avg`, same runtime |',
+      torch_rows = ['| plain PyTorch, in its own process',
+                    '**Targets of issue 19** (ratios of this run\'s '
+                    'interleaved rounds): ours / PyTorch per round ',
+                    '`torch.get_num_threads()` = 1',
+                    '| PyTorch: phase | seconds |', '| import numpy, torch |',
+                    'Ours / PyTorch, whole process: ']
+    for row in ['Load average (1, 5, 15 min) at the start: ',
+                '## Against PyTorch',
+                '| `tff_kd` `build_fedavg`, TFF C++ worker |',
+                '| the same before the tf.data fix',
+                '| plain `tf.function` loop, no TFF',
+                'TFF round / plain loop ', 'Same numbers: after the 1 rounds',
+                '| tf.data\'s default graph optimizations and autotuning off',
+                '| TFF, no client work |', '| TFF, datasets iterated, no SGD |',
+                '| max concurrent calls 1 |',
+                '| TFF\'s and TensorFlow\'s defaults (default) |',
+                '## Whole process: 2 rounds', '| import tensorflow |',
+                '| build the process (build_fedavg) |', '| rounds 2-2 |',
+                '| plain `tf.function` loop, no TFF (compute floor)',
+                '| `tff_kd` FedAvg', '| TFF `build_weighted_fed_avg`, same',
                 '| TFF `build_weighted_fed_avg(loop_implementation=',
-                '## Against PyTorch', '| fedavg |', '| feddf |',
+                '| fedavg |', '| feddf |',
                 '| `tf.function` (one `tf.while_loop`) |', '| eager |',
                 '| 2 | ', '| 4 | ', '4 clients per round on 1 worker',
-                'Worker memory from 2 to 4 clients per round'] + peer_rows:
+                'Worker memory from 2 to 4 clients per round'] + torch_rows:
       self.assertIn(row, report)
 
+  def test_without_torch_the_pytorch_rows_are_skipped_with_a_reason(self):
+    missing = self.create_tempdir().full_path
+    line = benchmark.torch_unavailable(missing)
+    self.assertStartsWith(line, f'Skipped: no PyTorch in `{missing}`.')
+    self.assertIn('make bench', line)
 
-@unittest.skipIf(_TORCH is None, 'torch is not installed (make bench).')
-class TorchReferenceTest(tf.test.TestCase):
+  def test_worker_settings_are_parsed_and_checked(self):
+    self.assertEqual(
+        benchmark.parse_worker_setting('intra=1+inter=2+mccc=3'),
+        {'intra_op_threads': 1, 'inter_op_threads': 2,
+         'max_concurrent_computation_calls': 3})
+    for spec in ['intra=0', 'threads=2', 'mccc', 'inter=-1', 'intra=1+']:
+      with self.assertRaisesRegex(ValueError,
+                                  f'bad setting .* in {re.escape(repr(spec))}'):
+        benchmark.parse_worker_setting(spec)
+    with flagsaver.flagsaver():
+      with self.assertRaisesRegex(flags.IllegalFlagValueError,
+                                  "bad setting 'intra=0'"):
+        flags.FLAGS.worker_settings = ['mccc=2', 'intra=0']
 
-  def _fedavg(self, learning_rate):
-    rng = np.random.default_rng(0)
-    clients = [(rng.random((n, 8, 8, 1), dtype=np.float32),
-                rng.integers(0, 10, n)) for n in (40, 7, 33)]
-    return _TORCH.FedAvg(clients, 10, epochs=2, batch_size=16,
-                         learning_rate=learning_rate)
+  def test_a_pytorch_process_without_torch_fails_with_its_error(self):
+    # torch is in no directory of its path (nor in .venv).
+    with self.assertRaisesRegex(
+        RuntimeError, '(?s)The PyTorch process exited .*Error'):
+      benchmark.TorchProcess(self.create_tempdir().full_path).close()
 
-  def _weights(self, fedavg):
-    return [p.detach().numpy().copy() for p in fedavg.model.parameters()]
 
-  def test_a_round_trains_the_clients_full_batches(self):
-    fedavg = self._fedavg(0.05)
-    before = self._weights(fedavg)
-    self.assertEqual(sum(w.size for w in before), 33_802)
-    self.assertEqual(fedavg.run_round([0, 1, 2]), 2 * (2 + 0 + 2))
-    self.assertNotAllClose(before, self._weights(fedavg))
-    self.assertEqual(fedavg.run_round([1]), 0)  # 7 examples: no full batch.
+@unittest.skipIf(_NO_TORCH, f'no torch for the reference: {_NO_TORCH}')
+class TorchProcessTest(tf.test.TestCase):
+
+  def test_rounds_over_the_pipe(self):
+    with benchmark.TorchProcess(_TORCH_PATH) as torch:
+      self.assertIn('torch', torch.ready)
+      self.assertNotIn('torch', sys.modules)  # Never in this process.
+      started = torch.start(clients=_clients(), num_classes=10, epochs=2,
+                            batch_size=16, learning_rate=0.05,
+                            num_threads=1)
+      self.assertIn('`torch.get_num_threads()` = 1', started['threads'])
+      before = torch.weights()
+      self.assertEqual(sum(w.size for w in before), 33_802)
+      first = torch.run_round([0, 1, 2])
+      self.assertEqual(first['steps'], 2 * (2 + 0 + 2))  # Full batches.
+      self.assertGreater(first['seconds'], 0)
+      self.assertNotAllClose(before, torch.weights())
+      self.assertEqual(torch.run_round([1])['steps'], 0)  # 7 examples.
+      with self.assertRaisesRegex(RuntimeError, 'Unknown request'):
+        torch.call('bogus')
+      self.assertEqual(torch.run_round([0])['steps'], 4)  # Still serving.
+    self.assertIsNotNone(torch._process.poll())  # pylint: disable=protected-access
 
   def test_averaging_equal_models_keeps_them(self):
-    fedavg = self._fedavg(0.0)
-    before = self._weights(fedavg)
-    fedavg.run_round([0, 2])
-    self.assertAllClose(before, self._weights(fedavg), atol=1e-6)
+    with benchmark.TorchProcess(_TORCH_PATH) as torch:
+      torch.start(clients=_clients(), num_classes=10, epochs=2,
+                  batch_size=16, learning_rate=0.0)
+      before = torch.weights()
+      torch.run_round([0, 2])
+      self.assertAllClose(before, torch.weights(), atol=1e-6)
+
+  def test_the_whole_process_run_reports_its_phases(self):
+    data = os.path.join(self.create_tempdir().full_path, 'clients.npz')
+    arrays = {'schedule': np.array([[0, 2], [2, 0]]), 'num_classes': 10}
+    for k, (x, y) in enumerate(_clients()):
+      arrays[f'x{k}'], arrays[f'y{k}'] = x, y
+    np.savez(data, **arrays)
+    result = subprocess.run(
+        [sys.executable, '-m', 'binaries.torch_reference', 'run',
+         f'--data={data}', '--epochs=1', '--batch_size=16',
+         '--learning_rate=0.05', '--threads=1'],
+        env=benchmark._torch_environment(_TORCH_PATH),  # pylint: disable=protected-access
+        capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    self.assertEqual(report['steps'], 2 * (2 + 2))
+    self.assertEqual([name for name, _ in report['phases']], [
+        'interpreter start', 'import numpy, torch',
+        'load the clients\' data (.npz)', 'build the models', 'round 1',
+        'rounds 2-2'])
 
 
 if __name__ == '__main__':

@@ -1,14 +1,17 @@
 """Two TFF workers (mergeable context) give the numbers of one worker, for
 FedAvg, FedDF and FD (stateful clients); workers stop at once, log privately,
-and fail fast on bad addresses or start-up failures."""
+and fail fast on bad addresses or start-up failures; worker settings (threads,
+concurrency) reach the worker, keep the numbers and are checked."""
 
 import collections
 import os
 import signal
 import socket
 import stat
+import sys
 import tempfile
 import time
+import unittest
 
 import numpy as np
 import portpicker
@@ -62,6 +65,61 @@ class TwoWorkersTest(tf.test.TestCase):
                        two[1][train]['non_finite_clients'])
     for worker in two_workers.workers:
       self.assertIsNotNone(worker.process.poll())  # Stopped on exit.
+
+
+class WorkerSettingsTest(tf.test.TestCase):
+
+  @unittest.skipUnless(sys.platform.startswith('linux'), 'reads /proc')
+  def test_settings_reach_the_worker(self):
+    with runtime.LocalWorker(intra_op_threads=1, inter_op_threads=2,
+                             max_concurrent_computation_calls=3) as worker:
+      pid = worker.process.pid
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        command = f.read().split(b'\0')
+      with open(f'/proc/{pid}/environ', 'rb') as f:
+        environment = f.read().split(b'\0')
+      self.assertEqual(worker.settings, dict(
+          intra_op_threads=1, inter_op_threads=2,
+          max_concurrent_computation_calls=3))
+    self.assertIn(b'--max_concurrent_computation_calls=3', command)
+    self.assertIn(b'TF_NUM_INTRAOP_THREADS=1', environment)
+    self.assertIn(b'TF_NUM_INTEROP_THREADS=2', environment)
+    with runtime.LocalWorker() as worker:  # None: nothing passed.
+      with open(f'/proc/{worker.process.pid}/cmdline', 'rb') as f:
+        command = f.read()
+      self.assertEqual(worker.settings, {})
+    self.assertNotIn(b'max_concurrent', command)
+
+  def test_a_round_gives_the_same_numbers_on_a_set_worker(self):
+    datasets = tiny.datasets(tiny.client_arrays([7, 12, 4, 9], seed=6), 4)
+    process = algorithms.build_fedavg(tiny.model_fn, tiny.sgd(0.2))
+    default = _two_rounds(process, datasets)  # The session's worker.
+    with runtime.LocalRuntime(
+        intra_op_threads=1, inter_op_threads=1,
+        max_concurrent_computation_calls=1) as local:
+      self.assertEqual(local.workers[0].settings['intra_op_threads'], 1)
+      set_worker = _two_rounds(process, datasets)
+      # `context` is the one it installed; a `with` block can install it.
+      self.assertIs(tff.framework.get_context_stack().current, local.context)
+    with tff.framework.get_context_stack().install(local.context):
+      self.assertIs(tff.framework.get_context_stack().current, local.context)
+    self.assertIsNot(tff.framework.get_context_stack().current, local.context)
+    self.assertAllClose(default[0], set_worker[0], rtol=1e-6, atol=1e-7)
+
+  def test_bad_settings_are_refused_before_a_worker_starts(self):
+    workers = dict(runtime._LOCAL_WORKERS)  # pylint: disable=protected-access
+    for name, value in [('intra_op_threads', 0), ('inter_op_threads', -2),
+                        ('max_concurrent_computation_calls', 1.5),
+                        ('intra_op_threads', True),
+                        ('inter_op_threads', '2')]:
+      for start in (runtime.LocalRuntime, runtime.LocalWorker):
+        with self.assertRaises(ValueError) as error:
+          start(**{name: value})
+        self.assertEqual(
+            str(error.exception),
+            f'{name} must be None (the default) or an integer >= 1; got '
+            f'{value!r}.')
+    self.assertEqual(runtime._LOCAL_WORKERS, workers)  # pylint: disable=protected-access
 
 
 class WorkerLifecycleTest(tf.test.TestCase):
