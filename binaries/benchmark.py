@@ -812,12 +812,14 @@ def _against_pytorch(warmup, timed, torch_path):
          f'{floor / median["torch"]:.2f} of it.' if has_torch else ''),
   ]
   if has_torch and ours_torch > 1.0:
+    per_step_to_tie = (1000 * (median['torch'] - floor)
+                       / statistics.median(timed_steps))
     lines += [
         '',
         'Why ours / PyTorch <= 1.0 is out of reach here: the floor above is '
         'per round, whatever the clients do, and is TFF\'s (its C++ '
         'executor, the gRPC call, the datasets\' graphs); with it our SGD '
-        f'steps would have to cost {1000 * (median["torch"] - floor) / statistics.median(timed_steps):.2f} '
+        f'steps would have to cost {per_step_to_tie:.2f} '
         f'ms each to tie, against {ms_per_step["plain"]:.2f} ms per step for '
         'our plain loop without TFF (tf.data iteration and the TF kernels '
         f'of a batch of {_PEER_BATCH} 8x8 images) and '
@@ -905,7 +907,8 @@ def _run_child(command, env=None):
   launched = time.time()
   start = time.perf_counter()
   result = subprocess.run(
-      command + [f'--launched_at={launched!r}'], cwd=_REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+      command + [f'--launched_at={launched!r}'], cwd=_REPO_ROOT, env=env,
+      capture_output=True, text=True, check=False)
   wall = time.perf_counter() - start
   if result.returncode:
     raise RuntimeError(
@@ -1171,7 +1174,8 @@ def main(argv):
   # (module docs of tff_kd.evaluation): the plain loops and the eager
   # distillation run first. The TFF processes' rounds are interleaved.
   plain = _median_round_seconds(
-      _plain_step_fn(task.model_fn, lambda: datasets, datasets[0]), warmup, timed)
+      _plain_step_fn(task.model_fn, lambda: datasets, datasets[0]), warmup,
+      timed)
   distill_rates = _distillation_rates(task, DISTILL_STEPS.value)
   against_pytorch = _against_pytorch(warmup, timed, TORCH_PATH.value)
   whole_process = []

@@ -231,9 +231,8 @@ class LocalWorker:
     binary = worker_binary_path()
     command = [binary]
     if max_concurrent_computation_calls is not None:
-      command.append(
-          f'--max_concurrent_computation_calls={max_concurrent_computation_calls}'
-      )
+      command.append('--max_concurrent_computation_calls='
+                     f'{max_concurrent_computation_calls}')
     environment = dict(os.environ)
     for name, variable in _THREAD_VARIABLES:
       if settings[name] is not None:
