@@ -411,7 +411,7 @@ def torch_unavailable(torch_path: str):
 
 
 def _torch_environment(torch_path: str) -> dict:
-  path = [torch_path, _REPO_ROOT] + [
+  path = [os.path.abspath(torch_path), _REPO_ROOT] + [
       p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
   return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
 
