@@ -730,15 +730,24 @@ def _against_pytorch(warmup, timed, torch_path):
   ]
   same = {name: _max_difference(final['ours'], w)
           for name, w in final.items() if name != 'ours'}
-  if all(d == 0.0 for d in same.values()):
-    lines.append(
-        f'Same numbers: after the {warmup + timed} rounds, the server '
-        'weights of our FedAvg before the tf.data fix and on every worker '
-        'setting below equal those of `ours` bit for bit (all started from '
-        'one state and trained the same clients).')
-  else:
-    lines.append('Numbers: max |w - w_ours| after the rounds: ' + ', '.join(
-        f'{name} {d:.3g}' for name, d in same.items()) + '.')
+  def label(name):
+    if name == 'ours before':
+      return 'ours before the tf.data fix'
+    settings = parse_worker_setting(name[len('worker '):])
+    return f'ours on a worker with {_describe_settings(settings)}'
+
+  equal = [label(name) for name, d in same.items() if d == 0.0]
+  differ = [f'{label(name)} (max |w - w_ours| {d:.2g})'
+            for name, d in same.items() if d != 0.0]
+  lines.append(
+      f'Same numbers: after the {warmup + timed} rounds (every variant from '
+      'one state, training the same clients), the server weights of '
+      '`ours`, bit for bit, are those of: ' + ('; '.join(equal) or 'none')
+      + '.' + (' They differ by float rounding from those of: '
+               + '; '.join(differ) + '. A worker\'s intra-op thread count '
+               'decides how some kernels split their float sums, so a count '
+               'other than the default (one per core) changes the last bits, '
+               'which add up over the rounds.' if differ else ''))
 
   lines += [
       '',
@@ -763,7 +772,9 @@ def _against_pytorch(warmup, timed, torch_path):
         f'{per_torch(f"worker {best}")} | {median["ours"]:.4f} -> '
         f'{settings[best]:.4f} ({settings[best] / median["ours"]:.2f}x); '
         + ('the default is kept: no setting gained robustly across the runs '
-           'of the study for issue 19 |'
+           'of the study for issue 19 (intra-op and inter-op threads 1 took '
+           '2.0x the default\'s round in one of them), and another intra-op '
+           'thread count changes the numbers ("Same numbers" above) |'
            if settings[best] < 0.95 * median['ours'] else
            'no gain: the default is kept |'))
   lines += [
