@@ -30,6 +30,7 @@ import tensorflow_federated as tff
 from binaries import registry
 import tasks
 from tff_kd import experiment
+from tff_kd import privacy
 from tff_kd import runtime
 
 # Task and data.
@@ -94,6 +95,50 @@ ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
     'rounds_per_checkpoint', 1, 'Checkpoint every this many rounds.'
 )
 SEED = flags.DEFINE_integer('seed', 0, 'Seed of data split, init, sampling.')
+
+# Aggregation: privacy and compression of what clients send (tff_kd.privacy).
+AGGREGATOR = flags.DEFINE_enum(
+    'aggregator', 'mean', list(privacy.AGGREGATORS),
+    'How model updates and knowledge are aggregated, both with TFF\'s '
+    'factories: mean (each algorithm\'s own), dp (client-level differential '
+    'privacy: clipping and Gaussian noise, uniform weights; epsilon reported '
+    'as privacy/epsilon), secure (secure aggregation, simulated), compression '
+    '(uniform quantization; encoded bytes counted). See docs/PRIVACY.md.'
+)
+DP_NOISE_MULTIPLIER = flags.DEFINE_float(
+    'dp_noise_multiplier', 1.0, '--aggregator=dp: z > 0, the Gaussian noise\'s'
+    ' standard deviation over the clip, on every sum (model and knowledge).'
+)
+DP_CLIP = flags.DEFINE_string(
+    'dp_clip', '1.0', '--aggregator=dp: the L2 clip of a client\'s model '
+    'update (fixed), or `adaptive` (TFF\'s adaptive clipping, from 0.1 toward'
+    ' the median norm; needs --dp_noise_multiplier < 0.1 * '
+    '--clients_per_round).'
+)
+DP_LOGIT_CLIP = flags.DEFINE_float(
+    'dp_logit_clip', 10.0, '--aggregator=dp: a client\'s logits on R inputs '
+    '(FedDF, FedAD) are clipped to L2 norm dp_logit_clip * sqrt(R), an RMS '
+    'norm per input of dp_logit_clip. Soft labels and attention maps are '
+    'bounded (rows of norm <= 1) and need no flag.'
+)
+DP_DELTA = flags.DEFINE_float(
+    'dp_delta', None, '--aggregator=dp: the delta of the reported epsilon; '
+    'default 1 / --num_clients.'
+)
+COMPRESSION_BITS = flags.DEFINE_integer(
+    'compression_bits', 8, '--aggregator=compression: bits per quantized '
+    'entry (TFF\'s default 8).'
+)
+COMPRESSION_THRESHOLD = flags.DEFINE_integer(
+    'compression_threshold', 20000, '--aggregator=compression: tensors of at '
+    'most this many elements are sent unquantized (TFF\'s default 20000; 0 '
+    'quantizes every tensor).'
+)
+# The flags of each aggregator: given with another one, they are an error.
+AGGREGATOR_FLAGS = {
+    'dp': ('dp_noise_multiplier', 'dp_clip', 'dp_logit_clip', 'dp_delta'),
+    'compression': ('compression_bits', 'compression_threshold'),
+}
 
 # Runtime.
 WORKERS = flags.DEFINE_list(
@@ -200,6 +245,64 @@ def _check_clients_per_round(values):
   return values['clients_per_round'] <= values['num_clients']
 
 
+def parse_dp_clip(value: str) -> Optional[float]:
+  """`--dp_clip`: a float, or None for `adaptive`; ValueError otherwise."""
+  if value == 'adaptive':
+    return None
+  try:
+    clip = float(value)
+  except (TypeError, ValueError):
+    clip = math.nan
+  if not (math.isfinite(clip) and clip > 0):
+    raise ValueError(f'--dp_clip must be `adaptive` or a finite number > 0; '
+                     f'got {value!r}.')
+  return clip
+
+
+def _valid_dp_clip(value):
+  try:
+    parse_dp_clip(value)
+  except ValueError:
+    return False
+  return True
+
+
+flags.register_validator(
+    'dp_noise_multiplier',
+    lambda v: v is not None and math.isfinite(v) and v > 0,
+    '--dp_noise_multiplier must be finite and > 0 (0 gives no privacy: '
+    'epsilon is infinite; use --aggregator=mean).')
+flags.register_validator(
+    'dp_clip', _valid_dp_clip,
+    '--dp_clip must be `adaptive` or a finite number > 0.')
+flags.register_validator(
+    'dp_logit_clip', lambda v: v is not None and math.isfinite(v) and v > 0,
+    '--dp_logit_clip must be finite and > 0.')
+flags.register_validator(
+    'dp_delta', lambda v: v is None or 0 < v < 1,
+    '--dp_delta must be in (0, 1).')  # NaN fails the comparison.
+flags.register_validator(
+    'compression_bits', lambda v: v is not None and 1 <= v <= 16,
+    '--compression_bits must be in [1, 16].')
+flags.register_validator(
+    'compression_threshold', lambda v: v is not None and v >= 0,
+    '--compression_threshold must be >= 0.')
+
+
+@flags.multi_flags_validator(
+    ['aggregator', 'dp_clip', 'dp_noise_multiplier', 'clients_per_round'],
+    message='--dp_clip=adaptive needs --dp_noise_multiplier < 0.1 * '
+    '--clients_per_round (TFF\'s adaptive clipping spends 0.05 * '
+    '--clients_per_round of noise on its clipped-count query); give a fixed '
+    '--dp_clip or more clients per round.')
+def _check_adaptive_clip(values):
+  return not (values['aggregator'] == 'dp' and values['dp_clip'] == 'adaptive'
+              and values['dp_noise_multiplier'] is not None
+              and values['clients_per_round'] is not None
+              and values['dp_noise_multiplier']
+              >= 0.1 * values['clients_per_round'])
+
+
 # The shared flags that say how a run is executed, not what it computes:
 # hparams.json records them under `experiment.RUNTIME_KEY`, which --resume
 # never compares. Every other flag is run-defining (compared on --resume).
@@ -245,6 +348,14 @@ class Settings:
   rounds_per_eval: int = ROUNDS_PER_EVAL.default
   rounds_per_checkpoint: int = ROUNDS_PER_CHECKPOINT.default
   seed: int = SEED.default
+  # Aggregation (tff_kd.privacy; `aggregator_config`).
+  aggregator: str = AGGREGATOR.default
+  dp_noise_multiplier: float = DP_NOISE_MULTIPLIER.default
+  dp_clip: str = DP_CLIP.default
+  dp_logit_clip: float = DP_LOGIT_CLIP.default
+  dp_delta: Optional[float] = DP_DELTA.default
+  compression_bits: int = COMPRESSION_BITS.default
+  compression_threshold: int = COMPRESSION_THRESHOLD.default
   # Runtime and output (RUNTIME_FLAGS).
   workers: tuple[str, ...] = tuple(WORKERS.default)
   local_workers: int = LOCAL_WORKERS.default
@@ -263,12 +374,33 @@ class Settings:
         for field in dataclasses.fields(cls)
         if field.name != 'algorithm_hparams'
     }
+    values['dp_clip'] = canonical_dp_clip(values['dp_clip'])
     return cls(
         **{name: tuple(value) if isinstance(value, list) else value
            for name, value in values.items()},
         algorithm_hparams={name: flag.value
                            for name, flag in ALGORITHM_HPARAM_FLAGS.items()},
     )
+
+
+def canonical_dp_clip(value: str) -> str:
+  """`--dp_clip` as hparams.json records it: `adaptive` or the float's repr
+  (`1` and `1.0` are one setting)."""
+  clip = parse_dp_clip(value)
+  return 'adaptive' if clip is None else repr(clip)
+
+
+def aggregator_config(settings: Settings) -> privacy.AggregatorConfig:
+  """The `tff_kd.privacy.AggregatorConfig` of the aggregation flags."""
+  return privacy.AggregatorConfig(
+      aggregator=settings.aggregator,
+      noise_multiplier=settings.dp_noise_multiplier,
+      clip=parse_dp_clip(settings.dp_clip),
+      logit_clip=settings.dp_logit_clip,
+      delta=settings.dp_delta,
+      compression_bits=settings.compression_bits,
+      compression_threshold=settings.compression_threshold,
+  )
 
 
 def tff_runtime(settings: Settings):
@@ -316,7 +448,25 @@ def check_output_dir(path: str) -> None:
 
 
 def check_algorithm_flags(algorithms) -> None:
-  """Algorithm flags given on the command line belong to `algorithms`."""
+  """Flags given on the command line belong to the run.
+
+  Each algorithm flag belongs to one of `algorithms`; each aggregator flag
+  (`AGGREGATOR_FLAGS`) to `--aggregator`, which applies to every algorithm
+  (`registry.check_aggregator`).
+  """
+  aggregator = flags.FLAGS['aggregator'].value
+  for owner, names in AGGREGATOR_FLAGS.items():
+    for name in names:
+      if flags.FLAGS[name].present and aggregator != owner:
+        raise flags.ValidationError(
+            f'--{name} is a setting of --aggregator={owner}; the run has '
+            f'--aggregator={aggregator}.')
+  for algorithm in algorithms:
+    try:
+      registry.check_aggregator(algorithm, aggregator,
+                                tuple(flags.FLAGS['prototypes'].value))
+    except ValueError as e:
+      raise flags.ValidationError(str(e)) from None
   own = {name for a in algorithms for name in a.hparams}
   foreign = sorted(name for name, flag in ALGORITHM_HPARAM_FLAGS.items()
                    if flag.present and name not in own)
@@ -378,11 +528,21 @@ def build_process(settings: Settings, task, algorithm: registry.Algorithm):
         f'--prototypes={",".join(settings.prototypes)} needs one of '
         f'{[a.name for a in registry.ALGORITHMS.values() if a.prototypes]}.'
     )
+  try:
+    parts = registry.build_aggregators(
+        algorithm, aggregator_config(settings),
+        clients_per_round=settings.clients_per_round,
+        num_clients=len(task.datasets.train_data.client_ids),
+        total_rounds=settings.rounds, prototypes=settings.prototypes)
+  except ValueError as e:
+    raise flags.ValidationError(str(e)) from e
   return algorithm.build(
       task,
       client_learning_rate=settings.client_learning_rate,
       server_learning_rate=settings.server_learning_rate,
       clients_per_round=settings.clients_per_round,
+      model_aggregator=parts.model_aggregator,
+      fusion_aggregator=parts.fusion_aggregator,
       **algorithm_hparams(settings, algorithm),
   )
 

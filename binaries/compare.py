@@ -11,7 +11,10 @@ best test accuracy (mean +- std over seeds), accuracy at --report_rounds, the
 mean first round reaching --target_accuracy, MB uploaded and downloaded over
 all rounds (all clients; from the TFF types of what travels), and the training
 seconds (sum of the rounds' training time, evaluation excluded); rows
-marked (L) used the server's labelled validation split. Runs over
+marked (L) used the server's labelled validation split; under
+--aggregator=dp a column gives the epsilon spent by the last round (at the
+run's delta, `privacy/epsilon` in the metrics), and under
+--aggregator=compression the MB uploaded are the encoded sizes. Runs over
 several model prototypes (--prototypes) get a row per prototype,
 `algorithm[prototype]`, instead of one. Algorithms whose clients keep their
 own models also get `algorithm[clients]` (the mean test accuracy of all
@@ -41,6 +44,7 @@ import tqdm
 from binaries import common
 from binaries import registry
 from tff_kd import experiment
+from tff_kd import privacy
 
 ALGORITHMS = flags.DEFINE_list(
     'algorithms', ['fedavg', 'fedntd'], 'Algorithms to compare, from: '
@@ -124,6 +128,8 @@ def _run_summary(rows) -> dict:
   def total(key):
     return sum(float(r[key]) for r in rows if r.get(key))
 
+  trained = [r for r in rows if r.get(experiment.BYTES_UPLOADED_KEY)]
+
   curves = {None: _curve(rows, experiment.ACCURACY_KEY)} | {
       p: _curve(rows, experiment.prototype_accuracy_key(p))
       for p in prototypes
@@ -134,9 +140,12 @@ def _run_summary(rows) -> dict:
       curves[group.replace('_', ' ', 1)] = curve
   return dict(
       curves=curves,
-      mb_up=total(experiment.BYTES_UPLOADED_KEY) / 1e6,
+      # The encoded sizes of what was compressed (privacy.bytes_uploaded).
+      mb_up=sum(privacy.bytes_uploaded(
+          r, experiment.BYTES_UPLOADED_KEY) for r in trained) / 1e6,
       mb_down=total(experiment.BYTES_DOWNLOADED_KEY) / 1e6,
       seconds=total(tff.simulation.TRAINING_TIME_KEY),
+      epsilon=privacy.epsilon(rows[-1]) if rows else None,
   )
 
 
@@ -347,17 +356,20 @@ def run_comparison(config: Config) -> Summary:
           mb_down=[r['mb_down'] for r in seed_runs],
           mb=[r['mb_up'] + r['mb_down'] for r in seed_runs],
           seconds=[r['seconds'] for r in seed_runs],
+          epsilon=[r['epsilon'] for r in seed_runs],
           labelled=labelled[name],
       )
 
   report_rounds = list(config.report_rounds)
   target = config.target_accuracy
+  # The epsilon column when a run reports one (--aggregator=dp).
+  private = any(e is not None for r in results.values() for e in r['epsilon'])
   header = (['algorithm', 'seeds', 'final_accuracy_mean', 'final_accuracy_std',
              'best_accuracy_mean', 'best_accuracy_std']
             + [f'accuracy_at_round_{r}_mean' for r in report_rounds]
             + [f'rounds_to_{target}', 'mb_uploaded_mean',
                'mb_downloaded_mean', 'training_seconds_mean',
-               'labelled_server_data'])
+               'labelled_server_data'] + (['epsilon'] if private else []))
   table, lines = [], []
   for label, result in results.items():
     curves = result['curves']
@@ -373,15 +385,21 @@ def run_comparison(config: Config) -> Summary:
                  if hits else f'not reached (0/{len(curves)})')
     mb_up, mb_down = np.mean(result['mb_up']), np.mean(result['mb_down'])
     seconds = np.mean(result['seconds'])
+    # Epsilon depends on the rounds, not the seed: the largest over seeds.
+    spent = [e for e in result['epsilon'] if e is not None]
+    epsilon = max(spent) if spent else None
     table.append([label, len(curves), np.mean(final), np.std(final),
                   np.mean(best), np.std(best)] + [np.mean(a) for a in at]
                  + [to_target, mb_up, mb_down, seconds,
-                    int(result['labelled'])])
+                    int(result['labelled'])]
+                 + ([epsilon if epsilon is not None else ''] if private
+                    else []))
     lines.append(
         f'| {label}{LABELLED_MARK if result["labelled"] else ""} | '
         f'{_mean_std(final)} | {_mean_std(best)} | '
         + ''.join(f'{_mean_std(a)} | ' for a in at)
         + f'{to_target} | {mb_up:.1f} | {mb_down:.1f} | {seconds:.0f} |'
+        + (f' {_epsilon(epsilon)} |' if private else '')
     )
   with open(os.path.join(root, 'summary.csv'), 'w', newline='') as f:
     writer = csv.writer(f)
@@ -399,12 +417,15 @@ def run_comparison(config: Config) -> Summary:
       f'{settings.num_clients} clients, '
       f'{settings.clients_per_round} per round, '
       f'E={settings.local_epochs}, B={settings.batch_size}, '
-      f'{settings.rounds} rounds, seeds {",".join(map(str, config.seeds))}',
+      f'{settings.rounds} rounds, seeds {",".join(map(str, config.seeds))}'
+      + _aggregator_note(settings),
       '',
       '| algorithm | final test accuracy | best | '
       + ''.join(f'round {r} | ' for r in report_rounds)
-      + f'rounds to {target} | MB up | MB down | training s |',
-      '|---|---|---|' + '---|' * len(report_rounds) + '---|---|---|---|',
+      + f'rounds to {target} | MB up | MB down | training s |'
+      + (' epsilon |' if private else ''),
+      '|---|---|---|' + '---|' * len(report_rounds) + '---|---|---|---|'
+      + ('---|' if private else ''),
   ] + lines + (['', LABELLED_NOTE] if any(
       r['labelled'] for r in results.values()) else [])) + '\n'
   with open(os.path.join(root, 'summary.md'), 'w') as f:
@@ -413,6 +434,26 @@ def run_comparison(config: Config) -> Summary:
   return Summary(
       rows=[dict(zip(header, [_plain(v) for v in row])) for row in table],
       markdown=summary)
+
+
+def _epsilon(value) -> str:
+  return '' if value is None else f'{value:.3g}'
+
+
+def _aggregator_note(settings: common.Settings) -> str:
+  """The aggregation of the runs, for the table's caption ('' for mean)."""
+  if settings.aggregator == 'dp':
+    delta = (settings.dp_delta if settings.dp_delta is not None
+             else f'1/{settings.num_clients}')
+    return (f', aggregator=dp (noise multiplier {settings.dp_noise_multiplier}'
+            f', clip {settings.dp_clip}, logit clip {settings.dp_logit_clip} '
+            f'per input, delta {delta})')
+  if settings.aggregator == 'compression':
+    return (f', aggregator=compression ({settings.compression_bits} bits, '
+            f'tensors over {settings.compression_threshold} elements)')
+  if settings.aggregator == 'secure':
+    return ', aggregator=secure'
+  return ''
 
 
 def _plain(value):

@@ -7,10 +7,18 @@ their splits, prototypes and distillation inputs, probed so that TFF's
 baseline tasks work too) and turns them into the explicit arguments of the
 library's `tff_kd.algorithms.build_*` functions.
 Each entry's `build(task, *, client_learning_rate, server_learning_rate,
-clients_per_round, **hparams)` returns a `tff.learning.templates.
-LearningProcess` for the task, or for the algorithms whose clients keep their
-own models (FD, DS-FL, FedAD) a `tff_kd.stateful_clients.
-StatefulClientsProcess`. Algorithms may share a hyperparameter (the
+clients_per_round, model_aggregator=None, fusion_aggregator=None, **hparams)`
+returns a `tff.learning.templates.LearningProcess` for the task, or for the
+algorithms whose clients keep their own models (FD, DS-FL, FedAD) a
+`tff_kd.stateful_clients.StatefulClientsProcess`. `model_aggregator` and
+`fusion_aggregator` (a mapping knowledge field -> factory; None: the
+algorithm's default) are `tff_kd.privacy.build_aggregators`'s for the
+entry's `models` and `knowledge`, which say what its clients send: whether
+model updates are averaged, and each knowledge field with its kind
+(`tff_kd.privacy.KINDS`: unbounded logits, bounded rows, client-weighted,
+collected client by client). `build_aggregators(...)` builds them for
+`--aggregator` and checks the combination (`check_aggregator`), naming the
+flags. Algorithms may share a hyperparameter (the
 same `Hparam` object, one flag): FedDF, DS-FL and FedAD share the
 server-distillation ones; FedAUX has its own (its reference's settings
 differ) and shares `distill_data`.
@@ -26,6 +34,7 @@ import tensorflow_federated as tff
 import tasks
 
 from tff_kd import aggregators
+from tff_kd import privacy
 from tff_kd import server_distillation
 from tff_kd.algorithms import dsfl
 from tff_kd.algorithms import fd
@@ -58,6 +67,10 @@ class Algorithm:
   hparams: Mapping[str, Hparam] = dataclasses.field(default_factory=dict)
   prototypes: bool = False  # Supports heterogeneous model prototypes.
   stateful_clients: bool = False  # Clients keep their own models.
+  # What the clients send (tff_kd.privacy.build_aggregators): model updates
+  # to average, and knowledge field -> kind (tff_kd.privacy.KINDS).
+  models: bool = True
+  knowledge: Mapping[str, str] = dataclasses.field(default_factory=dict)
   # Whether a run with these hparams uses the labelled validation split.
   labelled_server_data: Callable[[Mapping[str, Any]], bool] = (
       lambda hparams: False)
@@ -71,46 +84,56 @@ def _optimizers(client_learning_rate, server_learning_rate):
 
 
 def _build_fedavg(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round
+    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    model_aggregator=None, fusion_aggregator=None,
 ):
   del clients_per_round
+  _no_fusion('fedavg', fusion_aggregator)
   return fedavg.build_fedavg(
-      task.model_fn, *_optimizers(client_learning_rate, server_learning_rate)
+      task.model_fn, *_optimizers(client_learning_rate, server_learning_rate),
+      model_aggregator=model_aggregator,
   )
 
 
 def _build_fedntd(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    ntd_beta, ntd_temperature,
+    ntd_beta, ntd_temperature, model_aggregator=None, fusion_aggregator=None,
 ):
   del clients_per_round
+  _no_fusion('fedntd', fusion_aggregator)
   return fedntd.build_fedntd(
       task.model_fn,
       *_optimizers(client_learning_rate, server_learning_rate),
       beta=ntd_beta,
       temperature=ntd_temperature,
+      model_aggregator=model_aggregator,
   )
 
 
 def _build_fedgkd(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    gkd_buffer_size, gkd_gamma, gkd_temperature,
+    gkd_buffer_size, gkd_gamma, gkd_temperature, model_aggregator=None,
+    fusion_aggregator=None,
 ):
   del clients_per_round
+  _no_fusion('fedgkd', fusion_aggregator)
   return fedgkd.build_fedgkd(
       task.model_fn,
       *_optimizers(client_learning_rate, server_learning_rate),
       buffer_size=gkd_buffer_size,
       gamma=gkd_gamma,
       temperature=gkd_temperature,
+      model_aggregator=model_aggregator,
   )
 
 
 def _build_fedssd(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    ssd_kd_weight, ssd_temperature,
+    ssd_kd_weight, ssd_temperature, model_aggregator=None,
+    fusion_aggregator=None,
 ):
   del clients_per_round
+  _no_fusion('fedssd', fusion_aggregator)
   if getattr(task, 'validation', None) is None:
     raise ValueError(
         'fedssd needs a task with a labelled server validation split; '
@@ -124,12 +147,14 @@ def _build_fedssd(
       num_classes=task.num_classes,
       kd_weight=ssd_kd_weight,
       temperature=ssd_temperature,
+      model_aggregator=model_aggregator,
   )
 
 
 def _build_fedgen(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    gen_alpha, gen_beta, gen_steps,
+    gen_alpha, gen_beta, gen_steps, model_aggregator=None,
+    fusion_aggregator=None,
 ):
   return fedgen.build_fedgen(
       task.model_fn,
@@ -141,6 +166,8 @@ def _build_fedgen(
       beta=gen_beta,
       generator_steps=gen_steps,
       seed=task.seed,
+      model_aggregator=model_aggregator,
+      fusion_aggregator=_fusion(fusion_aggregator),
   )
 
 
@@ -190,15 +217,18 @@ def _client_prototypes(task):
 
 def _build_fd(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    fd_beta, fd_temperature, fd_exclude_own,
+    fd_beta, fd_temperature, fd_exclude_own, model_aggregator=None,
+    fusion_aggregator=None,
 ):
   del clients_per_round
+  _no_models('fd', model_aggregator)
   _check_server_learning_rate('fd', server_learning_rate)
   return fd.build_fd(
       _prototype_model_fns(task),
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
       client_prototypes=_client_prototypes(task),
       beta=fd_beta, temperature=fd_temperature, exclude_own=fd_exclude_own,
+      fusion_aggregator=_fusion(fusion_aggregator),
   )
 
 
@@ -206,10 +236,15 @@ def _build_dsfl(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
     distill_data, dsfl_aggregation, dsfl_era_temperature, dsfl_subset_size,
     dsfl_distill_epochs, dsfl_distill_batch_size, dsfl_distill_learning_rate,
-    dsfl_server_model, dsfl_validation, **distillation,
+    dsfl_server_model, dsfl_validation, model_aggregator=None,
+    fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
+  _no_models('dsfl', model_aggregator)
   _check_server_learning_rate('dsfl', server_learning_rate)
+  # ERA sharpens what the soft labels' aggregator (mean, DP, secure,
+  # compressed) fused; SA is that aggregator alone.
+  fused = (fusion_aggregator or {}).get('soft_labels')
   return dsfl.build_dsfl(
       _prototype_model_fns(task),
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
@@ -217,8 +252,10 @@ def _build_dsfl(
       public_inputs=_distillation_inputs(task, distill_data),
       subset_size=dsfl_subset_size,
       fusion_aggregator=(
-          aggregators.EntropyReductionFactory(dsfl_era_temperature)
-          if dsfl_aggregation == 'era' else aggregators.LogitFusionFactory()),
+          aggregators.EntropyReductionFactory(dsfl_era_temperature,
+                                              inner=fused)
+          if dsfl_aggregation == 'era'
+          else fused or aggregators.LogitFusionFactory()),
       distill_epochs=dsfl_distill_epochs,
       distill_batch_size=dsfl_distill_batch_size,
       distill_learning_rate=dsfl_distill_learning_rate,
@@ -231,9 +268,11 @@ def _build_dsfl(
 
 def _build_fedad(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    distill_data, fedad_beta, fedad_validation, **distillation,
+    distill_data, fedad_beta, fedad_validation, model_aggregator=None,
+    fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
+  _no_models('fedad', model_aggregator)
   _check_server_learning_rate('fedad', server_learning_rate)
   return fedad.build_fedad(
       _prototype_model_fns(task),
@@ -244,12 +283,14 @@ def _build_fedad(
       server_distillation=_server_distillation(**distillation),
       validation=_validation(task, fedad_validation),
       seed=getattr(task, 'seed', 0),
+      fusion_aggregator=_fusion(fusion_aggregator),
   )
 
 
 def _build_feddf(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
-    distill_data, feddf_validation, **distillation,
+    distill_data, feddf_validation, model_aggregator=None,
+    fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
   _check_server_learning_rate('feddf', server_learning_rate)
@@ -262,6 +303,8 @@ def _build_feddf(
       validation=_validation(task, feddf_validation),
       seed=getattr(task, 'seed', 0),
       client_prototypes=_client_prototypes(task),
+      model_aggregator=model_aggregator,
+      fusion_aggregator=_fusion(fusion_aggregator),
       **_distillation_kwargs(**distillation),
   )
 
@@ -270,7 +313,8 @@ def _build_fedaux(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
     distill_data, aux_negative_fraction, aux_distill_epochs,
     aux_distill_batch_size, aux_distill_learning_rate, aux_validation,
-    aux_dp_epsilon, aux_dp_delta,
+    aux_dp_epsilon, aux_dp_delta, model_aggregator=None,
+    fusion_aggregator=None,
 ):
   del clients_per_round
   _check_server_learning_rate('fedaux', server_learning_rate)
@@ -291,7 +335,37 @@ def _build_fedaux(
       distill_learning_rate=aux_distill_learning_rate,
       seed=getattr(task, 'seed', 0),
       client_prototypes=_client_prototypes(task),
+      model_aggregator=model_aggregator,
+      fusion_aggregator=_fusion(fusion_aggregator),
   )
+
+
+def _no_fusion(name, fusion_aggregator):
+  if fusion_aggregator:
+    raise ValueError(f'{name} fuses no knowledge; got fusion_aggregator='
+                     f'{fusion_aggregator!r}.')
+
+
+def _no_models(name, model_aggregator):
+  if model_aggregator is not None:
+    raise ValueError(f'{name} averages no model updates; got '
+                     f'model_aggregator={model_aggregator!r}.')
+
+
+def _fusion(fusion_aggregator):
+  """The builder's `fusion_aggregator` from a mapping field -> factory.
+
+  None when every field keeps the builder's default (a field's factory is
+  None only where `privacy.build_aggregators` leaves the default: FedGen's
+  stack of heads).
+  """
+  if not fusion_aggregator or all(
+      f is None for f in fusion_aggregator.values()):
+    return None
+  if any(f is None for f in fusion_aggregator.values()):
+    raise ValueError('Every knowledge field needs a fusion factory; got '
+                     f'{fusion_aggregator!r}.')
+  return dict(fusion_aggregator)
 
 
 def _validation(task, use):
@@ -375,7 +449,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedNTD (Lee et al. 2022): FedAvg + not-true distillation from'
             ' the global model on the client.',
             _build_fedntd,
-            {
+            hparams={
                 'ntd_beta': Hparam(1.0, 'FedNTD: weight beta of the not-true'
                                    ' distillation term.', **_AT_LEAST_0),
                 'ntd_temperature': Hparam(1.0, 'FedNTD: temperature tau.',
@@ -387,7 +461,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedGKD (Yao et al. 2023): FedAvg + distillation from the average'
             ' of the last M global models on the client.',
             _build_fedgkd,
-            {
+            hparams={
                 'gkd_buffer_size': Hparam(5, 'FedGKD: M, past global models'
                                           ' averaged into the teacher (each'
                                           ' is kept on the server).',
@@ -403,7 +477,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedSSD (He et al. 2022): FedAvg + self-distillation from the'
             ' global model weighted by its class and sample credibility.',
             _build_fedssd,
-            {
+            hparams={
                 'ssd_kd_weight': Hparam(1.0, 'FedSSD: weight lambda of the'
                                         ' KD term.', **_AT_LEAST_0),
                 'ssd_temperature': Hparam(1.0, 'FedSSD: temperature tau.',
@@ -417,7 +491,8 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedGen (Zhu et al. 2021): FedAvg + a server-trained conditional'
             ' generator regularizing the clients (data-free KD).',
             _build_fedgen,
-            {
+            knowledge={'heads': privacy.STACKED},
+            hparams={
                 'gen_alpha': Hparam(1.0, 'FedGen: initial weight of the'
                                     ' clients\' generated-sample CE (the'
                                     ' paper: 10 at client lr 0.01; 1 keeps'
@@ -435,7 +510,8 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedDF (Lin et al. 2020): per-prototype averaging, then server'
             ' distillation from the average logits of all client models.',
             _build_feddf,
-            dict(
+            knowledge={'logits': privacy.LOGITS},
+            hparams=dict(
                 _DISTILLATION_HPARAMS,
                 feddf_validation=Hparam(
                     True, 'FedDF: early stopping on the labelled validation'
@@ -450,7 +526,8 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedAUX (Sattler et al. 2021): FedDF with a teacher weighted by'
             ' each client\'s certainty on each distillation input.',
             _build_fedaux,
-            dict(
+            knowledge={'logits': privacy.WEIGHTED},
+            hparams=dict(
                 distill_data=_DISTILLATION_HPARAMS['distill_data'],
                 aux_negative_fraction=Hparam(
                     0.2, 'FedAUX: share of the distillation source held out'
@@ -486,7 +563,9 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FD (Jeong et al. 2018): clients keep their models and exchange'
             ' per-label mean outputs; distillation toward the others\' ones.',
             _build_fd,
-            {
+            models=False,
+            knowledge={'per_label': privacy.BOUNDED},
+            hparams={
                 'fd_beta': Hparam(1.0, 'FD: weight beta of the distillation'
                                   ' term.', **_AT_LEAST_0),
                 'fd_temperature': Hparam(1.0, 'FD: temperature tau.',
@@ -503,7 +582,9 @@ ALGORITHMS: dict[str, Algorithm] = {
             'DS-FL (Itahara et al. 2021): clients keep their models and'
             ' exchange soft labels on public data, fused by ERA or SA.',
             _build_dsfl,
-            dict(
+            models=False,
+            knowledge={'soft_labels': privacy.BOUNDED},
+            hparams=dict(
                 _DISTILLATION_HPARAMS,
                 dsfl_aggregation=Hparam(
                     'era', 'DS-FL: soft-label aggregation, era (entropy'
@@ -542,7 +623,10 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedAD (Gong et al. 2021): clients keep their models; the server'
             ' distills its model from their logits and attention maps.',
             _build_fedad,
-            dict(
+            models=False,
+            knowledge={'logits': privacy.LOGITS,
+                       'attention': privacy.BOUNDED},
+            hparams=dict(
                 _DISTILLATION_HPARAMS,
                 fedad_beta=Hparam(1.0, 'FedAD: weight beta of the attention'
                                   ' term.', **_AT_LEAST_0),
@@ -557,6 +641,53 @@ ALGORITHMS: dict[str, Algorithm] = {
         ),
     ]
 }
+
+
+def check_aggregator(algorithm: Algorithm, aggregator: str,
+                     prototypes: tuple[str, ...] = ()) -> None:
+  """Raises `ValueError` naming the flags when `--aggregator` does not apply.
+
+  Args:
+    algorithm: the registered algorithm.
+    aggregator: `--aggregator`, one of `privacy.AGGREGATORS`.
+    prototypes: `--prototypes`.
+  """
+  name = algorithm.name
+  kinds = set(algorithm.knowledge.values())
+  if aggregator == 'dp' and privacy.WEIGHTED in kinds:
+    raise ValueError(
+        f'--aggregator=dp does not apply to --algorithm={name}: its teacher '
+        'weighs each client\'s logits by the client\'s own certainty, and a '
+        'differentially private mean weighs every client 1/m (the weights '
+        'would be released unprotected). Use --aggregator=mean, secure or '
+        'compression.')
+  if aggregator in ('dp', 'secure') and privacy.STACKED in kinds:
+    raise ValueError(
+        f'--aggregator={aggregator} does not apply to --algorithm={name}: its '
+        'server trains on every client\'s classifier head, one by one, and '
+        + ('a differentially private sum' if aggregator == 'dp'
+           else 'secure aggregation')
+        + ' reveals only the sum. Use --aggregator=mean or compression.')
+  if aggregator == 'dp' and algorithm.models and len(prototypes) > 1:
+    raise ValueError(
+        '--aggregator=dp averages every client\'s update with weight 1/m, '
+        f'so it serves one model prototype; --prototypes={",".join(prototypes)}'
+        f' gives {name} {len(prototypes)}.')
+
+
+def build_aggregators(algorithm: Algorithm, config: privacy.AggregatorConfig, *,
+                clients_per_round: int, num_clients: int, total_rounds: int,
+                prototypes: tuple[str, ...] = ()) -> privacy.Aggregators:
+  """The algorithm's aggregators under `config` (`--aggregator` and its flags).
+
+  Raises `ValueError` naming the flags for a combination that does not apply
+  (`check_aggregator`).
+  """
+  check_aggregator(algorithm, config.aggregator, prototypes)
+  return privacy.build_aggregators(
+      config, models=algorithm.models, knowledge=algorithm.knowledge,
+      clients_per_round=clients_per_round, num_clients=num_clients,
+      total_rounds=total_rounds)
 
 
 def get(name: str) -> Algorithm:

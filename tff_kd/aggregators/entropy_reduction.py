@@ -21,6 +21,12 @@ already more confident than that less so (and at large T, e.g. 0.5, it
 flattens most rows; the tests show both). Rows no client sent stay as the inner
 factory leaves them (zeros) with weight 0. Measurements: the inner factory's,
 and the mean entropy (nats) of the weighted rows before and after sharpening.
+
+Privacy and compression happen in the inner factory: e.g.
+`EntropyReductionFactory(inner=LogitFusionFactory(sum_factory=...,
+fixed_denominator=m))` sharpens a differentially private mean. Sharpening is
+post-processing, so it spends no privacy; the noisy mean may have negative
+entries, which softmax maps to probabilities like any other.
 """
 
 import collections
@@ -33,7 +39,12 @@ from tff_kd.aggregators import logit_fusion
 
 
 def mean_entropy(probabilities: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-  """Mean entropy (nats) of the rows with weight > 0 (0 if there are none)."""
+  """Mean entropy (nats) of the rows with weight > 0 (0 if there are none).
+
+  Negative entries (a differentially private mean is noisy) count as 0, so
+  the measurement stays finite; probabilities are unaffected.
+  """
+  probabilities = tf.maximum(probabilities, 0.0)
   entropy = -tf.reduce_sum(
       tf.math.multiply_no_nan(tf.math.log(probabilities), probabilities),
       axis=-1)
