@@ -11,6 +11,14 @@ another library can be named by integer indices:
 - `mnist1d`: `mnist1d.data.make_dataset` with its default arguments and seed
   0: its 4,000 train signals (length 40), then its 1,000 test signals; the
   default test set is the latter.
+- `mnist1d_85k`: a population the size of TFF's EMNIST (3,400 clients) offline:
+  `mnist1d.data.make_dataset` with its default arguments, seed 0 and 86,000
+  signals (8,600 per class), the first 85,000 of its shuffled order for
+  training, the last 1,000 the default test set. At the default 10%
+  validation and 10% public splits, 68,000 signals stay for the clients: 20
+  per client at `num_clients=3400` (IID), 680 at 100. Generating it takes
+  about a minute; it is cached as `mnist1d_85k.npz` (numpy arrays, no pickles)
+  in `data_dir`, else in `$TFF_KD_CACHE_DIR`, else `~/.cache/tff_kd`.
 - `mnist`, `emnist` (`emnist/digits`), `cifar10`, `cifar100`: tensorflow-datasets
   'train' then 'test' split, each in tfds order, read from a prepared
   `data_dir`; the default test set is the 'test' split.
@@ -32,6 +40,7 @@ SPECS = {
     'digits': ((8, 8, 1), 10),
     'mnist5k': ((28, 28, 1), 10),
     'mnist1d': ((40,), 10),
+    'mnist1d_85k': ((40,), 10),
     'mnist': ((28, 28, 1), 10),
     'emnist': ((28, 28, 1), 10),
     'cifar10': ((32, 32, 3), 10),
@@ -132,6 +141,47 @@ def _mnist1d() -> Canonical:
   )
 
 
+# mnist1d_85k: (signals generated, of which the last ones are the test set).
+_MNIST1D_85K = (86_000, 1_000)
+
+
+def _cache_dir(data_dir) -> str:
+  return data_dir or os.environ.get('TFF_KD_CACHE_DIR') or os.path.join(
+      os.path.expanduser('~'), '.cache', 'tff_kd')
+
+
+def _mnist1d_generated(name: str, num_samples: int, num_test: int,
+                       data_dir=None) -> Canonical:
+  """MNIST-1D generated at `num_samples` signals (seed 0), cached as .npz.
+
+  The package's default arguments but the count; its shuffled order, the
+  last `num_test` signals the test set.
+  """
+  path = os.path.join(_cache_dir(data_dir), f'{name}.npz')
+  try:
+    with np.load(path, allow_pickle=False) as cached:
+      x, y = cached['x'], cached['y']
+    if len(y) == num_samples:
+      return Canonical(x, y, np.arange(num_samples - num_test, num_samples))
+  except (OSError, ValueError, KeyError):
+    pass  # Missing or unreadable: generate it.
+  from mnist1d import data  # pylint: disable=g-import-not-at-top
+
+  args = data.get_dataset_args()
+  args.seed = 0
+  args.num_samples = num_samples
+  args.train_split = 1.0
+  generated = data.make_dataset(args)
+  x = generated['x'].astype(np.float32)
+  y = generated['y'].astype(np.int32)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'wb') as f:
+    np.savez(f, x=x, y=y)
+  os.replace(tmp, path)
+  return Canonical(x, y, np.arange(num_samples - num_test, num_samples))
+
+
 def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
   """(images, labels) of a supervised tf.data.Dataset, in order."""
   images, labels = [], []
@@ -183,6 +233,8 @@ def load_canonical(name: str, *, data_dir=None) -> Canonical:
     return _mnist5k()
   if name == 'mnist1d':
     return _mnist1d()
+  if name == 'mnist1d_85k':
+    return _mnist1d_generated(name, *_MNIST1D_85K, data_dir=data_dir)
   return _tfds(name, data_dir)
 
 

@@ -28,6 +28,9 @@ import collections
 from collections.abc import Callable, Mapping, Sequence
 import functools
 import inspect
+import os
+import shutil
+import tempfile
 from typing import Any, Optional, Union
 
 import attrs
@@ -43,6 +46,12 @@ OUR_TASKS = tuple(data.SPECS)
 TFF_BASELINE_TASKS = ('emnist_character', 'cifar100_image')
 TASK_NAMES = OUR_TASKS + TFF_BASELINE_TASKS
 
+
+# What a task's `client_data_computation` takes: a client, the seed of its
+# shuffle in the round, and how many batches (-1: all; 0: none).
+CLIENT_DATA_KEY_TYPE = tff.StructWithPythonType(
+    [('client_id', np.str_), ('shuffle_seed', np.int64),
+     ('max_batches', np.int64)], collections.OrderedDict)
 
 # A no-arg function building a new, uncompiled `tf.keras.Model` whose output
 # is the logits over the task's classes.
@@ -302,13 +311,72 @@ class Task(tff.simulation.baselines.BaselineTask):
     `BaselineTask`'s round-free interface) shuffles by the task seed alone:
     every round would see the same order.
     """
-    shuffle_seed = np.random.default_rng(
-        [self.seed, round_num, 5, *client_id.encode()]
-    ).integers(2**63 - 1)
     return _train_preprocess(
         self.datasets.train_data.create_tf_dataset_for_client(client_id),
-        spec=self.train_client_spec, shuffle_seed=int(shuffle_seed),
+        spec=self.train_client_spec,
+        shuffle_seed=_shuffle_seed(self.seed, round_num, client_id),
     )
+
+  def client_data_key(self, client_id: str, round_num: int, *,
+                      dropped: bool = False) -> collections.OrderedDict:
+    """What `client_data_computation` takes for a client in a round.
+
+    `OrderedDict(client_id, shuffle_seed, max_batches)`: the seed
+    `client_dataset` shuffles with, and -1 (all batches) or 0 (a client that
+    dropped out: no data).
+    """
+    return collections.OrderedDict(
+        client_id=client_id,
+        shuffle_seed=np.int64(_shuffle_seed(self.seed, round_num, client_id)),
+        max_batches=np.int64(0 if dropped else -1))
+
+  def client_data_computation(self, directory: str) -> tff.Computation:
+    """`(<client_id, shuffle_seed, max_batches> -> B*)`: a client's round data.
+
+    TFF's mechanism for data built where the computation runs (a
+    `ClientData`'s `dataset_computation`, composed with a learning process by
+    `tff.simulation.compose_dataset_computation_with_learning_process`): it
+    takes a `client_data_key` and builds the client's dataset on the TFF
+    worker, preprocessed as `client_dataset` is, from files it reads:
+    `client_dataset(c, r)` and this computation of `client_data_key(c, r)`
+    give the same batches in the same order.
+
+    The clients' examples are written to `directory` first (made if missing,
+    rewritten if there): per client `<id>.x` and `<id>.y`, fixed-length
+    records of its inputs (float32) and labels (int32), little-endian, in
+    the client's order. The worker reads only its clients' files, so
+    `directory` must be readable at the same path where the workers run
+    (local workers: always; other machines: a shared filesystem).
+
+    Args:
+      directory: where to write the clients' files.
+    """
+    directory = os.path.abspath(directory)
+    _write_client_files(directory, self.arrays.x_train, self.arrays.y_train,
+                        self.client_indices)
+    spec = self.train_client_spec
+    shape = tuple(self.arrays.x_train.shape[1:])
+    x_bytes = int(np.prod(shape)) * 4
+
+    def decode_x(record):
+      return tf.reshape(tf.io.decode_raw(record, tf.float32), shape)
+
+    def decode_y(record):
+      return tf.reshape(tf.io.decode_raw(record, tf.int32), [])
+
+    @tff.tensorflow.computation(CLIENT_DATA_KEY_TYPE)
+    def client_data(key):
+      prefix = tf.strings.join([directory, '/', key['client_id']])
+      dataset = tf.data.Dataset.zip((
+          tf.data.FixedLengthRecordDataset(prefix + '.x', x_bytes).map(
+              decode_x),
+          tf.data.FixedLengthRecordDataset(prefix + '.y', 4).map(decode_y),
+      )).map(lambda x, y: collections.OrderedDict(x=x, y=y))
+      dataset = _train_preprocess(dataset, spec=spec,
+                                  shuffle_seed=key['shuffle_seed'])
+      return dataset.take(key['max_batches'])
+
+    return client_data
 
   def keras_model_fn(self, model_name: Optional[str] = None) -> tf.keras.Model:
     """A new Keras model (logits out) of `model_name` (default the task's).
@@ -460,6 +528,30 @@ def _assign_prototypes(
   }
 
 
+def _write_client_files(directory, x, y, client_indices):
+  """Client k's rows of (x, y) as `k.x` and `k.y` (raw records).
+
+  Written into a new directory renamed into place, so a reader never sees a
+  partial one.
+  """
+  parent = os.path.dirname(directory)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix='.partial_', dir=parent)
+  for k, rows in enumerate(client_indices):
+    for suffix, values, dtype in (('x', x, '<f4'), ('y', y, '<i4')):
+      with open(os.path.join(tmp, f'{k}.{suffix}'), 'wb') as f:
+        f.write(np.ascontiguousarray(values[rows], dtype).tobytes())
+  if os.path.exists(directory):
+    shutil.rmtree(directory)
+  os.rename(tmp, directory)
+
+
+def _shuffle_seed(seed: int, round_num: int, client_id: str) -> int:
+  """The seed of a client's shuffle in a round, from (task seed, round, id)."""
+  return int(np.random.default_rng(
+      [seed, round_num, 5, *client_id.encode()]).integers(2**63 - 1))
+
+
 def _train_preprocess(
     dataset: tf.data.Dataset,
     *,
@@ -476,19 +568,30 @@ def _train_preprocess(
 
 
 def _client_data(x, y, parts) -> tff.simulation.datasets.ClientData:
-  """ClientData '0'..'K-1' over the rows `parts[k]` of (x, y)."""
+  """ClientData '0'..'K-1' over the rows `parts[k]` of (x, y).
+
+  Its `serializable_dataset_fn` slices the clients' rows (one array, in
+  client order) by the client id: eagerly, from numpy; traced (TFF's
+  `dataset_computation`, `Task.client_data_computation`), from the arrays as
+  the graph's constants.
+  """
   order = np.concatenate(parts)
-  offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
-  x_all = tf.constant(x[order])
-  y_all = tf.constant(y[order])
-  offsets = tf.constant(offsets, tf.int64)
+  offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(
+      np.int64)
+  x_all = x[order]
+  y_all = y[order]
 
   def dataset_fn(client_id):
+    if tf.executing_eagerly():
+      k = int(client_id)
+      start, end = offsets[k], offsets[k + 1]
+      return tf.data.Dataset.from_tensor_slices(
+          collections.OrderedDict(x=x_all[start:end], y=y_all[start:end]))
     k = tf.strings.to_number(client_id, tf.int64)
-    start, end = offsets[k], offsets[k + 1]
-    return tf.data.Dataset.from_tensor_slices(
-        collections.OrderedDict(x=x_all[start:end], y=y_all[start:end])
-    )
+    bounds = tf.constant(offsets)
+    start, end = bounds[k], bounds[k + 1]
+    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=tf.constant(x_all)[start:end], y=tf.constant(y_all)[start:end]))
 
   return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
       [str(k) for k in range(len(parts))], dataset_fn

@@ -161,14 +161,13 @@ class ClientStore:
       raise ValueError(f'client_prototypes names prototypes {unknown} that '
                        f'have no initial state (there are {names}).')
     ids = {n: [] for n in names}
+    # client id -> (prototype index, position), in client_prototypes' order.
+    self._where = {}
     for client_id, name in client_prototypes.items():
+      self._where[client_id] = (names.index(name), len(ids[name]))
       ids[name].append(client_id)
     self._prototypes = [_Prototype(i, n, ids[n], initial_states[n])
                         for i, n in enumerate(names)]
-    self._where = {}  # client id -> (prototype index, position)
-    for p in self._prototypes:
-      for k, client_id in enumerate(p.ids):
-        self._where[client_id] = (p.index, k)
     os.makedirs(os.path.join(directory, 'commits'), exist_ok=True)
     manifest = dict(format=FORMAT,
                     prototypes=[p.manifest() for p in self._prototypes])
@@ -404,8 +403,7 @@ class ClientStates(Mapping):
     return self.store._read(self, client_id)  # pylint: disable=protected-access
 
   def __iter__(self) -> Iterator[str]:
-    for p in self.store._prototypes:  # pylint: disable=protected-access
-      yield from p.ids
+    return iter(self.store._where)  # pylint: disable=protected-access
 
   def __len__(self) -> int:
     return len(self.store._where)  # pylint: disable=protected-access

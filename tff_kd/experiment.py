@@ -4,6 +4,9 @@ The loop is `tff.simulation.run_training_process` with `tff.program` managers,
 all under one root directory:
 
   ROOT/checkpoints/NAME/program_state_R/      FileProgramStateManager
+  ROOT/checkpoints/NAME/client_store/         clients' states (FD, DS-FL, ...)
+  ROOT/checkpoints/NAME/client_data/          clients' examples, for workers
+                                              (while the run runs)
   ROOT/results/NAME/experiment.metrics.csv    CSVFileReleaseManager
   ROOT/results/NAME/hparams.json              the run's hyperparameters
   ROOT/logdir/NAME/                           TensorBoardReleaseManager
@@ -103,8 +106,12 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     self.client_store = client_store
     versions = _run_sync(self.get_versions())
     self.last_saved = max(versions) if versions else None
-    # Seconds and bytes of the last save: program state, store commit file.
+    # Seconds and bytes of the last save: program state, store commit file
+    # and store rows written since the save before (by the rounds, as they
+    # return); `on_checkpoint` is called with them after each save.
     self.last_save = {}
+    self.on_checkpoint = None
+    self._rows_saved = 0
 
   def _get_path_for_version(self, version: int) -> str:
     path = super()._get_path_for_version(version)
@@ -135,10 +142,16 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     tf.io.gfile.rename(partial, final)
     self.last_saved = version
     await self._remove_old_program_state()  # Now that `final` counts.
+    rows_bytes = 0
+    if self.client_store is not None:
+      rows_bytes = self.client_store.bytes_written - self._rows_saved
+      self._rows_saved = self.client_store.bytes_written
     self.last_save = dict(
         version=version, seconds=time.perf_counter() - start,
         program_state_bytes=_directory_bytes(final),
-        store_commit_bytes=commit_bytes)
+        store_commit_bytes=commit_bytes, store_rows_bytes=rows_bytes)
+    if self.on_checkpoint is not None:
+      self.on_checkpoint(dict(self.last_save))
 
   async def load(self, version: int, structure):
     if self.client_store is not None:
@@ -238,6 +251,7 @@ def output_paths(root_output_dir: str, experiment_name: str) -> dict[str, str]:
   return dict(
       checkpoints=checkpoints,
       client_store=os.path.join(checkpoints, 'client_store'),
+      client_data=os.path.join(checkpoints, 'client_data'),
       results=results,
       metrics_csv=os.path.join(results, 'experiment.metrics.csv'),
       hparams=os.path.join(results, 'hparams.json'),
@@ -278,6 +292,14 @@ class _TffProcess:
   def client_input(client_id, dataset):
     del client_id
     return dataset
+
+  def with_client_data(self, data_computation):
+    """TFF's `compose_dataset_computation_with_learning_process`."""
+    composed = _TffProcess(
+        tff.simulation.compose_dataset_computation_with_learning_process(
+            data_computation, self._process), self._model_fn)
+    composed.client_data_type = self.client_data_type
+    return composed
 
   def evaluation_models(self, state):
     return collections.OrderedDict(
@@ -495,6 +517,8 @@ def run_experiment(
     hparams: Optional[Mapping[str, Any]] = None,
     print_fn: Callable[[str], None] = print,
     client_dropout: float = 0.0,
+    data_on_workers: bool = True,
+    on_checkpoint: Optional[Callable[[Mapping[str, Any]], None]] = None,
 ) -> list[dict[str, str]]:
   """Trains `process` on `task` and returns the last round's metrics.
 
@@ -531,6 +555,22 @@ def run_experiment(
     client_dropout: probability that a sampled client drops out of a round
       (seeded by (seed, round)): it trains on nothing and sends nothing that
       counts (weight 0). A round where all drop leaves the model unchanged.
+    data_on_workers: when the task has a `client_data_computation` (ours)
+      and the process `with_client_data` (every tff_kd process, TFF's too),
+      a round takes the sampled clients' `client_data_key`s and each client's
+      dataset is built where the round runs (TFF's
+      `compose_dataset_computation_with_learning_process`); same batches in
+      the same order as the trainer's `client_dataset`; the workers read the
+      clients' examples from files written under the run's checkpoint
+      directory (`client_data`, removed when the run ends), so it must be
+      readable where they run (a shared filesystem for workers on other
+      machines). False, or a task
+      without it (TFF's baseline tasks): the trainer builds every sampled
+      client's dataset and the round carries it.
+    on_checkpoint: called after each checkpoint with its `version`,
+      `seconds`, `program_state_bytes`, and, for client states in a store,
+      `store_commit_bytes` (its commit file) and `store_rows_bytes` (the
+      client states written since the checkpoint before); for measurements.
 
   Returns:
     The rows of the metrics CSV (`read_metrics`), round 0 first.
@@ -560,6 +600,8 @@ def run_experiment(
         'records are not overwritten. Choose another experiment name.')
   process = _protocol(process, task)
   _check_data_fits_process(process, task)
+  keyed = (data_on_workers and hasattr(process, 'with_client_data')
+           and hasattr(task, 'client_data_computation'))
   client_ids = list(task.datasets.train_data.client_ids)
   sample = client_sampler(client_ids, clients_per_round, seed)
   hparams = dict(hparams or {})
@@ -574,13 +616,17 @@ def run_experiment(
     if resume:
       _check_resumable(paths, experiment_name, hparams, total_rounds,
                        manager.last_saved)
+    if keyed:  # The clients' files, for the workers to read.
+      process = process.with_client_data(
+          task.client_data_computation(paths['client_data']))
     if hasattr(process, 'open_client_store'):
       store = process.open_client_store(paths['client_store'])
       manager.client_store = store
+    manager.on_checkpoint = on_checkpoint
     _train(process, task, paths, manager, hparams, sample,
            seed=seed, total_rounds=total_rounds,
            rounds_per_eval=rounds_per_eval, print_fn=print_fn,
-           client_dropout=client_dropout, client_store=store)
+           client_dropout=client_dropout, client_store=store, keyed=keyed)
   except BaseException:
     if fresh and manager.last_saved is None:
       for key in ('checkpoints', 'results', 'logdir'):
@@ -590,13 +636,15 @@ def run_experiment(
   finally:
     if store is not None:
       store.close()
+    if keyed and tf.io.gfile.exists(paths['client_data']):
+      tf.io.gfile.rmtree(paths['client_data'])  # Written at every start.
     lock.release()
   return read_metrics(paths['metrics_csv'])
 
 
 def _train(process, task, paths, manager, hparams, sample, *,
            seed, total_rounds, rounds_per_eval, print_fn, client_dropout,
-           client_store=None):
+           client_store=None, keyed=False):
   """`run_training_process` with our managers, selection and checks."""
   dropped = {}  # round -> (clients dropped out, clients sampled)
 
@@ -605,12 +653,16 @@ def _train(process, task, paths, manager, hparams, sample, *,
     drops = np.random.default_rng([seed, round_num, 7]).random(len(clients))
     drops = drops < client_dropout
     dropped[round_num] = (int(drops.sum()), len(clients))
-    datasets = []
+    inputs = []
     for c, drop in zip(clients, drops):
-      dataset = client_dataset(task, c, round_num)
-      datasets.append(process.client_input(
-          c, dataset.take(0) if drop else dataset))
-    return datasets
+      if keyed:  # Built on the worker.
+        inputs.append(process.client_input(c, task.client_data_key(
+            c, round_num, dropped=bool(drop))))
+      else:
+        dataset = client_dataset(task, c, round_num)
+        inputs.append(process.client_input(
+            c, dataset.take(0) if drop else dataset))
+    return inputs
 
   evaluators = {}  # model_fn -> its evaluator
   test_data = task.datasets.get_centralized_test_data()

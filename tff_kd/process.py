@@ -5,7 +5,20 @@
 - `client_input(client_id, dataset)`: what `next` takes for one client;
 - `client_data_type`: the type of one client's dataset;
 - `evaluation_models(state)`: `OrderedDict(name -> [(model_fn, ModelWeights),
-  ...])`, the models to evaluate (metrics averaged over a list).
+  ...])`, the models to evaluate (metrics averaged over a list; a sequence
+  whose models are loaded when reached);
+
+and, optionally:
+
+- `with_client_data(data_computation)`: the same process with each client's
+  dataset built where the computation runs, by TFF's mechanism
+  (`tff.simulation.compose_dataset_computation_with_learning_process`, a
+  `ClientData`'s `dataset_computation`): `next` takes per client the
+  computation's parameter (`client_input(client_id, key)`), e.g. a task's
+  `client_data_key`, not a dataset serialized by the trainer;
+- `open_client_store(directory)` and `initialize(client_store=store)`: client
+  states kept in a disk-backed `tff_kd.client_store.ClientStore`, which the
+  program commits with its checkpoints.
 
 `LearningProcess` is a `tff.learning.templates.LearningProcess` (usable
 wherever TFF's is) that answers it for the processes that train global models
@@ -18,19 +31,49 @@ returns the first prototype's. Over several prototypes each client trains its
 own prototype's model: its data is `OrderedDict(prototype -> dataset)` with
 only its own non-empty (`client_prototypes` says whose is whose).
 
-`tff_kd.stateful_clients.StatefulClientsProcess` answers it for the
-processes whose clients keep their own models.
+`tff_kd.stateful_clients.StatefulClientsProcess` answers it, store included,
+for the processes whose clients keep their own models.
 """
 
 import collections
 from collections.abc import Mapping
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import model_parts
 
+
+
+def _compose_prototype_data(data_computation, process, names):
+  """`process` whose `next` takes `{<key, prototype>}@CLIENTS` for its
+  `{<name: B*, ...>}@CLIENTS`: `data_computation(key)` for the client's own
+  prototype, empty for the others (TFF's composition, for a structure)."""
+  key_type = data_computation.type_signature.parameter
+  input_type = tff.StructWithPythonType(
+      [('key', key_type), ('prototype', np.int32)], collections.OrderedDict)
+
+  @tff.tensorflow.computation(input_type)
+  def datasets(client):
+    dataset = data_computation(client['key'])
+    return collections.OrderedDict(
+        (n, dataset.take(tf.where(tf.equal(client['prototype'], i),
+                                  tf.constant(-1, tf.int64), 0)))
+        for i, n in enumerate(names))
+
+  state_type = process.next.type_signature.parameter[0]
+
+  @tff.federated_computation(state_type,
+                             tff.FederatedType(input_type, tff.CLIENTS))
+  def next_fn(state, clients):
+    return process.next(state, tff.federated_map(datasets, clients))
+
+  return tff.learning.templates.LearningProcess(
+      process.initialize, next_fn, process.get_model_weights,
+      process.set_model_weights, get_hparams_fn=process.get_hparams,
+      set_hparams_fn=process.set_hparams)
 
 
 class LearningProcess(tff.learning.templates.LearningProcess):
@@ -101,19 +144,70 @@ class LearningProcess(tff.learning.templates.LearningProcess):
         set_model_weights, get_hparams_fn=process.get_hparams,
         set_hparams_fn=process.set_hparams)
 
+  # Set by `with_client_data`: the type of a client's dataset (what `next`
+  # took before), and whether `next` takes per client `<key, prototype>`.
+  _dataset_type = None
+  _keyed_prototypes = False
+
   @property
   def client_data_type(self) -> tff.Type:
+    """The type of one client's dataset."""
+    if self._dataset_type is not None:
+      return self._dataset_type
     data_type = self.next.type_signature.parameter[1].member
     return data_type[0] if isinstance(data_type, tff.StructType) else data_type
 
-  def client_input(self, client_id: str, dataset: tf.data.Dataset) -> Any:
+  def client_input(self, client_id: str, dataset: Any) -> Any:
+    """What `next` takes for a client: its dataset, or (`with_client_data`)
+    the key its dataset is built from."""
+    own = (self.prototypes[0] if self.client_prototypes is None
+           else self.client_prototypes[client_id])
+    if self._dataset_type is not None:
+      if not self._keyed_prototypes:
+        return dataset
+      return collections.OrderedDict(
+          key=dataset, prototype=np.int32(self.prototypes.index(own)))
     data_type = self.next.type_signature.parameter[1].member
     if not isinstance(data_type, tff.StructType):
       return dataset
-    own = (self.prototypes[0] if self.client_prototypes is None
-           else self.client_prototypes[client_id])
     return collections.OrderedDict(
         (n, dataset if n == own else dataset.take(0)) for n in self.prototypes)
+
+  def with_client_data(
+      self, data_computation: tff.Computation) -> 'LearningProcess':
+    """This process with each client's dataset built where it runs.
+
+    The returned process's `next` takes, per client, the parameter of
+    `data_computation` (`(K -> B*)`, e.g. a client id, or
+    `tasks.Task.client_data_computation`'s key) instead of its dataset:
+    `{K}@CLIENTS`, composed by TFF's
+    `tff.simulation.compose_dataset_computation_with_learning_process`. Over
+    several prototypes `next` takes `{<key=K, prototype=int32>}@CLIENTS` (the
+    same composition, for a client's structure of datasets: its own
+    prototype's dataset, the others' empty); `client_input` builds it.
+    """
+    if self._dataset_type is not None:
+      raise ValueError('This process already builds its client data.')
+    data_type = self.next.type_signature.parameter[1].member
+    dataset_type = self.client_data_type
+    result_type = data_computation.type_signature.result
+    if not dataset_type.is_assignable_from(result_type):
+      raise TypeError(
+          f'data_computation returns {result_type}; the process takes client '
+          f'datasets of type {dataset_type}.')
+    if not isinstance(data_type, tff.StructType):
+      composed = tff.simulation.compose_dataset_computation_with_learning_process(
+          data_computation, self)
+      keyed_prototypes = False
+    else:
+      composed = _compose_prototype_data(data_computation, self,
+                                         list(tff.structure.name_list(data_type)))
+      keyed_prototypes = True
+    new = LearningProcess(composed, self.prototype_model_fns,
+                          client_prototypes=self.client_prototypes)
+    new._dataset_type = dataset_type  # pylint: disable=protected-access
+    new._keyed_prototypes = keyed_prototypes  # pylint: disable=protected-access
+    return new
 
   def evaluation_models(self, state: Any) -> collections.OrderedDict:
     """`test`: the first prototype's model; `test_<name>` each with several."""

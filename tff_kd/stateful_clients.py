@@ -53,11 +53,14 @@ with the number of clients and `--resume` restores every client's state.
 `tff_kd.experiment` drives it like a `LearningProcess`: `initialize()`,
 `next(state, [(client id, dataset), ...])`, and evaluates the models
 `evaluation_models(state)` names (every client's, loaded one at a time, and
-the server's).
+the server's). `with_client_data(data_computation)` gives the same process
+with each client's dataset built on the worker from a key (client id, ...),
+as TFF's `compose_dataset_computation_with_learning_process` does.
 """
 
 import collections
 from collections.abc import Callable, Mapping, Sequence
+import copy
 from typing import Any, Optional
 
 import numpy as np
@@ -107,14 +110,60 @@ class StatefulClientsProcess:
     self._server_model = server_model
     self.round = round_fn
 
+  # Set by `with_client_data`: the type of a client's dataset.
+  _dataset_type = None
+
   @property
   def client_data_type(self) -> tff.Type:
     """The type of one client's dataset."""
+    if self._dataset_type is not None:
+      return self._dataset_type
     return self.round.type_signature.parameter[1].member.data
 
-  def client_input(self, client_id: str, dataset: tf.data.Dataset):
-    """What `next` takes for one client: `(client id, dataset)`."""
+  def client_input(self, client_id: str, dataset: Any):
+    """What `next` takes for one client: `(client id, dataset)`, or
+    `(client id, key)` after `with_client_data`."""
     return client_id, dataset
+
+  def with_client_data(
+      self, data_computation: tff.Computation) -> 'StatefulClientsProcess':
+    """This process with each client's dataset built where the round runs.
+
+    The returned process's round takes, as each client's `data`, the
+    parameter K of `data_computation` (`(K -> B*)`, e.g.
+    `tasks.Task.client_data_computation`) and maps the computation over the
+    clients before their work, as TFF's
+    `tff.simulation.compose_dataset_computation_with_learning_process` does:
+
+      (<S@SERVER, {<data=K, prototype, position, state>}@CLIENTS> -> ...)
+
+    `next` then takes `(client id, key)` pairs. Everything else is shared.
+    """
+    if self._dataset_type is not None:
+      raise ValueError('This process already builds its client data.')
+    state_type, clients_type = self.round.type_signature.parameter
+    client_type = clients_type.member
+    result_type = data_computation.type_signature.result
+    if not client_type.data.is_assignable_from(result_type):
+      raise TypeError(
+          f'data_computation returns {result_type}; the round takes client '
+          f'datasets of type {client_type.data}.')
+    keyed_type = client_input_type(data_computation.type_signature.parameter,
+                                   client_type.state)
+    round_fn = self.round
+
+    @tff.federated_computation(state_type,
+                               tff.FederatedType(keyed_type, tff.CLIENTS))
+    def keyed_round(state, clients):
+      data = tff.federated_map(data_computation, clients.data)
+      return round_fn(state, tff.federated_zip(collections.OrderedDict(
+          data=data, prototype=clients.prototype, position=clients.position,
+          state=clients.state)))
+
+    new = copy.copy(self)
+    new.round = keyed_round
+    new._dataset_type = client_type.data  # pylint: disable=protected-access
+    return new
 
   def open_client_store(self, directory: str) -> client_store_lib.ClientStore:
     """A disk-backed store of this process's client states in `directory`.

@@ -44,6 +44,20 @@ class EmbeddedDataTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(arrays.x_train[..., 0], source.images[kept] / 16.0)
     self.assertAllEqual(arrays.y_test, source.target[held])
 
+  def test_generated_mnist1d_is_cached_and_read_back(self):
+    cache = self.create_tempdir().full_path
+    first = data._mnist1d_generated('small', 60, 10, data_dir=cache)  # pylint: disable=protected-access
+    self.assertEqual(first.x.shape, (60, 40))
+    self.assertEqual(first.x.dtype, np.float32)
+    self.assertAllEqual(first.test_indices, np.arange(50, 60))
+    self.assertAllEqual(np.bincount(first.y), np.full(10, 6))
+    again = data._mnist1d_generated('small', 60, 10, data_dir=cache)  # pylint: disable=protected-access
+    self.assertAllEqual(first.x, again.x)
+    self.assertAllEqual(first.y, again.y)
+    with np.load(f'{cache}/small.npz', allow_pickle=False) as cached:
+      self.assertAllEqual(cached['x'], first.x)
+    self.assertEqual(data.SPECS['mnist1d_85k'], ((40,), 10))
+
   def test_unknown_name(self):
     with self.assertRaisesRegex(ValueError, "Unknown dataset 'svhn'"):
       data.load_arrays('svhn')

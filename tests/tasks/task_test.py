@@ -163,6 +163,31 @@ class TaskTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotAllEqual(first, order('2', 4))  # Each round anew.
     self.assertAllEqual(np.sort(first), np.sort(order('2', 4)))
 
+  def test_client_data_computation_builds_the_client_dataset(self):
+    # TFF's mechanism (a dataset computation of a key), run on the worker,
+    # gives the trainer's client_dataset batch for batch.
+    task = tasks.create_task('digits', train_client_spec=_SPEC, seed=0,
+                             num_clients=5, partition='dirichlet', alpha=0.1)
+    directory = os.path.join(self.create_tempdir().full_path, 'clients')
+    computation = task.client_data_computation(directory)
+    self.assertCountEqual(os.listdir(directory),
+                          [f'{k}.{s}' for k in range(5) for s in 'xy'])
+    self.assertEqual(os.path.getsize(os.path.join(directory, '3.y')),
+                     4 * len(task.client_indices[3]))
+    tff.test.assert_types_equivalent(
+        computation.type_signature.result,
+        tff.SequenceType(tff.types.tensorflow_to_type(
+            task.datasets.element_type_structure)))
+    for client_id, round_num in (('0', 1), ('3', 2)):
+      want = list(task.client_dataset(client_id, round_num).as_numpy_iterator())
+      got = list(computation(task.client_data_key(client_id, round_num)))
+      self.assertLen(got, len(want))
+      for a, b in zip(got, want):
+        self.assertAllEqual(a['x'], b['x'])
+        self.assertAllEqual(a['y'], b['y'])
+      dropped = task.client_data_key(client_id, round_num, dropped=True)
+      self.assertEmpty(list(computation(dropped)))
+
   def test_same_seed_same_task_other_seed_other_split(self):
     a = tasks.create_task('digits', train_client_spec=_SPEC, seed=1)
     b = tasks.create_task('digits', train_client_spec=_SPEC, seed=1)

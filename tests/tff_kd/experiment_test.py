@@ -29,11 +29,11 @@ def _task():
 
 class CheckpointTest(tf.test.TestCase):
 
-  def _run(self, process, task, root, rounds, resume):
+  def _run(self, process, task, root, rounds, resume, **kwargs):
     return experiment.run_experiment(
         process, task, total_rounds=rounds, clients_per_round=2,
         root_output_dir=root, experiment_name='run', resume=resume,
-        print_fn=lambda line: None)
+        print_fn=lambda line: None, **kwargs)
 
   def test_corrupt_checkpoint_is_named_and_the_previous_one_resumes(self):
     task = _task()
@@ -80,6 +80,16 @@ class CheckpointTest(tf.test.TestCase):
     resumed = self._run(process, task, roots[1], 3, resume=True)
     self.assertEqual(full[-1], {**resumed[-1], **{
         k: full[-1][k] for k in full[-1] if 'time' in k}})
+    # The datasets built by the trainer, not on the worker: the same numbers.
+    checkpoints = []
+    trainer_data = self._run(process, task, self.create_tempdir().full_path,
+                             3, resume=False, data_on_workers=False,
+                             on_checkpoint=checkpoints.append)
+    for a, b in zip(full, trainer_data):
+      self.assertEqual(a, {**b, **{k: a[k] for k in a if 'time' in k}})
+    self.assertEqual([c['version'] for c in checkpoints], [0, 1, 2, 3])
+    self.assertTrue(all(c['program_state_bytes'] > 0
+                        and c['store_commit_bytes'] > 0 for c in checkpoints))
     states = []
     for root in roots:
       paths = experiment.output_paths(root, 'run')

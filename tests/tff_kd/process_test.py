@@ -66,6 +66,23 @@ def _random_weights(weights, seed):
       non_trainable=list(weights.non_trainable))
 
 
+def data_computation(arrays, batch_size):
+  """`(int32 -> B*)`: client k's data of `arrays`, built where it runs."""
+  offsets = np.cumsum([0] + [len(y) for _, y in arrays])
+  x_all = np.concatenate([x for x, _ in arrays])
+  y_all = np.concatenate([y for _, y in arrays])
+
+  @tff.tensorflow.computation(np.int32)
+  def client_data(k):
+    bounds = tf.constant(offsets)
+    start, end = bounds[k], bounds[k + 1]
+    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=tf.constant(x_all)[start:end], y=tf.constant(y_all)[start:end]
+    )).batch(batch_size)
+
+  return client_data
+
+
 class _TestCase(tf.test.TestCase, parameterized.TestCase):
 
   def assertExactlyEqual(self, a, b, msg=None):  # pylint: disable=invalid-name
@@ -115,6 +132,26 @@ class ProtocolTest(_TestCase):
     models = output.metrics['aggregator']['models']
     self.assertEqual(models['linear']['total_weight'], 5 + 6)
     self.assertEqual(models['mlp']['total_weight'], 7)
+
+  @parameterized.named_parameters(('one_model', _fedavg),
+                                  ('prototypes', _feddf))
+  def test_data_built_where_it_runs_gives_the_same_round(self, build):
+    # Client ids in, TFF's composition builds the datasets on the worker.
+    process = build()
+    client_data = data_computation(tiny.client_arrays([5, 7, 6], seed=1), 3)
+    keyed = process.with_client_data(client_data)
+    tff.test.assert_types_equivalent(keyed.client_data_type, DATA_TYPE)
+    clients_type = keyed.next.type_signature.parameter[1]
+    self.assertEqual(clients_type.placement, tff.CLIENTS)
+    want = process.next(process.initialize(), [
+        process.client_input(c, d) for c, d in zip(OWNERS, _datasets())])
+    got = keyed.next(keyed.initialize(), [
+        keyed.client_input(c, np.int32(k)) for k, c in enumerate(OWNERS)])
+    self.assertExactlyEqual(tf.nest.flatten(got.state),
+                            tf.nest.flatten(want.state))
+    self.assertEqual(got.metrics['client_work'], want.metrics['client_work'])
+    with self.assertRaisesRegex(ValueError, 'already builds'):
+      keyed.with_client_data(client_data)
 
   @parameterized.named_parameters(
       ('fedavg', _fedavg), ('feddf', _feddf), ('fedgen', _fedgen))

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import tiny
+from tff_kd import client_store
 from tff_kd import communication
 from tff_kd import local_training
 from tff_kd import model_parts
@@ -428,6 +429,52 @@ class StatefulClientsExecutionTest(tf.test.TestCase, parameterized.TestCase):
             rounds=2)))
     self.assertEqual(metrics['server'],
                      collections.OrderedDict(clients_fused=2.0))
+
+  def test_data_built_where_it_runs_and_states_in_a_store(self):
+    # Client keys in (datasets built on the worker by TFF's composition) and
+    # client states in a disk-backed store: the rounds of the in-memory,
+    # datasets-in process, bit for bit.
+    arrays, datasets = _data()
+    process = _build(TWO)
+    _, want, want_output = _run(process, datasets, ROUNDS_TWO)
+    ids = list(SIZES)
+    x_all = np.concatenate([arrays[c][0] for c in ids])
+    y_all = np.concatenate([arrays[c][1] for c in ids])
+    offsets = np.cumsum([0] + [SIZES[c] for c in ids])
+
+    @tff.tensorflow.computation(collections.OrderedDict(k=np.int32,
+                                                        take=np.int64))
+    def client_data(key):
+      bounds = tf.constant(offsets)
+      start, end = bounds[key['k']], bounds[key['k'] + 1]
+      return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+          x=tf.constant(x_all)[start:end], y=tf.constant(y_all)[start:end]
+      )).batch(100).take(key['take'])
+
+    keyed = process.with_client_data(client_data)
+    tff.test.assert_types_equivalent(keyed.client_data_type,
+                                     process.client_data_type)
+    store = keyed.open_client_store(self.create_tempdir().full_path)
+    state = keyed.initialize(client_store=store)
+    for sampled in ROUNDS_TWO:
+      output = keyed.next(state, [keyed.client_input(c, collections.OrderedDict(
+          k=np.int32(ids.index(c)), take=np.int64(-1 if has_data else 0)))
+                                  for c, has_data in sampled])
+      state = output.state
+    self.assertIsInstance(state['clients'], client_store.ClientStates)
+    self.assertEqual(list(state['clients']), list(SIZES))
+    for c in SIZES:
+      self.assertAllClose(tf.nest.flatten(state['clients'][c]),
+                          tf.nest.flatten(want['clients'][c]), rtol=0, atol=0)
+    self.assertAllClose(tf.nest.flatten(state['server']),
+                        tf.nest.flatten(want['server']), rtol=0, atol=0)
+    self.assertEqual(output.metrics, want_output.metrics)
+    models = keyed.evaluation_models(state)
+    self.assertLen(models['clients'], 4)
+    self.assertLen(models['clients_mlp'], 2)
+    self.assertAllClose(models['clients_mlp'][1][1].trainable,
+                        want['clients']['d']['model'].trainable, rtol=0, atol=0)
+    store.close()
 
   def test_bytes_are_the_type_sizes(self):
     parts = _parts(ONE, server_model=False)
