@@ -63,7 +63,7 @@ def dataset_reduce(dataset, initial_state, reduce_fn):
   without speeding any up. In the study for issue 19 a client's update (1-14
   batches of 16, the PyTorch peers' CNN, 2 loaded cores) took 1.4-3.7x as
   long with them as without, and a FedAvg round of the peers' workload on
-  the TFF worker 0.61-0.72x as long without them; `binaries.benchmark`
+  the TFF worker 0.61-0.73x as long without them; `binaries.benchmark`
   times both in each run (docs/PERFORMANCE.md). The elements and their order
   do not change, only how the pipeline runs: FedAvg (1 and 3 local epochs),
   FD, FedDF, DS-FL and FedGKD gave bit-identical checkpoints and metrics
