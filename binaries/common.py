@@ -16,6 +16,7 @@ skews) without rewriting global flags.
 
 from collections.abc import Mapping
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -548,6 +549,7 @@ def build_process(settings: Settings, task, algorithm: registry.Algorithm):
 
 
 def run_hparams(settings: Settings, algorithm: registry.Algorithm,
+                run_name: Optional[str] = None,
                 **runtime_flags) -> dict[str, Any]:
   """hparams.json of a run: every flag of the run.
 
@@ -558,8 +560,10 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
   `runtime_flags`, the binary's own flags that change no number (train's
   --experiment_name, compare's --algorithms, --seeds, ...).
 
-  A new run-defining flag is a new top-level key, which a run recorded before
-  it lacks: --resume refuses such a run, naming the key.
+  A run-defining flag added after a run was recorded is absent from its
+  hparams.json: with --resume of `run_name`, such a flag at its default (the
+  behavior the run had) is left out, so the run resumes; at another value it
+  is a change, which --resume refuses, naming the key.
   """
   values = {
       field.name: getattr(settings, field.name)
@@ -568,6 +572,19 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
   }
   values['algorithm'] = algorithm.name
   values.update(algorithm_hparams(settings, algorithm))
+  if settings.resume and run_name is not None:
+    path = experiment.output_paths(settings.root_output_dir,
+                                   run_name)['hparams']
+    if os.path.exists(path):
+      with open(path) as f:
+        recorded = json.load(f)
+      defaults = {field.name: field.default
+                  for field in dataclasses.fields(settings)}
+      defaults.update((name, hparam.default)
+                      for name, hparam in algorithm.hparams.items())
+      for name in [n for n in values if n not in recorded]:
+        if name in defaults and values[name] == defaults[name]:
+          del values[name]
   values[experiment.RUNTIME_KEY] = dict(
       {name: getattr(settings, name) for name in RUNTIME_FLAGS},
       **runtime_flags)

@@ -294,9 +294,9 @@ def run_comparison(config: Config) -> Summary:
                    unit='round', disable=None) as progress:
       for seed in config.seeds:
         seed_settings = dataclasses.replace(settings, seed=seed)
-        hparams = {a.name: common.run_hparams(seed_settings, a,
-                                              **runtime_flags)
-                   for a in algorithms}
+        hparams = {a.name: common.run_hparams(
+            seed_settings, a, run_name=f'{a.name}_seed{seed}',
+            **runtime_flags) for a in algorithms}
         # With --resume, a run that already trained every round with these
         # settings is read back, not built again.
         finished = {

@@ -54,7 +54,8 @@ def main(argv):
         rounds_per_checkpoint=settings.rounds_per_checkpoint,
         resume=settings.resume,
         hparams=common.run_hparams(
-            settings, algorithm, experiment_name=EXPERIMENT_NAME.value),
+            settings, algorithm, run_name=name,
+            experiment_name=EXPERIMENT_NAME.value),
         client_dropout=settings.client_dropout,
     )
 
