@@ -564,7 +564,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             ' per-label mean outputs; distillation toward the others\' ones.',
             _build_fd,
             models=False,
-            knowledge={'per_label': privacy.BOUNDED},
+            knowledge={'per_label': privacy.PROBABILITIES},
             hparams={
                 'fd_beta': Hparam(1.0, 'FD: weight beta of the distillation'
                                   ' term.', **_AT_LEAST_0),
@@ -583,7 +583,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             ' exchange soft labels on public data, fused by ERA or SA.',
             _build_dsfl,
             models=False,
-            knowledge={'soft_labels': privacy.BOUNDED},
+            knowledge={'soft_labels': privacy.PROBABILITIES},
             hparams=dict(
                 _DISTILLATION_HPARAMS,
                 dsfl_aggregation=Hparam(

@@ -46,9 +46,16 @@ The bound of a knowledge field (`KINDS`) decides its clip. A client's payload
 `row_clip`:
 - `LOGITS`: logits have no bound, so `row_clip` is the caller's (the
   binaries' `--dp_logit_clip`);
-- `BOUNDED`: soft labels (DS-FL, FD's per-label probabilities) and FedAD's
-  L2-normalized attention maps have rows of L2 norm <= 1, so `row_clip = 1`
-  bounds them already and the clip never changes them.
+- `BOUNDED`: FedAD's L2-normalized attention maps have rows of L2 norm
+  <= 1, so `row_clip = 1` bounds them already and the clip never changes
+  them;
+- `PROBABILITIES`: soft labels (DS-FL, FD's per-label outputs) are bounded
+  likewise (a probability vector has L2 norm <= 1), and their noisy mean is
+  projected back onto the values the exact mean can take, rows with entries
+  >= 0 summing to at most 1 (`SubSimplexProjectionFactory`; post-processing,
+  which spends no privacy). Without it the noise gives negative "probabilities",
+  and a KD loss -sum_c t_c log q_c with t_c < 0 has no lower bound: it
+  drives q_c to 0.
 
 Privacy accounting (`epsilons`): each round is the Poisson-sampled Gaussian
 mechanism with sampling rate q = m / N (N clients; the experiment samples m
@@ -115,9 +122,10 @@ AGGREGATORS = ('mean', 'dp', 'secure', 'compression')
 # What a knowledge field is, for the aggregators (module docstring).
 LOGITS = 'logits'  # Unbounded rows, uniform weights: clipped to row_clip.
 BOUNDED = 'bounded'  # Rows of L2 norm <= 1, uniform weights.
+PROBABILITIES = 'probabilities'  # BOUNDED rows that are distributions.
 WEIGHTED = 'weighted'  # Rows weighted by the client (FedAUX): no DP.
 STACKED = 'stacked'  # Every client's value collected (FedGen): no DP/secure.
-KINDS = (LOGITS, BOUNDED, WEIGHTED, STACKED)
+KINDS = (LOGITS, BOUNDED, PROBABILITIES, WEIGHTED, STACKED)
 
 EPSILON_KEY = 'privacy/epsilon'
 BYTES_UPLOADED_KEY = 'communication/bytes_uploaded'
@@ -261,6 +269,60 @@ class GaussianSumFactory(tff.aggregators.UnweightedAggregationFactory):
         tfp.GaussianSumQuery(l2_norm_clip=clip,
                              stddev=self._noise_multiplier * clip)
     ).create(value_type)
+
+
+def project_rows(values: tf.Tensor) -> tf.Tensor:
+  """Each row's Euclidean projection onto {x >= 0, sum(x) <= 1}.
+
+  A row whose positive part sums to at most 1 becomes that positive part;
+  any other row its projection onto the probability simplex (Duchi,
+  Shalev-Shwartz, Singer, Chandra, ICML 2008: x = max(v - theta, 0), theta
+  from the sorted row).
+  """
+  positive = tf.nn.relu(values)
+  sorted_rows = tf.sort(values, axis=-1, direction='DESCENDING')
+  ranks = tf.range(1, tf.shape(values)[-1] + 1, dtype=values.dtype)
+  excess = tf.cumsum(sorted_rows, axis=-1) - 1.0
+  support = tf.reduce_sum(
+      tf.cast(sorted_rows - excess / ranks > 0, tf.int32), axis=-1,
+      keepdims=True)
+  theta = (tf.gather(excess, tf.maximum(support, 1) - 1, batch_dims=1)
+           / tf.cast(tf.maximum(support, 1), values.dtype))
+  simplex = tf.nn.relu(values - theta)
+  return tf.where(tf.reduce_sum(positive, axis=-1, keepdims=True) <= 1.0,
+                  positive, simplex)
+
+
+class SubSimplexProjectionFactory(tff.aggregators.UnweightedAggregationFactory):
+  """A fusion's result logits, each row projected by `project_rows`.
+
+  Wraps a factory whose result is `<logits=float32[R, C], weights>` (a
+  `LogitFusionFactory`); state and measurements are the inner factory's. For
+  the fixed-denominator DP mean of probability rows (weights 0 or 1), whose
+  exact value lies in that set: the projection only moves the noise.
+  """
+
+  def __init__(self, inner: tff.aggregators.UnweightedAggregationFactory):
+    self._inner = inner
+
+  def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
+    inner = self._inner.create(value_type)
+    result_type = inner.next.type_signature.result.result.member
+
+    @tff.tensorflow.computation(result_type)
+    def project(fused):
+      return collections.OrderedDict(logits=project_rows(fused['logits']),
+                                     weights=fused['weights'])
+
+    @tff.federated_computation(inner.initialize.type_signature.result,
+                               tff.FederatedType(value_type, tff.CLIENTS))
+    def next_fn(state, value):
+      output = inner.next(state, value)
+      return tff.templates.MeasuredProcessOutput(
+          output.state, tff.federated_map(project, output.result),
+          output.measurements)
+
+    return tff.templates.AggregationProcess(inner.initialize, next_fn)
 
 
 # Secure aggregation.
@@ -604,6 +666,8 @@ def build_aggregators(
     row_clip = config.logit_clip if kind == LOGITS else 1.0
     fusion[field] = logit_fusion.LogitFusionFactory(
         GaussianSumFactory(z, row_clip), fixed_denominator=float(m))
+    if kind == PROBABILITIES:
+      fusion[field] = SubSimplexProjectionFactory(fusion[field])
   if models:
     model_aggregator = AccountedFactory(model_aggregator, epsilons=table,
                                         delta=delta)

@@ -105,6 +105,34 @@ class DifferentialPrivacyTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(output.result['logits'], one_hot[0], atol=1e-6)
 
 
+  def test_noisy_probabilities_are_projected_onto_what_the_mean_can_be(self):
+    rows = tf.constant([[0.2, 0.3, 0.1],     # Feasible: unchanged.
+                        [0.5, -0.2, 0.1],    # Negative entries: 0.
+                        [0.8, 0.6, -0.2]])   # Sum > 1: the simplex's point.
+    self.assertAllClose(privacy.project_rows(rows),
+                        [[0.2, 0.3, 0.1], [0.5, 0.0, 0.1], [0.6, 0.4, 0.0]])
+    # Against brute force: no point of the set is closer.
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(50, 4)).astype(np.float32)
+    projected = privacy.project_rows(tf.constant(values)).numpy()
+    candidates = rng.dirichlet(np.ones(4), 20000) * rng.uniform(
+        size=(20000, 1))
+    for value, point in zip(values, projected):
+      self.assertLessEqual(np.sum((point - value)**2),
+                           np.min(np.sum((candidates - value)**2, 1)) + 1e-6)
+
+  def test_probabilities_fused_under_dp_are_projected(self):
+    aggregators = privacy.build_aggregators(
+        privacy.AggregatorConfig(aggregator='dp', noise_multiplier=5.0),
+        models=False, knowledge={'soft_labels': privacy.PROBABILITIES},
+        clients_per_round=2, num_clients=4, total_rounds=1)
+    soft = np.full((2, 40, 3), 1 / 3)
+    fused = _run(aggregators.fusion_aggregator['soft_labels'],
+                 logit_fusion.value_type(40, 3), _clients(soft)).result
+    self.assertAllGreaterEqual(fused['logits'], 0.0)
+    self.assertAllLessEqual(fused['logits'].sum(1), 1.0 + 1e-5)
+
+
 class AccountingTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters((1.0, 0.5, 1e-5, 1), (0.6, 0.1, 0.05, 2),

@@ -82,6 +82,13 @@ class EntropyReductionTest(tf.test.TestCase):
     entropy = output.measurements['entropy']
     self.assertGreater(entropy['entropy_after'], entropy['entropy_before'])
 
+  def test_a_noisy_mean_with_negative_entries_has_finite_entropy(self):
+    probabilities = tf.constant([[0.7, 0.4, -0.1], [0.5, 0.5, 0.0]])
+    entropy = entropy_reduction.mean_entropy(probabilities, tf.ones([2]))
+    expected = np.mean([-(0.7 * np.log(0.7) + 0.4 * np.log(0.4)),
+                        -np.log(0.5)])
+    self.assertAllClose(entropy, expected)
+
   def test_rejects_bad_temperature(self):
     with self.assertRaisesRegex(ValueError, 'temperature must be > 0; got 0'):
       entropy_reduction.EntropyReductionFactory(0.0)

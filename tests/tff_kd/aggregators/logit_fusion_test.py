@@ -1,4 +1,5 @@
-"""LogitFusionFactory: AVGLOGITS, certainty-weighted and per-label fusion vs numpy."""
+"""LogitFusionFactory: AVGLOGITS, certainty-weighted and per-label fusion vs numpy;
+its sum factory (TFF's sum by default, bit for bit) and fixed denominator."""
 
 import collections
 
@@ -26,6 +27,32 @@ def _values(logits, weights):
   return [collections.OrderedDict(logits=z.astype(np.float32),
                                   weights=w.astype(np.float32))
           for z, w in zip(logits, weights)]
+
+
+class _CountingSum(tff.aggregators.UnweightedAggregationFactory):
+  """TFF's sum, counting its calls in its state (reported)."""
+
+  def create(self, value_type):
+    inner = tff.aggregators.SumFactory().create(value_type)
+
+    @tff.tensorflow.computation(np.int32)
+    def add_one(calls):
+      return calls + 1
+
+    @tff.federated_computation()
+    def init_fn():
+      return tff.federated_value(0, tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(value_type, tff.CLIENTS))
+    def next_fn(calls, value):
+      calls = tff.federated_map(add_one, calls)
+      output = inner.next(inner.initialize(), value)
+      return tff.templates.MeasuredProcessOutput(
+          calls, output.result,
+          tff.federated_zip(collections.OrderedDict(calls=calls)))
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
 class LogitFusionTest(tf.test.TestCase):
@@ -70,6 +97,60 @@ class LogitFusionTest(tf.test.TestCase):
                         self.logits[[0, 2]].mean(axis=0), atol=1e-6)
     self.assertEqual(output.measurements['non_finite_clients'], 2)
     self.assertEqual(output.measurements['fused_clients'], 2)
+
+  def test_default_sum_is_tffs_federated_sum_bit_for_bit(self):
+    weights = np.random.default_rng(5).uniform(size=(4, R))
+    values = _values(self.logits * 7, weights)
+    value_type = _process().next.type_signature.parameter[1].member
+
+    @tff.federated_computation(tff.FederatedType(value_type, tff.CLIENTS))
+    def plain(value):
+      @tff.tensorflow.computation(value_type)
+      def scale(v):
+        return collections.OrderedDict(
+            logits=v['logits'] * v['weights'][:, tf.newaxis],
+            weights=v['weights'])
+      return tff.federated_sum(tff.federated_map(scale, value))
+
+    total = plain(values)
+    process = _process()
+    output = process.next(process.initialize(), values)
+    expected = tf.math.divide_no_nan(
+        total['logits'], total['weights'][:, tf.newaxis]).numpy()
+    self.assertAllEqual(output.result['logits'], expected)  # Exactly.
+    self.assertAllEqual(output.result['weights'], total['weights'])
+    self.assertEqual(list(output.measurements),
+                     ['fused_clients', 'non_finite_clients'])
+
+  def test_sum_factory_sums_the_weighted_payload_and_reports(self):
+    value_type = _process().next.type_signature.parameter[1].member
+    factory = logit_fusion.LogitFusionFactory(_CountingSum())
+    process = factory.create(value_type)
+    state = process.initialize()
+    for expected_count in (1, 2):
+      output = process.next(state, _values(self.logits, np.ones((4, R))))
+      state = output.state
+      self.assertEqual(output.measurements['sum']['calls'], expected_count)
+    self.assertAllClose(output.result['logits'], self.logits.mean(axis=0),
+                        atol=1e-6)
+
+  def test_fixed_denominator_is_the_uniform_mean_over_m_clients(self):
+    # Client 2 sent nothing (weights 0): it still counts in m = 4.
+    weights = np.ones((4, R))
+    weights[2] = 0.0
+    value_type = _process().next.type_signature.parameter[1].member
+    process = logit_fusion.LogitFusionFactory(
+        fixed_denominator=4.0).create(value_type)
+    output = process.next(process.initialize(), _values(self.logits, weights))
+    self.assertAllClose(output.result['logits'],
+                        self.logits[[0, 1, 3]].sum(axis=0) / 4, atol=1e-6)
+    self.assertAllEqual(output.result['weights'], np.full(R, 4.0))
+
+  def test_rejects_bad_arguments(self):
+    with self.assertRaisesRegex(ValueError, 'fixed_denominator must be'):
+      logit_fusion.LogitFusionFactory(fixed_denominator=0.0)
+    with self.assertRaisesRegex(TypeError, 'sum_factory must be'):
+      logit_fusion.LogitFusionFactory(tff.aggregators.MeanFactory())
 
   def test_rejects_other_value_types(self):
     with self.assertRaisesRegex(TypeError, 'logits=float32'):
