@@ -179,15 +179,16 @@ _THREAD_VARIABLES = (
 )
 
 
-def _check_setting(name: str, value: Optional[int]) -> None:
-  """Raises ValueError unless `value` is None or an integer >= 1."""
-  if value is None:
-    return
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(
-        f'{name} must be None (the default) or an integer >= 1; got '
-        f'{value!r}.'
-    )
+def _checked_settings(**settings: Optional[int]) -> dict[str, Optional[int]]:
+  """`settings`, each None or an integer >= 1; ValueError naming one if not."""
+  for name, value in settings.items():
+    if value is not None and (isinstance(value, bool)
+                              or not isinstance(value, int) or value < 1):
+      raise ValueError(
+          f'{name} must be None (the default) or an integer >= 1; got '
+          f'{value!r}.'
+      )
+  return settings
 
 
 # The running `LocalWorker`s by address: waiting for one of them fails at once
@@ -225,13 +226,11 @@ class LocalWorker:
       inter_op_threads: Optional[int] = None,
       max_concurrent_computation_calls: Optional[int] = None,
   ):
-    settings = dict(
+    settings = _checked_settings(
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,
         max_concurrent_computation_calls=max_concurrent_computation_calls,
     )
-    for name, value in settings.items():
-      _check_setting(name, value)
     # The settings given (not None), for reports.
     self.settings = {k: v for k, v in settings.items() if v is not None}
     binary = worker_binary_path()
@@ -439,13 +438,11 @@ class LocalRuntime:
   ):
     if num_workers < 1:
       raise ValueError(f'num_workers must be >= 1; got {num_workers}.')
-    settings = dict(
+    settings = _checked_settings(
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,
         max_concurrent_computation_calls=max_concurrent_computation_calls,
     )
-    for name, value in settings.items():
-      _check_setting(name, value)
     self.log_dir = tempfile.mkdtemp(prefix='tff_kd_workers_')
     self.workers = []
     self._remote = None
