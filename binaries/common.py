@@ -151,6 +151,12 @@ WORKERS = flags.DEFINE_list(
 LOCAL_WORKERS = flags.DEFINE_integer(
     'local_workers', 1, 'Without --workers: TFF workers to start locally.'
 )
+CLIENTS_PER_GROUP = flags.DEFINE_integer(
+    'clients_per_group', None, 'At most this many of a round\'s clients at '
+    'once on a worker, the groups run one after the other and their '
+    'aggregates merged (tff_kd.runtime.GroupingContext): a worker\'s memory '
+    'grows with the group, not the round. Default: all of them at once.'
+)
 
 # Output.
 ROOT_OUTPUT_DIR = flags.DEFINE_string(
@@ -225,6 +231,10 @@ def _check_workers(addresses):
 
 
 flags.register_validator('workers', _check_workers)
+flags.register_validator(
+    'clients_per_group', lambda v: v is None or v >= 1,
+    '--clients_per_group must be >= 1.'
+)
 flags.register_validator(
     'prototypes',
     lambda v: set(v) <= set(tasks.MODEL_NAMES) and len(set(v)) == len(v),
@@ -307,8 +317,8 @@ def _check_adaptive_clip(values):
 # The shared flags that say how a run is executed, not what it computes:
 # hparams.json records them under `experiment.RUNTIME_KEY`, which --resume
 # never compares. Every other flag is run-defining (compared on --resume).
-RUNTIME_FLAGS = ('workers', 'local_workers', 'root_output_dir', 'resume',
-                 'debug')
+RUNTIME_FLAGS = ('workers', 'local_workers', 'clients_per_group',
+                 'root_output_dir', 'resume', 'debug')
 
 
 def _algorithm_hparam_defaults() -> dict[str, Any]:
@@ -360,6 +370,7 @@ class Settings:
   # Runtime and output (RUNTIME_FLAGS).
   workers: tuple[str, ...] = tuple(WORKERS.default)
   local_workers: int = LOCAL_WORKERS.default
+  clients_per_group: Optional[int] = CLIENTS_PER_GROUP.default
   root_output_dir: str = ROOT_OUTPUT_DIR.default
   resume: bool = RESUME.default
   debug: bool = DEBUG.default
@@ -407,8 +418,10 @@ def aggregator_config(settings: Settings) -> privacy.AggregatorConfig:
 def tff_runtime(settings: Settings):
   """The TFF runtime of the settings, a context manager."""
   if settings.workers:
-    return runtime.RemoteRuntime(list(settings.workers))
-  return runtime.LocalRuntime(num_workers=settings.local_workers)
+    return runtime.RemoteRuntime(list(settings.workers),
+                                 settings.clients_per_group)
+  return runtime.LocalRuntime(num_workers=settings.local_workers,
+                              clients_per_group=settings.clients_per_group)
 
 
 def run(main) -> None:

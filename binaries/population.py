@@ -16,7 +16,7 @@ from `run_experiment(on_checkpoint=...)` (program state, store commit file and
 the client-state rows written since the checkpoint before); the store's size is
 its files on disk.
 
-Three measurements, written to `--output` (JSON) and `--markdown` (tables):
+Five measurements, written to `--output` (JSON) and `--markdown` (tables):
 
 1. population: each of `--algorithms` at each of `--populations` clients,
    `--clients_per_round` per round, `--rounds` rounds;
@@ -25,18 +25,28 @@ Three measurements, written to `--output` (JSON) and `--markdown` (tables):
    in) and by the trainer (datasets in), on one worker; the worker's memory
    per added client is the slope of its peak between the first and the last;
 3. workers: FedAvg at the middle of `--sweep` clients per round on 1 and 2
-   local workers, data built on the workers.
+   local workers, data built on the workers and by the trainer;
+4. round time: FedAvg at the last of `--sweep` clients per round, by default,
+   in groups of each `--clients_per_group`, and with data built by the
+   trainer, the variants interleaved `--timing_repeats` times (the machine's
+   load drifts; each run records its load average);
+5. worker memory per client, by what the round keeps: FedAvg at the first
+   and the last of `--sweep` clients per round with TFF's weighted mean (the
+   default), its unweighted mean, and data built by the trainer.
+
+`--measurements` picks them (default 1,2,3). Results are written after every
+run; a run is stopped after `--child_timeout` seconds.
 
 With `--worker_limits=1,4`, measurement 2's FedAvg is repeated with the TFF
-worker's `max_concurrent_computation_calls` at each value (when
-`tff_kd.runtime.LocalRuntime` takes it); with `--subround_clients=50`, each
-of `--sweep_algorithms` with the round's clients aggregated in groups of 50,
-one group after the other: TFF's mergeable-computation context over the one
-worker with `num_subrounds` = clients per round / 50 (the context of
-`--local_workers`, with more subrounds than workers).
+worker's `max_concurrent_computation_calls` at each value; with
+`--clients_per_group=50`, each of `--sweep_algorithms` with the round's
+clients in groups of 50, one group after the other, each group's aggregate
+merged as it comes (`tff_kd.runtime.GroupingContext`). Measurement 5 (worker
+memory per client, by what the round keeps): FedAvg at the first and the last
+of `--sweep` with TFF's weighted mean (the default), its unweighted mean, and
+data built by the trainer. Settings a `--tree` lacks are reported as errors.
 """
 
-import contextlib
 import inspect
 import json
 import os
@@ -68,15 +78,20 @@ SWEEP_ALGORITHMS = flags.DEFINE_list('sweep_algorithms', ['fedavg', 'fd'],
 WORKER_LIMITS = flags.DEFINE_list(
     'worker_limits', [], 'max_concurrent_computation_calls values to '
     'repeat measurement 2\'s FedAvg with.')
-SUBROUND_CLIENTS = flags.DEFINE_list(
-    'subround_clients', [], 'Clients per group (TFF mergeable context\'s '
+CLIENTS_PER_GROUP = flags.DEFINE_list(
+    'clients_per_group', [], 'Clients per group (TFF mergeable context\'s '
     'subrounds on one worker) to repeat measurement 2 with.')
+TIMING_REPEATS = flags.DEFINE_integer(
+    'timing_repeats', 3, 'Measurement 4: repetitions of each variant.')
 MEASUREMENTS = flags.DEFINE_list('measurements', ['1', '2', '3'],
                                  'Which measurements to run.')
 TREE = flags.DEFINE_string(
     'tree', None, 'Run the measurements with the code of this checkout '
     '(e.g. an earlier commit, with this file and its task copied in); '
     'default: this one.')
+CHILD_TIMEOUT = flags.DEFINE_integer(
+    'child_timeout', 3600, 'Seconds after which a run is stopped (reported '
+    'with its peak trainer memory until then).')
 CHILD = flags.DEFINE_string('child', None, 'Internal: one run, as JSON.')
 
 _TASK = 'mnist1d_85k'
@@ -130,8 +145,10 @@ def _run_child(spec):
   import tasks
   from tff_kd import experiment
   from tff_kd import runtime
+  from tff_kd.algorithms import fedavg
   # pylint: enable=g-import-not-at-top
 
+  load = os.getloadavg()[0]
   start = time.perf_counter()
   task = tasks.create_task(
       _TASK, train_client_spec=tff.simulation.baselines.ClientSpec(
@@ -140,34 +157,26 @@ def _run_child(spec):
   setup_seconds = time.perf_counter() - start
   algorithm = registry.get(spec['algorithm'])
   settings = {}
-  if spec.get('worker_limit'):
-    if 'max_concurrent_computation_calls' not in inspect.signature(
-        runtime.LocalRuntime).parameters:
-      return dict(spec, error='LocalRuntime has no '
-                  'max_concurrent_computation_calls')
-    settings['max_concurrent_computation_calls'] = spec['worker_limit']
+  for name, key in (('max_concurrent_computation_calls', 'worker_limit'),
+                    ('clients_per_group', 'clients_per_group')):
+    if spec.get(key):
+      if name not in inspect.signature(runtime.LocalRuntime).parameters:
+        return dict(spec, error=f'LocalRuntime has no {name}')
+      settings[name] = spec[key]
   root = tempfile.mkdtemp(prefix='tff_kd_population_')
   checkpoints = []
-  with contextlib.ExitStack() as stack:
-    local = stack.enter_context(
-        runtime.LocalRuntime(num_workers=spec['workers'], **settings))
-    if spec.get('clients_per_subround'):
-      # TFF's mergeable-computation context over the same worker(s), with
-      # the round's clients split into groups run one after the other, each
-      # group's aggregate merged as it comes (`num_subrounds`).
-      contexts = [
-          tff.framework.AsyncExecutionContext(
-              executor_fn=runtime._executor_factory(w.address),  # pylint: disable=protected-access
-              **runtime._context_kwargs())  # pylint: disable=protected-access
-          for w in local.workers]
-      stack.enter_context(tff.framework.get_context_stack().install(
-          tff.backends.native.create_mergeable_comp_execution_context(
-              contexts, num_subrounds=-(-spec['clients_per_round']
-                                        // spec['clients_per_subround']))))
-    process = algorithm.build(
-        task, client_learning_rate=0.1, server_learning_rate=1.0,
-        clients_per_round=spec['clients_per_round'],
-        **{k: h.default for k, h in algorithm.hparams.items()})
+  with runtime.LocalRuntime(num_workers=spec['workers'], **settings):
+    if spec.get('unweighted'):  # FedAvg with TFF's unweighted mean.
+      process = fedavg.build_fedavg(
+          task.model_fn,
+          tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+          tff.learning.optimizers.build_sgdm(learning_rate=1.0),
+          model_aggregator=tff.aggregators.UnweightedMeanFactory())
+    else:
+      process = algorithm.build(
+          task, client_learning_rate=0.1, server_learning_rate=1.0,
+          clients_per_round=spec['clients_per_round'],
+          **{k: h.default for k, h in algorithm.hparams.items()})
     kwargs = {}
     if 'on_checkpoint' in inspect.signature(
         experiment.run_experiment).parameters:
@@ -208,34 +217,61 @@ def _run_child(spec):
           c['program_state_bytes'] for c in later),
       store_bytes=_directory_bytes(store) if os.path.exists(store) else 0,
       accuracy=float(rows[-1][experiment.ACCURACY_KEY]),
+      # The 1-minute load average before and after: other work on the machine.
+      load_average=[load, os.getloadavg()[0]],
   )
   subprocess.run(['rm', '-rf', root], check=False)
   return result
 
 
 def _measure(spec):
-  """Runs `spec` in a fresh process; its measurements."""
+  """Runs `spec` in a fresh process; its measurements.
+
+  A run still going after `--child_timeout` seconds is killed (with its
+  workers) and reported as such, with the trainer's peak memory until then.
+  """
   print(f'  {spec}', flush=True)
-  child = subprocess.run(
-      [sys.executable, '-m', 'binaries.population',
-       f'--child={json.dumps(spec)}'],
-      capture_output=True, text=True, check=False, cwd=TREE.value,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  for line in reversed(child.stdout.splitlines()):
-    if line.startswith('{'):
-      result = json.loads(line)
-      print(f'    {result}', flush=True)
-      return result
-  raise RuntimeError(f'The run {spec} failed:\n{child.stderr[-3000:]}')
+  with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile(
+      'w+') as err:
+    child = subprocess.Popen(
+        [sys.executable, '-m', 'binaries.population',
+         f'--child={json.dumps(spec)}'],
+        stdout=out, stderr=err, text=True, cwd=TREE.value,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    start, peak = time.time(), 0
+    process = psutil.Process(child.pid)
+    while child.poll() is None:
+      try:
+        peak = max(peak, process.memory_info().rss)
+      except psutil.Error:
+        pass
+      if time.time() - start > CHILD_TIMEOUT.value:
+        child.kill()  # Its workers die with it (PR_SET_PDEATHSIG).
+        child.wait()
+        result = dict(spec, error=f'stopped after {CHILD_TIMEOUT.value} s',
+                      peak_trainer_mb=peak / _MB)
+        print(f'    {result}', flush=True)
+        return result
+      time.sleep(0.2)
+    out.seek(0)
+    err.seek(0)
+    for line in reversed(out.read().splitlines()):
+      if line.startswith('{'):
+        result = json.loads(line)
+        print(f'    {result}', flush=True)
+        return result
+    raise RuntimeError(f'The run {spec} failed:\n{err.read()[-3000:]}')
 
 
 def _spec(algorithm, population, clients_per_round, *, data_on_workers=True,
-          workers=1, worker_limit=None, clients_per_subround=None):
+          workers=1, worker_limit=None, clients_per_group=None,
+          unweighted=False):
   return dict(algorithm=algorithm, population=population,
               clients_per_round=clients_per_round, rounds=ROUNDS.value,
               data_on_workers=data_on_workers, workers=workers,
               worker_limit=worker_limit,
-              clients_per_subround=clients_per_subround)
+              clients_per_group=clients_per_group,
+              unweighted=unweighted)
 
 
 def _table(header, rows):
@@ -247,10 +283,12 @@ def _table(header, rows):
 
 def _worker(r):
   """How the worker ran the round's clients."""
+  if r.get('unweighted'):
+    return 'FedAvg with an unweighted mean'
   if r.get('worker_limit'):
     return f'max_concurrent_computation_calls={r["worker_limit"]}'
-  if r.get('clients_per_subround'):
-    return f'groups of {r["clients_per_subround"]}'
+  if r.get('clients_per_group'):
+    return f'groups of {r["clients_per_group"]}'
   return 'default'
 
 
@@ -267,7 +305,10 @@ def _markdown(results):
           f'{r["round_seconds"]:.2f}', f'{r["checkpoint_seconds"]:.3f}',
           f'{r["checkpoint_bytes"] / _MB:.2f}',
           f'{r["program_state_bytes"] / 1024:.0f}',
-          f'{r["store_bytes"] / _MB:.1f}'] for r in population]))
+          f'{r["store_bytes"] / _MB:.1f}'] if 'error' not in r else
+         [r['algorithm'], f'{r["population"]:,}',
+          f'{r["peak_trainer_mb"]:.0f} ({r["error"]})'] + ['-'] * 7
+         for r in population]))
   sweep = results.get('clients_per_round', [])
   if sweep:
     parts.append(_table(
@@ -303,6 +344,37 @@ def _markdown(results):
           r['clients_per_round'], f'{r["round_seconds"]:.2f}',
           f'{r["peak_trainer_mb"]:.0f}', f'{r["peak_workers_mb"]:.0f}']
          for r in workers]))
+  breakdown = results.get('breakdown', [])
+  if breakdown:
+    groups = {}
+    for r in breakdown:
+      key = (_worker(r), 'worker' if r['data_on_workers'] else 'trainer')
+      groups.setdefault(key, []).append(r)
+    rows = []
+    for (worker, built), group in groups.items():
+      group.sort(key=lambda r: r['clients_per_round'])
+      first, last = group[0], group[-1]
+      rows.append([worker, built, first['clients_per_round'],
+                   f'{first["peak_workers_mb"]:.0f}', last['clients_per_round'],
+                   f'{last["peak_workers_mb"]:.0f}',
+                   f'{(last["peak_workers_mb"] - first["peak_workers_mb"]) / (last["clients_per_round"] - first["clients_per_round"]):.3f}'])
+    parts.append(_table(['round', 'client data built by', 'clients',
+                         'peak worker MB', 'clients', 'peak worker MB',
+                         'MB per added client'], rows))
+  timing = results.get('timing', [])
+  if timing:
+    by_variant = {}
+    for r in timing:
+      key = ('trainer' if not r['data_on_workers'] else 'worker', _worker(r))
+      by_variant.setdefault(key, []).append(r)
+    parts.append(_table(
+        ['client data built by', 'worker', 'clients per round',
+         's per round (each run)', 'median', 'load averages'],
+        [[built, worker, rs[0]['clients_per_round'],
+          ', '.join(f'{r["round_seconds"]:.2f}' for r in rs),
+          f'{statistics.median(r["round_seconds"] for r in rs):.2f}',
+          ', '.join(f'{r["load_average"][0]:.1f}' for r in rs)]
+         for (built, worker), rs in by_variant.items()]))
   return '\n\n'.join(parts) + '\n'
 
 
@@ -315,36 +387,58 @@ def main(argv):
     raise app.UsageError('--output is required.')
   results = dict(command=' '.join(sys.argv), task=_TASK, rounds=ROUNDS.value,
                  tree=TREE.value)
+
+  def measure(key, spec):
+    result = _measure(spec)
+    results.setdefault(key, []).append(result)
+    with open(OUTPUT.value, 'w') as f:  # After every run.
+      json.dump(results, f, indent=1)
+    return result
+
   if '1' in MEASUREMENTS.value:
     print('1. population')
-    results['population'] = [
-        _measure(_spec(a, int(n), CLIENTS_PER_ROUND.value))
-        for a in ALGORITHMS.value for n in POPULATIONS.value]
+    for a in ALGORITHMS.value:
+      for n in POPULATIONS.value:
+        measure('population', _spec(a, int(n), CLIENTS_PER_ROUND.value))
   sweep = [int(n) for n in SWEEP.value]
   if '2' in MEASUREMENTS.value:
     print('2. clients per round')
-    results['clients_per_round'] = [
-        _measure(_spec(a, _SWEEP_POPULATION, n, data_on_workers=on_workers))
-        for a in SWEEP_ALGORITHMS.value for on_workers in (True, False)
-        for n in sweep]
-    results['clients_per_round'] += [
-        _measure(_spec('fedavg', _SWEEP_POPULATION, n,
-                       worker_limit=int(limit)))
-        for limit in WORKER_LIMITS.value for n in sweep]
-    results['clients_per_round'] += [
-        _measure(_spec(a, _SWEEP_POPULATION, n,
-                       clients_per_subround=int(group)))
-        for group in SUBROUND_CLIENTS.value for a in SWEEP_ALGORITHMS.value
-        for n in sweep]
+    for a in SWEEP_ALGORITHMS.value:
+      for on_workers in (True, False):
+        for n in sweep:
+          measure('clients_per_round', _spec(a, _SWEEP_POPULATION, n,
+                                             data_on_workers=on_workers))
+    for limit in WORKER_LIMITS.value:
+      for n in sweep:
+        measure('clients_per_round', _spec('fedavg', _SWEEP_POPULATION, n,
+                                           worker_limit=int(limit)))
+    for group in CLIENTS_PER_GROUP.value:
+      for a in SWEEP_ALGORITHMS.value:
+        for n in sweep:
+          measure('clients_per_round', _spec(
+              a, _SWEEP_POPULATION, n, clients_per_group=int(group)))
   if '3' in MEASUREMENTS.value:
     print('3. workers')
     middle = sweep[len(sweep) // 2]
-    results['workers'] = [
-        _measure(_spec('fedavg', _SWEEP_POPULATION, middle, workers=w,
-                       data_on_workers=on_workers))
-        for on_workers in (True, False) for w in (1, 2)]
-  with open(OUTPUT.value, 'w') as f:
-    json.dump(results, f, indent=1)
+    for on_workers in (True, False):
+      for w in (1, 2):
+        measure('workers', _spec('fedavg', _SWEEP_POPULATION, middle,
+                                 workers=w, data_on_workers=on_workers))
+  if '4' in MEASUREMENTS.value:
+    print('4. round time of the variants, interleaved')
+    last = sweep[-1]
+    variants = ([dict()] + [dict(clients_per_group=int(group))
+                            for group in CLIENTS_PER_GROUP.value]
+                + [dict(data_on_workers=False)])
+    for _ in range(TIMING_REPEATS.value):
+      for variant in variants:
+        measure('timing', _spec('fedavg', _SWEEP_POPULATION, last, **variant))
+  if '5' in MEASUREMENTS.value:
+    print('5. worker memory per client, by what the round keeps')
+    for variant in (dict(), dict(unweighted=True),
+                    dict(data_on_workers=False)):
+      for n in (sweep[0], sweep[-1]):
+        measure('breakdown', _spec('fedavg', _SWEEP_POPULATION, n, **variant))
   if MARKDOWN.value:
     with open(MARKDOWN.value, 'w') as f:
       f.write(_markdown(results))

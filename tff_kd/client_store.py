@@ -47,7 +47,7 @@ from collections.abc import Iterator, Mapping
 import json
 import os
 import re
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -472,9 +472,3 @@ def read_version(directory: str, version: int) -> dict[str, list[np.ndarray]]:
         states[proto['clients'][k]] = leaves
   return states
 
-
-def store_version(value: Optional[Mapping[str, Any]]) -> Optional[int]:
-  """The version a program state's `clients` entry records, if any."""
-  if isinstance(value, Mapping) and 'store_version' in value:
-    return int(np.asarray(value['store_version']))
-  return None

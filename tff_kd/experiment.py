@@ -209,10 +209,11 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
     line = f'round {key:4d}/{self._total_rounds}'
     if ACCURACY_KEY in metrics:
       line += f'  test accuracy {metrics[ACCURACY_KEY]:.4f}'
-    epsilon = [v for k, v in metrics.items()
+    # Several aggregators may spend privacy: the largest epsilon reported.
+    epsilon = [float(v) for k, v in metrics.items()
                if k == EPSILON_KEY or k.endswith('/' + EPSILON_KEY)]
     if epsilon:
-      line += f'  epsilon {float(epsilon[0]):.3g}'
+      line += f'  epsilon {max(epsilon):.3g}'
     if tff.simulation.TRAINING_TIME_KEY in metrics:
       line += f'  {metrics[tff.simulation.TRAINING_TIME_KEY]:.2f} s'
     dropped, sampled = self._dropped.get(key, (0, 0))

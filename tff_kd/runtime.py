@@ -71,7 +71,9 @@ import grpc
 import portpicker
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.native import compiler
+from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+from tensorflow_federated.python.core.impl.executors import cardinalities_utils
 from tensorflow_federated.python.core.impl.context_stack import set_default_context
 
 _GRPC_OPTIONS = [
@@ -338,17 +340,56 @@ def _context_kwargs():
   )
 
 
-def build_remote_context(addresses: Sequence[str]):
+class GroupingContext(tff.framework.MergeableCompExecutionContext):
+  """TFF's mergeable-computation context, a call's clients in groups.
+
+  A call with n clients runs as max(workers, ceil(n / clients_per_group))
+  subrounds (`clients_per_group` None: one per worker, TFF's default), each
+  on the next free worker; a worker runs its subrounds one after the other,
+  and each subround's partial aggregate is merged as it comes. TFF's C++
+  executor keeps every client value of a call alive until the call's
+  aggregation (docs/PERFORMANCE.md, "Population scale"), so a worker holds
+  one group's clients instead of the round's. TFF's context fixes the number
+  of subrounds when built; this one sets it for each call from the call's
+  clients (TFF's `cardinalities_utils.infer_cardinalities`, as the context
+  itself counts them). The numbers equal one worker's up to float rounding
+  (the order of the aggregation's sums).
+  """
+
+  def __init__(self, async_contexts: Sequence[tff.framework.AsyncContext],
+               clients_per_group: Optional[int] = None):
+    _checked_settings(clients_per_group=clients_per_group)
+    super().__init__(
+        async_contexts,
+        compiler_fn=mergeable_comp_compiler.compile_to_mergeable_comp_form)
+    self._workers = len(async_contexts)
+    self._clients_per_group = clients_per_group
+
+  def invoke(self, comp, arg=None):
+    clients = 0
+    if arg is not None and self._clients_per_group is not None:
+      clients = cardinalities_utils.infer_cardinalities(
+          arg, comp.type_signature.parameter).get(tff.CLIENTS, 0)
+      clients = -(-clients // self._clients_per_group)
+    # TFF's attribute (`num_subrounds` of its constructor), read per call.
+    self._num_subrounds = max(self._workers, clients)
+    return super().invoke(comp, arg)
+
+
+def build_remote_context(addresses: Sequence[str],
+                         clients_per_group: Optional[int] = None):
   """The TFF context that runs computations on the workers at `addresses`.
 
-  One address: TFF's `SyncExecutionContext` over a `RemoteExecutor`. Several:
-  one `AsyncExecutionContext` per worker, joined by TFF's mergeable-computation
-  context (`tff.backends.native.create_mergeable_comp_execution_context`),
-  which splits each round's clients across the workers and merges their
-  partial aggregates. Raises ValueError for a malformed address
-  (`check_worker_address`) before connecting to any. Waits until every
-  worker answers. Installs nothing: see `set_remote_context`, or
-  `tff.framework.get_context_stack().install(context)` for a `with` block.
+  One address and no `clients_per_group`: TFF's `SyncExecutionContext` over
+  a `RemoteExecutor`. Otherwise one `AsyncExecutionContext` per worker,
+  joined by a `GroupingContext` (TFF's mergeable-computation context), which
+  splits each call's clients across the workers, in groups of at most
+  `clients_per_group` when given, and merges their partial aggregates.
+  Raises ValueError for a malformed address (`check_worker_address`) or a
+  `clients_per_group` that is not None or an integer >= 1, before connecting
+  to any. Waits until every worker answers. Installs nothing: see
+  `set_remote_context`, or `tff.framework.get_context_stack().install(
+  context)` for a `with` block.
   """
   if isinstance(addresses, str):
     addresses = [addresses]
@@ -356,7 +397,8 @@ def build_remote_context(addresses: Sequence[str]):
     raise ValueError('A remote context needs at least one worker address.')
   for address in addresses:
     check_worker_address(address)
-  if len(addresses) == 1:
+  _checked_settings(clients_per_group=clients_per_group)
+  if len(addresses) == 1 and clients_per_group is None:
     return tff.framework.SyncExecutionContext(
         executor_fn=_executor_factory(addresses[0]), **_context_kwargs()
     )
@@ -366,15 +408,17 @@ def build_remote_context(addresses: Sequence[str]):
       )
       for address in addresses
   ]
-  return tff.backends.native.create_mergeable_comp_execution_context(contexts)
+  return GroupingContext(contexts, clients_per_group)
 
 
-def set_remote_context(addresses: Sequence[str]) -> None:
+def set_remote_context(addresses: Sequence[str],
+                       clients_per_group: Optional[int] = None) -> None:
   """Makes the TFF workers at `addresses` run every computation from now on.
 
-  The context is `build_remote_context(addresses)`'s.
+  The context is `build_remote_context(addresses, clients_per_group)`'s.
   """
-  tff.framework.set_default_context(build_remote_context(addresses))
+  tff.framework.set_default_context(
+      build_remote_context(addresses, clients_per_group))
 
 
 class RemoteRuntime:
@@ -383,14 +427,16 @@ class RemoteRuntime:
   Start a worker on each machine with the binary shipped in the
   tensorflow-federated wheel (`worker_binary_path()`): `worker_binary
   --port=PORT`. On exit the context that was the default before is restored.
+  `clients_per_group`: see `GroupingContext`.
   """
 
-  def __init__(self, addresses: Sequence[str]):
+  def __init__(self, addresses: Sequence[str],
+               clients_per_group: Optional[int] = None):
     self._previous_context = tff.framework.get_context_stack().current
     # The context it made the default (`build_remote_context`); a program
     # that alternates between runtimes installs it for a `with` block:
     # `tff.framework.get_context_stack().install(runtime.context)`.
-    self.context = build_remote_context(addresses)
+    self.context = build_remote_context(addresses, clients_per_group)
     tff.framework.set_default_context(self.context)
 
   def close(self) -> None:
@@ -422,6 +468,8 @@ class LocalRuntime:
     inter_op_threads: each worker's TF_NUM_INTEROP_THREADS; None: inherited.
     max_concurrent_computation_calls: each worker's flag of that name; None:
       no limit.
+    clients_per_group: at most this many of a call's clients at once on a
+      worker (`GroupingContext`); None: all of them.
 
   Raises:
     ValueError: `num_workers` < 1, or a setting that is not None or an
@@ -435,6 +483,7 @@ class LocalRuntime:
       intra_op_threads: Optional[int] = None,
       inter_op_threads: Optional[int] = None,
       max_concurrent_computation_calls: Optional[int] = None,
+      clients_per_group: Optional[int] = None,
   ):
     if num_workers < 1:
       raise ValueError(f'num_workers must be >= 1; got {num_workers}.')
@@ -443,6 +492,7 @@ class LocalRuntime:
         inter_op_threads=inter_op_threads,
         max_concurrent_computation_calls=max_concurrent_computation_calls,
     )
+    _checked_settings(clients_per_group=clients_per_group)
     self.log_dir = tempfile.mkdtemp(prefix='tff_kd_workers_')
     self.workers = []
     self._remote = None
@@ -451,7 +501,8 @@ class LocalRuntime:
       for _ in range(num_workers):
         self.workers.append(LocalWorker(log_dir=self.log_dir, **settings))
       atexit.register(self.close)  # After the workers' hooks: runs first.
-      self._remote = RemoteRuntime([w.address for w in self.workers])
+      self._remote = RemoteRuntime([w.address for w in self.workers],
+                                   clients_per_group)
       self.context = self._remote.context
     except Exception:
       self.close()

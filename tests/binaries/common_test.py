@@ -43,7 +43,8 @@ class SettingsTest(tf.test.TestCase):
     algorithm = registry.get('fedntd')
     hparams = common.run_hparams(settings, algorithm, experiment_name='x')
     self.assertEqual(hparams[experiment.RUNTIME_KEY], dict(
-        workers=('h:1',), local_workers=1, root_output_dir='/tmp/tff_kd',
+        workers=('h:1',), local_workers=1, clients_per_group=None,
+        root_output_dir='/tmp/tff_kd',
         resume=False, debug=False, experiment_name='x'))
     top = set(hparams) - {experiment.RUNTIME_KEY}
     self.assertEqual(

@@ -150,7 +150,8 @@ class RunComparisonTest(tf.test.TestCase):
       hparams = json.load(f)
     self.assertEqual(hparams['seed'], 1)
     self.assertEqual(hparams[experiment.RUNTIME_KEY], dict(
-        workers=[], local_workers=1, root_output_dir=root, resume=False,
+        workers=[], local_workers=1, clients_per_group=None,
+        root_output_dir=root, resume=False,
         debug=False, algorithms=['fedavg'], seeds=[1], target_accuracy=0.5,
         report_rounds=[1]))
     # The same comparison from the command line: the same numbers.

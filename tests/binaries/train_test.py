@@ -113,8 +113,8 @@ class HparamsTest(tf.test.TestCase):
     other_algorithms = {
         name for a in registry.ALGORITHMS.values() for name in a.hparams
     } - set(registry.get('fedntd').hparams)
-    runtime = {'workers', 'local_workers', 'root_output_dir', 'resume',
-               'debug', 'experiment_name'}
+    runtime = {'workers', 'local_workers', 'clients_per_group',
+               'root_output_dir', 'resume', 'debug', 'experiment_name'}
     self.assertContainsSubset({'ntd_beta', 'ntd_temperature', 'alpha'},
                               defined - other_algorithms - runtime)
     self.assertEqual(set(hparams) - {experiment.RUNTIME_KEY},

@@ -1,5 +1,6 @@
-"""Two TFF workers (mergeable context) give the numbers of one worker, for
-FedAvg, FedDF and FD (stateful clients); workers stop at once, log privately,
+"""Two TFF workers (mergeable context), and one worker running a round's
+clients in groups, give the numbers of one worker, for FedAvg, FedDF and FD
+(stateful clients); the groups have the configured size; workers stop at once, log privately,
 and fail fast on bad addresses or start-up failures; worker settings (threads,
 concurrency) reach the worker, keep the numbers and are checked."""
 
@@ -58,13 +59,52 @@ class TwoWorkersTest(tf.test.TestCase):
       with runtime.LocalRuntime(num_workers=2) as two_workers:
         self.assertLen(two_workers.workers, 2)
         two = _two_rounds(process, client_data)
-      for a, b in zip(one[0], two[0]):
-        self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
-      train = 'client_work'
-      self.assertEqual(one[1][train]['non_finite_clients'],
-                       two[1][train]['non_finite_clients'])
+      with runtime.LocalRuntime(clients_per_group=1):  # 4 groups of 1.
+        grouped = _two_rounds(process, client_data)
+      for other in (two, grouped):
+        for a, b in zip(one[0], other[0]):
+          self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+        train = 'client_work'
+        self.assertEqual(one[1][train]['non_finite_clients'],
+                         other[1][train]['non_finite_clients'])
     for worker in two_workers.workers:
       self.assertIsNotNone(worker.process.poll())  # Stopped on exit.
+
+  def test_a_call_runs_its_clients_in_groups_of_the_given_size(self):
+
+    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+    def mean(values):
+      return tff.federated_mean(values)
+
+    class Recording(tff.framework.AsyncExecutionContext):
+      """Records the clients of each call of the part before the merge."""
+
+      def __init__(self, address, calls):
+        super().__init__(
+            executor_fn=runtime._executor_factory(address),  # pylint: disable=protected-access
+            **runtime._context_kwargs())  # pylint: disable=protected-access
+        self._calls = calls
+
+      async def invoke(self, comp, arg):
+        if comp.type_signature.parameter == mean.type_signature.parameter:
+          self._calls.append(len(arg))
+        return await super().invoke(comp, arg)
+
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    with runtime.LocalWorker() as one, runtime.LocalWorker() as other:
+      for addresses, group, expected in [
+          ([one.address], 3, [3, 2, 2]),  # ceil(7 / 3) groups.
+          ([one.address], None, [7]),
+          ([one.address, other.address], None, [4, 3]),  # One per worker.
+          ([one.address, other.address], 5, [4, 3]),
+          ([one.address, other.address], 2, [2, 2, 2, 1]),
+      ]:
+        calls = []
+        context = runtime.GroupingContext(
+            [Recording(a, calls) for a in addresses], group)
+        self.assertAllClose(context.invoke(mean, values), 4.0)
+        self.assertEqual(sorted(calls, reverse=True), expected,
+                         (addresses, group))
 
 
 class WorkerSettingsTest(tf.test.TestCase):
@@ -111,8 +151,11 @@ class WorkerSettingsTest(tf.test.TestCase):
     for name, value in [('intra_op_threads', 0), ('inter_op_threads', -2),
                         ('max_concurrent_computation_calls', 1.5),
                         ('intra_op_threads', True),
-                        ('inter_op_threads', '2')]:
+                        ('inter_op_threads', '2'),
+                        ('clients_per_group', 0)]:
       for start in (runtime.LocalRuntime, runtime.LocalWorker):
+        if name == 'clients_per_group' and start is runtime.LocalWorker:
+          continue  # A context's setting, not a worker's.
         with self.assertRaises(ValueError) as error:
           start(**{name: value})
         self.assertEqual(
