@@ -1,4 +1,4 @@
-r"""Measures round times: against PyTorch, TFF overhead, every algorithm, scale.
+r"""Measures round times: against PyTorch, TFF overhead, every algorithm.
 
   python -m binaries.benchmark --output=docs/PERFORMANCE.md \
     [--torch_path=.venv-bench]
@@ -9,7 +9,7 @@ of one invocation come from one run: the in-process ones are medians over
 compilation), the rounds of the variants compared in a table interleaved
 (a, b, c, a, b, c, ...), so a slow phase of the shared machine falls on all
 of them alike. The report gives the load average at the start and the end.
-Workload but in sections 1, 2 and 6: digits, 10 clients of ~67 examples
+Workload but in section 1: digits, 10 clients of ~67 examples
 (IID split over 17 clients, 10 sampled), 1 local epoch, batch 16, the task's
 `cnn`.
 
@@ -38,10 +38,8 @@ Workload but in sections 1, 2 and 6: digits, 10 clients of ~67 examples
 3. each registered algorithm, relative to our FedAvg.
 4. server distillation (FedDF's loop, `tff_kd.server_distillation`):
    examples per second as a `tf.function` and run eagerly.
-5. scale: FedAvg round time and peak resident memory (trainer and TFF
-   worker) with --scale_clients clients per round on mnist1d (IID, 1 epoch,
-   batch 16, `cnn`), and the 100-client round on 1 vs --scale_workers local
-   workers (TFF's mergeable context).
+Population scale (memory against the clients) is `binaries.population`'s
+page, docs/POPULATION.md, linked from this one.
 
 Our TFF workers run with the --worker_* flags (`tff_kd.runtime.LocalRuntime`
 arguments; default: TFF's and TensorFlow's defaults).
@@ -61,7 +59,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from unittest import mock
 
 from absl import app
@@ -98,16 +95,6 @@ TIMED_ROUNDS = flags.DEFINE_integer('timed_rounds', 20, 'Timed rounds.')
 BENCH_ALGORITHMS = flags.DEFINE_list(
     'bench_algorithms', sorted(registry.ALGORITHMS),
     'Algorithms timed relative to FedAvg.'
-)
-SCALE_CLIENTS = flags.DEFINE_list(
-    'scale_clients', ['10', '100', '500'],
-    'Clients per round of the scale measurement (mnist1d).'
-)
-SCALE_WORKERS = flags.DEFINE_integer(
-    'scale_workers', 2, 'Local workers compared with one worker.'
-)
-SCALE_WORKERS_CLIENTS = flags.DEFINE_integer(
-    'scale_workers_clients', 100, 'Clients per round of that comparison.'
 )
 DISTILL_STEPS = flags.DEFINE_integer(
     'bench_distill_steps', 200, 'Steps of the distillation measurement.'
@@ -1078,69 +1065,6 @@ def _distillation_rates(task, steps):
   return rates
 
 
-class _PeakRss:
-  """Samples the resident memory of processes every 20 ms; keeps the peak."""
-
-  def __init__(self, pids):
-    self._processes = [psutil.Process(pid) for pid in pids]
-    self.peak = [0] * len(pids)
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-
-  def _run(self):
-    while not self._stop.is_set():
-      for i, process in enumerate(self._processes):
-        self.peak[i] = max(self.peak[i], process.memory_info().rss)
-      time.sleep(0.02)
-
-  def __enter__(self):
-    self._thread.start()
-    return self
-
-  def __exit__(self, *unused):
-    self._stop.set()
-    self._thread.join()
-
-
-def _scale_task(num_clients):
-  """mnist1d split IID over `num_clients`, 1 epoch, batch 16, the `cnn`."""
-  return tasks.create_task(
-      'mnist1d',
-      train_client_spec=tff.simulation.baselines.ClientSpec(
-          num_epochs=1, batch_size=16),
-      model='cnn', partition='iid', num_clients=num_clients, seed=0,
-  )
-
-
-def _scale(num_clients, num_workers, warmup, timed):
-  """(seconds per round, peak trainer MB, peak worker MB, examples/client)."""
-  task = _scale_task(num_clients)
-  datasets = [task.datasets.train_preprocess_fn(
-      task.datasets.train_data.create_tf_dataset_for_client(c))
-              for c in task.datasets.train_data.client_ids]
-  with runtime.LocalRuntime(num_workers=num_workers,
-                            **_worker_settings()) as local:
-    process = registry.get('fedavg').build(
-        task, client_learning_rate=_LR, server_learning_rate=1.0,
-        clients_per_round=num_clients)
-    step = _process_step_fn(process, datasets)
-    for _ in range(warmup):
-      step()
-    pids = [os.getpid()] + [w.process.pid for w in local.workers]
-    with _PeakRss(pids) as rss:
-      seconds = _median_round_seconds(step, 0, timed)
-  mb = [p / 2**20 for p in rss.peak]
-  return seconds, mb[0], sum(mb[1:]), np.mean(
-      [len(i) for i in task.client_indices])
-
-
-def _model_mb(task):
-  """MB of the task model's float32 trainable weights (built in a graph)."""
-  with tf.Graph().as_default():
-    variables = task.model_fn().trainable_variables
-  return sum(4 * v.shape.num_elements() for v in variables) / 2**20
-
-
 def _process_step_fn(process, datasets):
   state = [process.initialize()]
 
@@ -1222,26 +1146,6 @@ def main(argv):
                                  for k in ('ours', 'tff', 'tff_iterator')})
   per_algorithm = {name: medians[f'algorithm {name}']
                    for name in BENCH_ALGORITHMS.value}
-  scale = {n: _scale(n, 1, 1, timed) for n in map(int, SCALE_CLIENTS.value)}
-  fewest, most = min(scale), max(scale)
-  growth = []
-  if most > fewest:
-    model_mb = _model_mb(_scale_task(most))
-    per_client = (scale[most][2] - scale[fewest][2]) / (most - fewest)
-    growth = [
-        '',
-        f'Worker memory from {fewest} to {most} clients per round: '
-        f'{per_client:.2f} MB per added client, '
-        f'{per_client / model_mb:.1f} x the model ({model_mb:.2f} MB of '
-        'float32 weights): the models being averaged. TFF\'s C++ executor '
-        'runs every client\'s computation before the federated mean sums '
-        'their outputs, so all the round\'s client values (inputs and '
-        'updates) are alive at once; which buffers make up the multiple was '
-        'not broken down.',
-    ]
-  workers, at = SCALE_WORKERS.value, SCALE_WORKERS_CLIENTS.value
-  scale_workers = _scale(at, workers, 1, timed)
-  scale_one = scale.get(at) or _scale(at, 1, 1, timed)
 
   command = ' '.join(['python -m binaries.benchmark'] + sys.argv[1:])
   load_at_end = _load()
@@ -1311,39 +1215,13 @@ def main(argv):
       f'{distill_rates["tf.function"] / distill_rates["eager"]:.1f} x eager |',
       f'| eager | {distill_rates["eager"]:,.0f} | 1.0 |',
       '',
-      '## Scale: clients per round (mnist1d, FedAvg)',
+      '## Population scale',
       '',
-      'IID split over as many clients as take part, 1 epoch, batch 16, the '
-      '`cnn`; peak resident memory sampled every 20 ms over the timed rounds.',
-      '',
-      'How client data reach TFF: each sampled client\'s `tf.data.Dataset` '
-      '(its slice of the task arrays, shuffled, repeated, batched) is an '
-      'argument of the round computation; TFF serializes the dataset\'s '
-      'graph, which holds only that client\'s examples, and the worker '
-      'iterates it lazily, one batch at a time, in '
-      '`local_training.dataset_reduce`\'s loop. So the trainer never '
-      'materializes a round\'s data and a client\'s batches exist only '
-      'while it trains. The loop is a `for` over the dataset\'s iterator, '
-      'not `Dataset.reduce`: that op instantiates its reduce function anew '
-      'on every call, about 50 ms per client for the `cnn`\'s training step '
-      '(with it, this page at commit 3a4b0c6 had the plain loop at 0.591 s '
-      'per round).',
-      '',
-      '| clients per round | examples per client | seconds per round | '
-      'ms per client | peak trainer MB | peak worker MB |',
-      '|---|---|---|---|---|---|',
-  ] + [
-      f'| {n} | {size:.1f} | {sec:.2f} | {1000 * sec / n:.1f} | '
-      f'{trainer:.0f} | {worker:.0f} |'
-      for n, (sec, trainer, worker, size) in scale.items()
-  ] + [
-      '',
-      f'{at} clients per round on 1 worker: {scale_one[0]:.2f} s; on '
-      f'{workers} local workers (TFF mergeable context): '
-      f'{scale_workers[0]:.2f} s (ratio {scale_workers[0] / scale_one[0]:.2f}'
-      f'); peak worker MB {scale_one[2]:.0f} vs {scale_workers[2]:.0f} '
-      '(summed).',
-  ] + growth
+      'Memory (trainer, worker, client store on disk) against the total '
+      'number of clients and the clients per round, checkpoints, round time '
+      'on 1 and 2 workers: [POPULATION.md](POPULATION.md), written by '
+      '`python -m binaries.population`.',
+  ]
   report = '\n'.join(lines) + '\n'
   os.makedirs(os.path.dirname(OUTPUT.value) or '.', exist_ok=True)
   with open(OUTPUT.value, 'w') as f:

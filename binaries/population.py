@@ -34,8 +34,9 @@ Five measurements, written to `--output` (JSON) and `--markdown` (tables):
    and the last of `--sweep` clients per round with TFF's weighted mean (the
    default), its unweighted mean, and data built by the trainer.
 
-`--measurements` picks them (default 1,2,3). Results are written after every
-run; a run is stopped after `--child_timeout` seconds.
+`--measurements` picks them (default 1,2,3; none: write the page of the
+results already in `--output`). Results are written after every run; a run
+is stopped after `--child_timeout` seconds.
 
 With `--worker_limits=1,4`, measurement 2's FedAvg is repeated with the TFF
 worker's `max_concurrent_computation_calls` at each value; with
@@ -49,21 +50,24 @@ data built by the trainer. Settings a `--tree` lacks are reported as errors.
 
 import inspect
 import json
+import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from absl import app
 from absl import flags
 import psutil
 
+from binaries import memory
+
 OUTPUT = flags.DEFINE_string('output', None, 'JSON file of the results.')
-MARKDOWN = flags.DEFINE_string('markdown', None, 'Markdown tables of them.')
+MARKDOWN = flags.DEFINE_string('markdown', None, 'The page of them '
+                                 '(docs/POPULATION.md).')
 POPULATIONS = flags.DEFINE_list('populations', ['100', '1000', '3400'],
                                 'Numbers of clients (measurement 1).')
 ALGORITHMS = flags.DEFINE_list('algorithms', ['fedavg', 'fd', 'dsfl'],
@@ -87,47 +91,22 @@ MEASUREMENTS = flags.DEFINE_list('measurements', ['1', '2', '3'],
                                  'Which measurements to run.')
 TREE = flags.DEFINE_string(
     'tree', None, 'Run the measurements with the code of this checkout '
-    '(e.g. an earlier commit, with this file and its task copied in); '
-    'default: this one.')
+    '(e.g. an earlier commit, with this file, binaries/memory.py and its '
+    'task copied in); default: this one.')
 CHILD_TIMEOUT = flags.DEFINE_integer(
     'child_timeout', 3600, 'Seconds after which a run is stopped (reported '
     'with its peak trainer memory until then).')
+BEFORE = flags.DEFINE_string(
+    'before', None, 'JSON of an earlier run of this binary (e.g. with '
+    '--tree at an earlier commit) whose measurement 1 the page shows too.')
+TASK = flags.DEFINE_string(
+    'task', 'mnist1d_85k', 'The task of every run (another for a quick '
+    'check).')
+SWEEP_POPULATION = flags.DEFINE_integer(
+    'sweep_population', 3400, 'Clients of measurements 2-5.')
 CHILD = flags.DEFINE_string('child', None, 'Internal: one run, as JSON.')
 
-_TASK = 'mnist1d_85k'
-_SWEEP_POPULATION = 3400
 _MB = 2**20
-
-
-class _PeakRss:
-  """Samples resident memory every 20 ms: this process and its children."""
-
-  def __init__(self):
-    self._me = psutil.Process()
-    self.trainer = 0
-    self.workers = 0
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-
-  def _run(self):
-    while not self._stop.is_set():
-      self.trainer = max(self.trainer, self._me.memory_info().rss)
-      total = 0
-      for child in self._me.children(recursive=True):
-        try:
-          total += child.memory_info().rss
-        except psutil.Error:
-          pass
-      self.workers = max(self.workers, total)
-      time.sleep(0.02)
-
-  def __enter__(self):
-    self._thread.start()
-    return self
-
-  def __exit__(self, *unused):
-    self._stop.set()
-    self._thread.join()
 
 
 def _directory_bytes(path):
@@ -151,7 +130,7 @@ def _run_child(spec):
   load = os.getloadavg()[0]
   start = time.perf_counter()
   task = tasks.create_task(
-      _TASK, train_client_spec=tff.simulation.baselines.ClientSpec(
+      spec['task'], train_client_spec=tff.simulation.baselines.ClientSpec(
           num_epochs=1, batch_size=16),
       model='cnn', partition='iid', num_clients=spec['population'], seed=0)
   setup_seconds = time.perf_counter() - start
@@ -182,7 +161,7 @@ def _run_child(spec):
         experiment.run_experiment).parameters:
       kwargs = dict(data_on_workers=spec['data_on_workers'],
                     on_checkpoint=checkpoints.append)
-    with _PeakRss() as peak:
+    with memory.PeakRss() as peak:
       rows = experiment.run_experiment(
           process, task, total_rounds=spec['rounds'],
           clients_per_round=spec['clients_per_round'],
@@ -266,7 +245,7 @@ def _measure(spec):
 def _spec(algorithm, population, clients_per_round, *, data_on_workers=True,
           workers=1, worker_limit=None, clients_per_group=None,
           unweighted=False):
-  return dict(algorithm=algorithm, population=population,
+  return dict(task=TASK.value, algorithm=algorithm, population=population,
               clients_per_round=clients_per_round, rounds=ROUNDS.value,
               data_on_workers=data_on_workers, workers=workers,
               worker_limit=worker_limit,
@@ -292,89 +271,206 @@ def _worker(r):
   return 'default'
 
 
-def _markdown(results):
-  parts = []
+def _model_mb(task_name):
+  """MB of the task model's float32 trainable weights (built in a graph)."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  import tensorflow_federated as tff
+  import tasks
+  # pylint: enable=g-import-not-at-top
+  task = tasks.create_task(
+      task_name, train_client_spec=tff.simulation.baselines.ClientSpec(
+          num_epochs=1, batch_size=16),
+      model='cnn', partition='iid', num_clients=10, seed=0)
+  with tf.Graph().as_default():
+    return sum(4 * v.shape.num_elements()
+               for v in task.model_fn().trainable_variables) / _MB
+
+
+def _slope(first, last):
+  """Peak worker MB per added client between two runs."""
+  return (last['peak_workers_mb'] - first['peak_workers_mb']) / (
+      last['clients_per_round'] - first['clients_per_round'])
+
+
+def _median(runs, key):
+  return statistics.median(r[key] for r in runs)
+
+
+def _by(runs, key):
+  """`runs` without errors, grouped by `key(run)`, each sorted by clients."""
+  groups = {}
+  for r in runs:
+    if 'error' not in r:
+      groups.setdefault(key(r), []).append(r)
+  for group in groups.values():
+    group.sort(key=lambda r: r['clients_per_round'])
+  return groups
+
+
+def _population_rows(runs):
+  return [[r['algorithm'], f'{r["population"]:,}',
+           f'{r["peak_trainer_mb"]:.0f}', f'{r["trainer_maxrss_mb"]:.0f}',
+           f'{r["peak_workers_mb"]:.0f}', f'{r["round_seconds"]:.2f}',
+           # Not measured by a --tree without `on_checkpoint`: nan.
+           '-' if math.isnan(r['checkpoint_seconds'])
+           else f'{r["checkpoint_seconds"]:.3f}',
+           f'{r["checkpoint_bytes"] / _MB:.2f}',
+           f'{r["store_bytes"] / _MB:.1f}'] if 'error' not in r else
+          [r['algorithm'], f'{r["population"]:,}',
+           f'{r["peak_trainer_mb"]:.0f} ({r["error"]})'] + ['-'] * 6
+          for r in runs]
+
+
+def _markdown(results, before, model_mb):
+  """The page of `results` (and of `before`'s population runs)."""
+  built = {True: 'worker', False: 'trainer'}
+  clients = results.get('sweep_population', 3400)
+  described = {'mnist1d_85k': ' (MNIST-1D generated at 86,000 signals, '
+                              '`tasks.data`)'}.get(results['task'], '')
+  parts = [
+      '# Population scale',
+      f'Measured by `{results["command"]}` at commit {results["commit"]} '
+      f'on a machine with {results["cores"]} cores and no GPU. Task '
+      f'`{results["task"]}`{described} split IID, the `cnn` '
+      f'({model_mb:.2f} MB of float32 weights), 1 local epoch, batch 16, a '
+      'checkpoint every round. Every run is a process of its own (its peak '
+      'memory is its own): resident memory of the trainer and of its TFF '
+      'workers sampled every 20 ms while it trains (`binaries.memory`), '
+      '`ru_maxrss` over the whole trainer process, each checkpoint\'s '
+      'seconds and bytes from `run_experiment(on_checkpoint=...)` (program '
+      'state plus the client store\'s commit and the rows written since '
+      'the checkpoint before), the store\'s files on disk; seconds per '
+      'round: the median of rounds 2 on (round 1 traces). Each run records '
+      'the 1-minute load average (JSON next to this page): round times '
+      'move with it, memory does not.',
+  ]
   population = results.get('population', [])
   if population:
-    parts.append(_table(
-        ['algorithm', 'clients', 'peak trainer MB', 'trainer maxrss MB',
-         'peak worker MB', 's per round', 'checkpoint s', 'checkpoint MB',
-         'program state KB', 'store on disk MB'],
-        [[r['algorithm'], f'{r["population"]:,}', f'{r["peak_trainer_mb"]:.0f}',
-          f'{r["trainer_maxrss_mb"]:.0f}', f'{r["peak_workers_mb"]:.0f}',
-          f'{r["round_seconds"]:.2f}', f'{r["checkpoint_seconds"]:.3f}',
-          f'{r["checkpoint_bytes"] / _MB:.2f}',
-          f'{r["program_state_bytes"] / 1024:.0f}',
-          f'{r["store_bytes"] / _MB:.1f}'] if 'error' not in r else
-         [r['algorithm'], f'{r["population"]:,}',
-          f'{r["peak_trainer_mb"]:.0f} ({r["error"]})'] + ['-'] * 7
-         for r in population]))
+    parts += [
+        f'## Memory against the population '
+        f'({population[0]["clients_per_round"]} clients per round, '
+        f'{results["rounds"]} rounds)',
+        _table(['algorithm', 'clients', 'peak trainer MB',
+                'trainer maxrss MB', 'peak worker MB', 's per round',
+                'checkpoint s', 'checkpoint MB', 'store on disk MB'],
+               _population_rows(population)),
+    ]
+    if results['task'] == 'mnist1d_85k':
+      parts.append(
+          'A client has 68,000 / clients training examples (the IID split of '
+          'the 85,000 signals less the server\'s 10% validation and 10% '
+          'public splits), so a round is faster the more clients there are.')
+    by_algorithm = {}
+    for r in population:
+      if 'error' not in r:
+        by_algorithm.setdefault(r['algorithm'], []).append(r)
+    parts.append('From the fewest to the most clients, peak trainer MB: ' +
+                 '; '.join(
+                     f'{a} {rs[0]["peak_trainer_mb"]:.0f} -> '
+                     f'{rs[-1]["peak_trainer_mb"]:.0f}'
+                     for a, rs in by_algorithm.items()) +
+                 '. The stateful algorithms\' checkpoint holds the program '
+                 'state (a few KB: the store\'s version, the server model) '
+                 'and the rows of the clients trained since the checkpoint '
+                 'before, so it does not grow with the population; the '
+                 'store on disk holds the clients trained so far (a client '
+                 'never trained is at its prototype\'s initial state and '
+                 'has no row).')
+  if before and before.get('population'):
+    parts += [
+        f'Before the client store (`--tree` at commit '
+        f'{before["commit"]}: every client\'s state in the program state, '
+        'rewritten by every checkpoint), the same runs:',
+        _table(['algorithm', 'clients', 'peak trainer MB',
+                'trainer maxrss MB', 'peak worker MB', 's per round',
+                'checkpoint s', 'checkpoint MB', 'store on disk MB'],
+               _population_rows(before['population'])),
+    ]
   sweep = results.get('clients_per_round', [])
   if sweep:
-    parts.append(_table(
-        ['algorithm', 'client data', 'worker', 'clients per round',
-         's per round', 'peak trainer MB', 'peak worker MB'],
-        [[r['algorithm'], 'built on the worker' if r['data_on_workers']
-          else 'datasets from the trainer', _worker(r),
-          r['clients_per_round'], f'{r["round_seconds"]:.2f}',
-          f'{r["peak_trainer_mb"]:.0f}', f'{r["peak_workers_mb"]:.0f}']
-         for r in sweep if 'error' not in r]))
-    slopes = []
-    groups = {}
-    for r in sweep:
-      if 'error' not in r:
-        key = (r['algorithm'], r['data_on_workers'], _worker(r))
-        groups.setdefault(key, []).append(r)
-    for (name, on_workers, limit), group in groups.items():
-      group.sort(key=lambda r: r['clients_per_round'])
-      first, last = group[0], group[-1]
-      if last['clients_per_round'] > first['clients_per_round']:
-        per_client = (last['peak_workers_mb'] - first['peak_workers_mb']) / (
-            last['clients_per_round'] - first['clients_per_round'])
-        slopes.append([name, 'worker' if on_workers else 'trainer',
-                       limit, f'{per_client:.3f}'])
-    parts.append(_table(['algorithm', 'client data built by', 'worker',
-                         'worker MB per added client'], slopes))
-  workers = results.get('workers', [])
-  if workers:
-    parts.append(_table(
-        ['workers', 'client data built by', 'clients per round',
-         's per round', 'peak trainer MB', 'peak workers MB (summed)'],
-        [[r['workers'], 'workers' if r['data_on_workers'] else 'trainer',
-          r['clients_per_round'], f'{r["round_seconds"]:.2f}',
-          f'{r["peak_trainer_mb"]:.0f}', f'{r["peak_workers_mb"]:.0f}']
-         for r in workers]))
+    groups = _by(sweep, lambda r: (r['algorithm'], r['data_on_workers'],
+                                   _worker(r)))
+    parts += [
+        f'## Memory against the clients per round ({clients:,} '
+        'clients)',
+        'Client data built by the worker (a round\'s input is the sampled '
+        'client ids, the datasets built where the computation runs: '
+        '`tff.simulation.compose_dataset_computation_with_learning_process`)'
+        ' or by the trainer (each client\'s `tf.data.Dataset` serialized '
+        'into the round); the worker runs all of a round\'s clients at '
+        'once (default), one at a time (the worker binary\'s '
+        '`max_concurrent_computation_calls=1`), or in groups '
+        '(`--clients_per_group`, `tff_kd.runtime.GroupingContext`).',
+        _table(['algorithm', 'client data built by', 'worker',
+                'clients per round', 's per round', 'peak trainer MB',
+                'peak worker MB', 'worker MB per added client'],
+               [[name, built[on_workers], worker, r['clients_per_round'],
+                 f'{r["round_seconds"]:.2f}', f'{r["peak_trainer_mb"]:.0f}',
+                 f'{r["peak_workers_mb"]:.0f}',
+                 f'{_slope(runs[0], r):.3f}' if r is not runs[0] else '']
+                for (name, on_workers, worker), runs in groups.items()
+                for r in runs]),
+        'Worker MB per added client: the slope of the peak from the fewest '
+        f'clients per round. The model is {model_mb:.2f} MB.',
+    ]
   breakdown = results.get('breakdown', [])
   if breakdown:
-    groups = {}
-    for r in breakdown:
-      key = (_worker(r), 'worker' if r['data_on_workers'] else 'trainer')
-      groups.setdefault(key, []).append(r)
-    rows = []
-    for (worker, built), group in groups.items():
-      group.sort(key=lambda r: r['clients_per_round'])
-      first, last = group[0], group[-1]
-      rows.append([worker, built, first['clients_per_round'],
-                   f'{first["peak_workers_mb"]:.0f}', last['clients_per_round'],
-                   f'{last["peak_workers_mb"]:.0f}',
-                   f'{(last["peak_workers_mb"] - first["peak_workers_mb"]) / (last["clients_per_round"] - first["clients_per_round"]):.3f}'])
-    parts.append(_table(['round', 'client data built by', 'clients',
-                         'peak worker MB', 'clients', 'peak worker MB',
-                         'MB per added client'], rows))
+    groups = _by(breakdown, lambda r: (_worker(r), r['data_on_workers']))
+    parts += [
+        '## Worker memory per client: what the round keeps',
+        f'FedAvg, {clients:,} clients, one worker.',
+        _table(['aggregation', 'client data built by', 'clients per round',
+                'peak worker MB', 'clients per round', 'peak worker MB',
+                'MB per added client', 'x the model'],
+               [[worker, built[on_workers], runs[0]['clients_per_round'],
+                 f'{runs[0]["peak_workers_mb"]:.0f}',
+                 runs[-1]['clients_per_round'],
+                 f'{runs[-1]["peak_workers_mb"]:.0f}',
+                 f'{_slope(runs[0], runs[-1]):.3f}',
+                 f'{_slope(runs[0], runs[-1]) / model_mb:.2f}']
+                for (worker, on_workers), runs in groups.items()]),
+    ]
   timing = results.get('timing', [])
   if timing:
     by_variant = {}
     for r in timing:
-      key = ('trainer' if not r['data_on_workers'] else 'worker', _worker(r))
-      by_variant.setdefault(key, []).append(r)
-    parts.append(_table(
-        ['client data built by', 'worker', 'clients per round',
-         's per round (each run)', 'median', 'load averages'],
-        [[built, worker, rs[0]['clients_per_round'],
-          ', '.join(f'{r["round_seconds"]:.2f}' for r in rs),
-          f'{statistics.median(r["round_seconds"] for r in rs):.2f}',
-          ', '.join(f'{r["load_average"][0]:.1f}' for r in rs)]
-         for (built, worker), rs in by_variant.items()]))
+      if 'error' not in r:
+        by_variant.setdefault((built[r['data_on_workers']], _worker(r)),
+                              []).append(r)
+    default = _median(by_variant[('worker', 'default')], 'round_seconds')
+    parts += [
+        '## Round time of the variants, interleaved',
+        f'FedAvg, {clients:,} clients, '
+        f'{timing[0]["clients_per_round"]} per round, one worker; the '
+        'variants run one after the other, that sequence repeated, so a '
+        'slow phase of the machine falls on all of them.',
+        _table(['client data built by', 'worker', 's per round (each run)',
+                'median', 'ratio to the default', 'peak worker MB (median)',
+                'load averages'],
+               [[b, worker, ', '.join(f'{r["round_seconds"]:.2f}'
+                                      for r in rs),
+                 f'{_median(rs, "round_seconds"):.2f}',
+                 f'{_median(rs, "round_seconds") / default:.2f}',
+                 f'{_median(rs, "peak_workers_mb"):.0f}',
+                 ', '.join(f'{r["load_average"][0]:.1f}' for r in rs)]
+                for (b, worker), rs in by_variant.items()]),
+    ]
+  workers = results.get('workers', [])
+  if workers:
+    parts += [
+        '## One and two workers',
+        f'FedAvg, {clients:,} clients, '
+        f'{workers[0]["clients_per_round"]} per round; two local workers '
+        'split each round\'s clients (TFF\'s mergeable context) on the '
+        f'same {results["cores"]} cores.',
+        _table(['workers', 'client data built by', 's per round',
+                'peak trainer MB', 'peak workers MB (summed)'],
+               [[r['workers'], built[r['data_on_workers']],
+                 f'{r["round_seconds"]:.2f}', f'{r["peak_trainer_mb"]:.0f}',
+                 f'{r["peak_workers_mb"]:.0f}']
+                for r in workers if 'error' not in r]),
+    ]
   return '\n\n'.join(parts) + '\n'
 
 
@@ -385,8 +481,18 @@ def main(argv):
     return
   if not OUTPUT.value:
     raise app.UsageError('--output is required.')
-  results = dict(command=' '.join(sys.argv), task=_TASK, rounds=ROUNDS.value,
-                 tree=TREE.value)
+  if not MEASUREMENTS.value:  # The page of earlier results.
+    with open(OUTPUT.value) as f:
+      results = json.load(f)
+  else:
+    results = dict(
+        command=' '.join(['python -m binaries.population'] + sys.argv[1:]),
+        commit=subprocess.run(
+            ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+            text=True, check=True, cwd=TREE.value).stdout.strip(),
+        cores=os.cpu_count(), task=TASK.value,
+        sweep_population=SWEEP_POPULATION.value, rounds=ROUNDS.value,
+        tree=TREE.value)
 
   def measure(key, spec):
     result = _measure(spec)
@@ -401,28 +507,29 @@ def main(argv):
       for n in POPULATIONS.value:
         measure('population', _spec(a, int(n), CLIENTS_PER_ROUND.value))
   sweep = [int(n) for n in SWEEP.value]
+  clients = SWEEP_POPULATION.value
   if '2' in MEASUREMENTS.value:
     print('2. clients per round')
     for a in SWEEP_ALGORITHMS.value:
       for on_workers in (True, False):
         for n in sweep:
-          measure('clients_per_round', _spec(a, _SWEEP_POPULATION, n,
+          measure('clients_per_round', _spec(a, clients, n,
                                              data_on_workers=on_workers))
     for limit in WORKER_LIMITS.value:
       for n in sweep:
-        measure('clients_per_round', _spec('fedavg', _SWEEP_POPULATION, n,
+        measure('clients_per_round', _spec('fedavg', clients, n,
                                            worker_limit=int(limit)))
     for group in CLIENTS_PER_GROUP.value:
       for a in SWEEP_ALGORITHMS.value:
         for n in sweep:
           measure('clients_per_round', _spec(
-              a, _SWEEP_POPULATION, n, clients_per_group=int(group)))
+              a, clients, n, clients_per_group=int(group)))
   if '3' in MEASUREMENTS.value:
     print('3. workers')
     middle = sweep[len(sweep) // 2]
     for on_workers in (True, False):
       for w in (1, 2):
-        measure('workers', _spec('fedavg', _SWEEP_POPULATION, middle,
+        measure('workers', _spec('fedavg', clients, middle,
                                  workers=w, data_on_workers=on_workers))
   if '4' in MEASUREMENTS.value:
     print('4. round time of the variants, interleaved')
@@ -432,17 +539,22 @@ def main(argv):
                 + [dict(data_on_workers=False)])
     for _ in range(TIMING_REPEATS.value):
       for variant in variants:
-        measure('timing', _spec('fedavg', _SWEEP_POPULATION, last, **variant))
+        measure('timing', _spec('fedavg', clients, last, **variant))
   if '5' in MEASUREMENTS.value:
     print('5. worker memory per client, by what the round keeps')
     for variant in (dict(), dict(unweighted=True),
                     dict(data_on_workers=False)):
       for n in (sweep[0], sweep[-1]):
-        measure('breakdown', _spec('fedavg', _SWEEP_POPULATION, n, **variant))
+        measure('breakdown', _spec('fedavg', clients, n, **variant))
+  before = None
+  if BEFORE.value:
+    with open(BEFORE.value) as f:
+      before = json.load(f)
+  page = _markdown(results, before, _model_mb(results['task']))
   if MARKDOWN.value:
     with open(MARKDOWN.value, 'w') as f:
-      f.write(_markdown(results))
-  print(_markdown(results))
+      f.write(page)
+  print(page)
 
 
 if __name__ == '__main__':

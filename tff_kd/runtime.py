@@ -73,8 +73,8 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.native import compiler
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
-from tensorflow_federated.python.core.impl.executors import cardinalities_utils
 from tensorflow_federated.python.core.impl.context_stack import set_default_context
+from tensorflow_federated.python.core.impl.executors import cardinalities_utils
 
 _GRPC_OPTIONS = [
     ('grpc.max_message_length', 2 * 1000 * 1000 * 1000),
@@ -348,7 +348,7 @@ class GroupingContext(tff.framework.MergeableCompExecutionContext):
   on the next free worker; a worker runs its subrounds one after the other,
   and each subround's partial aggregate is merged as it comes. TFF's C++
   executor keeps every client value of a call alive until the call's
-  aggregation (docs/PERFORMANCE.md, "Population scale"), so a worker holds
+  aggregation (docs/POPULATION.md), so a worker holds
   one group's clients instead of the round's. TFF's context fixes the number
   of subrounds when built; this one sets it for each call from the call's
   clients (TFF's `cardinalities_utils.infer_cardinalities`, as the context

@@ -37,8 +37,7 @@ class BenchmarkTest(tf.test.TestCase):
     output = self.create_tempfile().full_path
     with flagsaver.flagsaver(output=output, warmup_rounds=0, timed_rounds=1,
                              bench_algorithms=['fedavg', 'feddf'],
-                             scale_clients=['2', '4'],
-                             scale_workers_clients=4, bench_distill_steps=2,
+                             bench_distill_steps=2,
                              worker_settings=['mccc=1'], process_rounds=2,
                              process_repeats=1, time_train_binary=False):
       benchmark.main(['benchmark'])
@@ -70,8 +69,7 @@ class BenchmarkTest(tf.test.TestCase):
                 '| TFF `build_weighted_fed_avg(loop_implementation=',
                 '| fedavg |', '| feddf |',
                 '| `tf.function` (one `tf.while_loop`) |', '| eager |',
-                '| 2 | ', '| 4 | ', '4 clients per round on 1 worker',
-                'Worker memory from 2 to 4 clients per round'] + torch_rows:
+                '## Population scale', '](POPULATION.md)'] + torch_rows:
       self.assertIn(row, report)
 
   def test_without_torch_the_pytorch_rows_are_skipped_with_a_reason(self):

@@ -1,8 +1,9 @@
 """Two TFF workers (mergeable context), and one worker running a round's
 clients in groups, give the numbers of one worker, for FedAvg, FedDF and FD
-(stateful clients); the groups have the configured size; workers stop at once, log privately,
-and fail fast on bad addresses or start-up failures; worker settings (threads,
-concurrency) reach the worker, keep the numbers and are checked."""
+(stateful clients); the groups have the configured size; workers stop at
+once, log privately, and fail fast on bad addresses or start-up failures;
+worker settings (threads, concurrency) reach the worker, keep the numbers and
+are checked."""
 
 import collections
 import os
@@ -80,9 +81,10 @@ class TwoWorkersTest(tf.test.TestCase):
       """Records the clients of each call of the part before the merge."""
 
       def __init__(self, address, calls):
-        super().__init__(
-            executor_fn=runtime._executor_factory(address),  # pylint: disable=protected-access
-            **runtime._context_kwargs())  # pylint: disable=protected-access
+        # pylint: disable=protected-access
+        super().__init__(executor_fn=runtime._executor_factory(address),
+                         **runtime._context_kwargs())
+        # pylint: enable=protected-access
         self._calls = calls
 
       async def invoke(self, comp, arg):
