@@ -416,10 +416,16 @@ def _markdown(results, before, model_mb):
     ]
   breakdown = results.get('breakdown', [])
   if breakdown:
+    # With measurement 2's FedAvg runs one at a time and in groups.
+    breakdown = breakdown + [
+        r for r in sweep if r['algorithm'] == 'fedavg'
+        and (r.get('worker_limit') or r.get('clients_per_group'))]
     groups = _by(breakdown, lambda r: (_worker(r), r['data_on_workers']))
     parts += [
         '## Worker memory per client: what the round keeps',
-        f'FedAvg, {clients:,} clients, one worker.',
+        f'FedAvg, {clients:,} clients, one worker, from the fewest to the '
+        'most clients per round of `--sweep` (measurement 5, and '
+        'measurement 2\'s runs with a worker limit or groups).',
         _table(['aggregation', 'client data built by', 'clients per round',
                 'peak worker MB', 'clients per round', 'peak worker MB',
                 'MB per added client', 'x the model'],
@@ -430,6 +436,26 @@ def _markdown(results, before, model_mb):
                  f'{_slope(runs[0], runs[-1]):.3f}',
                  f'{_slope(runs[0], runs[-1]) / model_mb:.2f}']
                 for (worker, on_workers), runs in groups.items()]),
+        'What holds it, read in TFF 0.87\'s C++ executor (tensorflow_'
+        'federated/cc/core/impl/executors/): `federated_broadcast` gives '
+        'every client a reference to one server value (federating_executor'
+        '.cc, `ClientsAllEqualValue`), so the broadcast model is not copied '
+        'per client. `federated_map` starts every client\'s call at once, '
+        'and the reference-resolving executor keeps every local of the '
+        'round\'s block until the block returns (reference_resolving_'
+        'executor.cc): per client its model delta stays. TFF\'s weighted '
+        '`MeanFactory` multiplies each delta by its weight in a '
+        '`federated_map` of its own (aggregators/mean.py): a second model '
+        'per client (the unweighted mean has no such map). The sum is a '
+        'sequential fold (federating_executor.cc, `AGGREGATE`) whose '
+        'partial sums stay referenced through the futures of the calls '
+        'that made them: a third. Three models per client is about what '
+        'the default measures. The worker\'s '
+        '`max_concurrent_computation_calls` only sizes the TF executor\'s '
+        'thread pool: it bounds the training running at once, not what '
+        'finished clients leave behind. Groups bound it: each group\'s part '
+        'up to the merge is a call of its own, whose values are released '
+        'when it returns (`tff_kd.runtime.GroupingContext`).',
     ]
   timing = results.get('timing', [])
   if timing:
