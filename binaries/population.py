@@ -322,7 +322,7 @@ def _population_rows(runs):
           for r in runs]
 
 
-def _markdown(results, before, model_mb):
+def _markdown(results, before, model_mb, results_path):
   """The page of `results` (and of `before`'s population runs)."""
   built = {True: 'worker', False: 'trainer'}
   clients = results.get('sweep_population', 3400)
@@ -342,8 +342,8 @@ def _markdown(results, before, model_mb):
       'state plus the client store\'s commit and the rows written since '
       'the checkpoint before), the store\'s files on disk; seconds per '
       'round: the median of rounds 2 on (round 1 traces). Each run records '
-      'the 1-minute load average (JSON next to this page): round times '
-      'move with it, memory does not.',
+      f'the 1-minute load average (every run: `{results_path}`): round '
+      'times move with it, memory does not.',
   ]
   population = results.get('population', [])
   if population:
@@ -412,7 +412,14 @@ def _markdown(results, before, model_mb):
                 for (name, on_workers, worker), runs in groups.items()
                 for r in runs]),
         'Worker MB per added client: the slope of the peak from the fewest '
-        f'clients per round. The model is {model_mb:.2f} MB.',
+        f'clients per round. The model is {model_mb:.2f} MB. In groups, a '
+        'round whose clients return values (FD\'s new client states) '
+        'trains them twice: TFF\'s mergeable form runs the part of the '
+        'round after the aggregation on the round\'s argument and the '
+        'merged aggregate only (`mergeable_comp_compiler`: '
+        '`after_agg_callable(top_level_arg, [reported_result])`), so what '
+        'the clients computed before it is computed again there. FedAvg\'s '
+        'clients return nothing after the aggregation.',
     ]
   breakdown = results.get('breakdown', [])
   if breakdown:
@@ -576,7 +583,8 @@ def main(argv):
   if BEFORE.value:
     with open(BEFORE.value) as f:
       before = json.load(f)
-  page = _markdown(results, before, _model_mb(results['task']))
+  page = _markdown(results, before, _model_mb(results['task']),
+                   OUTPUT.value)
   if MARKDOWN.value:
     with open(MARKDOWN.value, 'w') as f:
       f.write(page)
