@@ -269,13 +269,27 @@ class BadFlagsTest(tf.test.TestCase):
         train.main(['train'])
 
 
-def _train_process(args, marker, **kwargs):
+# `python -m binaries.train` with SIGINT handled, as a program run at a
+# terminal has it. A test runner started in the background by a shell without
+# job control (as CI may be, or `make test &`) has SIGINT ignored, which its
+# children inherit, and Python then installs no handler: the run rightly
+# ignores Ctrl-C, as a background job should. (Not `preexec_fn`: unsafe in
+# this multithreaded process.)
+_AT_A_TERMINAL = (
+    'import runpy, signal; '
+    'signal.signal(signal.SIGINT, signal.default_int_handler); '
+    "runpy.run_module('binaries.train', run_name='__main__', alter_sys=True)")
+
+
+def _train_process(args, marker, *, at_a_terminal=False):
   """`python -m binaries.train ARGS` with the test's marker in its env."""
+  command = (['-c', _AT_A_TERMINAL] if at_a_terminal
+             else ['-m', 'binaries.train'])
   return subprocess.Popen(
-      [sys.executable, '-m', 'binaries.train'] + args,
+      [sys.executable] + command + args,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-      env=dict(os.environ, TFF_KD_TEST_MARKER=marker), **kwargs)
+      env=dict(os.environ, TFF_KD_TEST_MARKER=marker))
 
 
 class ProcessTest(tf.test.TestCase):
@@ -298,7 +312,7 @@ class ProcessTest(tf.test.TestCase):
     args = ['--task=digits', '--model=mlp', '--num_clients=4',
             '--clients_per_round=2', '--rounds=400', '--rounds_per_eval=400',
             f'--root_output_dir={root}', '--experiment_name=run']
-    child = _train_process(args, marker)
+    child = _train_process(args, marker, at_a_terminal=True)
     checkpoints = experiment.output_paths(root, 'run')['checkpoints']
     deadline = time.monotonic() + 240
     while not (os.path.isdir(checkpoints) and any(
