@@ -1,7 +1,8 @@
-"""Peak resident memory of this process and of its children (TFF workers)."""
+"""Peak resident memory of a process and of its children (TFF workers)."""
 
 import threading
 import time
+from typing import Optional
 
 import psutil
 
@@ -9,13 +10,13 @@ import psutil
 class PeakRss:
   """Samples resident memory every 20 ms while in its `with` block.
 
-  `trainer`: the peak bytes of this process; `workers`: the peak of the
-  summed bytes of its descendants (the TFF workers a `LocalRuntime` started),
-  sampled at the same moment.
+  `trainer`: the peak bytes of `process` (default this one); `workers`: the
+  peak of the summed bytes of its descendants (the TFF workers a
+  `LocalRuntime` started), sampled at the same moment.
   """
 
-  def __init__(self):
-    self._me = psutil.Process()
+  def __init__(self, process: Optional[psutil.Process] = None):
+    self._me = process or psutil.Process()
     self.trainer = 0
     self.workers = 0
     self._stop = threading.Event()
@@ -23,9 +24,13 @@ class PeakRss:
 
   def _run(self):
     while not self._stop.is_set():
-      self.trainer = max(self.trainer, self._me.memory_info().rss)
+      try:
+        self.trainer = max(self.trainer, self._me.memory_info().rss)
+        children = self._me.children(recursive=True)
+      except psutil.Error:  # `process` has exited.
+        return
       total = 0
-      for child in self._me.children(recursive=True):
+      for child in children:
         try:
           total += child.memory_info().rss
         except psutil.Error:  # It exited since listed.

@@ -110,6 +110,8 @@ _MB = 2**20
 
 
 def _directory_bytes(path):
+  # tff_kd.experiment has its own, private and absent from a --tree before
+  # fc0d7fc.
   total = 0
   for root, _, files in os.walk(path):
     total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
@@ -217,21 +219,17 @@ def _measure(spec):
          f'--child={json.dumps(spec)}'],
         stdout=out, stderr=err, text=True, cwd=TREE.value,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-    start, peak = time.time(), 0
-    process = psutil.Process(child.pid)
-    while child.poll() is None:
-      try:
-        peak = max(peak, process.memory_info().rss)
-      except psutil.Error:
-        pass
-      if time.time() - start > CHILD_TIMEOUT.value:
-        child.kill()  # Its workers die with it (PR_SET_PDEATHSIG).
-        child.wait()
-        result = dict(spec, error=f'stopped after {CHILD_TIMEOUT.value} s',
-                      peak_trainer_mb=peak / _MB)
-        print(f'    {result}', flush=True)
-        return result
-      time.sleep(0.2)
+    deadline = time.time() + CHILD_TIMEOUT.value
+    with memory.PeakRss(psutil.Process(child.pid)) as peak:
+      while child.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    if child.poll() is None:
+      child.kill()  # Its workers die with it (PR_SET_PDEATHSIG).
+      child.wait()
+      result = dict(spec, error=f'stopped after {CHILD_TIMEOUT.value} s',
+                    peak_trainer_mb=peak.trainer / _MB)
+      print(f'    {result}', flush=True)
+      return result
     out.seek(0)
     err.seek(0)
     for line in reversed(out.read().splitlines()):
