@@ -1,4 +1,5 @@
-"""A tiny softmax-regression model and client data, for algorithm tests."""
+"""A tiny softmax-regression model and client data, for algorithm tests; an
+aggregation factory that counts its rounds."""
 
 import collections
 
@@ -141,3 +142,60 @@ def np_adam(params, gradient_fn, learning_rates, clip_norm=None):
       v[i] = 0.999 * v[i] + 0.001 * g**2
       params[i] = params[i] - rate * m[i] / (np.sqrt(v[i]) + 1e-7)
   return params
+
+
+def _counted(inner_process, weighted):
+  """`inner_process` with a round counter in its state and measurements."""
+
+  @tff.tensorflow.computation(np.int32)
+  def increment(count):
+    return count + 1
+
+  @tff.federated_computation()
+  def init_fn():
+    return tff.federated_zip(collections.OrderedDict(
+        inner=inner_process.initialize(),
+        rounds=tff.federated_value(0, tff.SERVER)))
+
+  value_type = inner_process.next.type_signature.parameter[1]
+
+  def step(state, value, *weight):
+    output = inner_process.next(state.inner, value, *weight)
+    rounds = tff.federated_map(increment, state.rounds)
+    return tff.templates.MeasuredProcessOutput(
+        tff.federated_zip(collections.OrderedDict(inner=output.state,
+                                                  rounds=rounds)),
+        output.result,
+        tff.federated_zip(collections.OrderedDict(
+            inner=output.measurements, rounds=rounds)))
+
+  if weighted:
+    next_fn = tff.federated_computation(
+        lambda state, value, weight: step(state, value, weight),
+        init_fn.type_signature.result, value_type,
+        inner_process.next.type_signature.parameter[2])
+  else:
+    next_fn = tff.federated_computation(
+        lambda state, value: step(state, value),
+        init_fn.type_signature.result, value_type)
+  return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+class CountingWeighted(tff.aggregators.WeightedAggregationFactory):
+  """`inner`, with its rounds counted in its state and measurements."""
+
+  def __init__(self, inner: tff.aggregators.WeightedAggregationFactory):
+    self._inner = inner
+
+  def create(self, value_type, weight_type):
+    return _counted(self._inner.create(value_type, weight_type), True)
+
+
+class CountingUnweighted(tff.aggregators.UnweightedAggregationFactory):
+  """`inner`, with its rounds counted in its state and measurements."""
+
+  def __init__(self, inner: tff.aggregators.UnweightedAggregationFactory):
+    self._inner = inner
+
+  def create(self, value_type):
+    return _counted(self._inner.create(value_type), False)

@@ -23,61 +23,6 @@ from tff_kd import server_distillation
 IDS = ('a', 'b', 'c')
 
 
-def _counted(inner_process, weighted):
-  """`inner_process` with a round counter in its state and measurements."""
-
-  @tff.tensorflow.computation(np.int32)
-  def increment(count):
-    return count + 1
-
-  @tff.federated_computation()
-  def init_fn():
-    return tff.federated_zip(collections.OrderedDict(
-        inner=inner_process.initialize(),
-        rounds=tff.federated_value(0, tff.SERVER)))
-
-  value_type = inner_process.next.type_signature.parameter[1]
-
-  def step(state, value, *weight):
-    output = inner_process.next(state.inner, value, *weight)
-    rounds = tff.federated_map(increment, state.rounds)
-    return tff.templates.MeasuredProcessOutput(
-        tff.federated_zip(collections.OrderedDict(inner=output.state,
-                                                  rounds=rounds)),
-        output.result,
-        tff.federated_zip(collections.OrderedDict(
-            inner=output.measurements, rounds=rounds)))
-
-  if weighted:
-    next_fn = tff.federated_computation(
-        lambda state, value, weight: step(state, value, weight),
-        init_fn.type_signature.result, value_type,
-        inner_process.next.type_signature.parameter[2])
-  else:
-    next_fn = tff.federated_computation(
-        lambda state, value: step(state, value),
-        init_fn.type_signature.result, value_type)
-  return tff.templates.AggregationProcess(init_fn, next_fn)
-
-
-class CountingWeighted(tff.aggregators.WeightedAggregationFactory):
-
-  def __init__(self, inner=None):
-    self._inner = inner or aggregators.WeightedMeanFactory()
-
-  def create(self, value_type, weight_type):
-    return _counted(self._inner.create(value_type, weight_type), True)
-
-
-class CountingUnweighted(tff.aggregators.UnweightedAggregationFactory):
-
-  def __init__(self, inner=None):
-    self._inner = inner or aggregators.LogitFusionFactory()
-
-  def create(self, value_type):
-    return _counted(self._inner.create(value_type), False)
-
-
 def _leaves(value, key):
   """Every value stored under `key` anywhere in a nested state/metrics."""
   if attr.has(type(value)):
@@ -129,7 +74,7 @@ def _process(name, model_aggregator, fusion_aggregator):
         clients_per_round=len(IDS), noise_dim=4, hidden_dim=8,
         generator_steps=2, generator_batch_size=2,
         model_aggregator=model_aggregator,
-        fusion_aggregator=(fusion_aggregator and CountingUnweighted(
+        fusion_aggregator=(fusion_aggregator and tiny.CountingUnweighted(
             aggregators.StackFactory(len(IDS)))))
   if name == 'fd':
     return algorithms.build_fd({'model': tiny.model_fn}, sgd,
@@ -139,7 +84,7 @@ def _process(name, model_aggregator, fusion_aggregator):
     return algorithms.build_dsfl(
         {'model': tiny.model_fn}, sgd, client_prototypes=prototypes,
         public_inputs=_public(), subset_size=4, distill_batch_size=2,
-        fusion_aggregator=fusion_aggregator and CountingUnweighted(
+        fusion_aggregator=fusion_aggregator and tiny.CountingUnweighted(
             aggregators.EntropyReductionFactory()))
   if name == 'fedad':
     return algorithms.build_fedad(
@@ -166,8 +111,11 @@ class AggregatorStateTest(tf.test.TestCase, parameterized.TestCase):
                                   for name, models, fields in ALGORITHMS)
   def test_aggregator_state_advances_every_round(self, name, models, fields):
     process = _process(
-        name, CountingWeighted() if models else None,
-        CountingUnweighted() if fields else None)
+        name,
+        tiny.CountingWeighted(aggregators.WeightedMeanFactory())
+        if models else None,
+        tiny.CountingUnweighted(aggregators.LogitFusionFactory())
+        if fields else None)
     datasets = tiny.datasets(tiny.client_arrays([5, 7, 6], seed=2), 3)
     state = process.initialize()
     self.assertAllEqual(_leaves(state, 'rounds'), [0] * (models + fields))

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+import tiny
 from tff_kd.aggregators import logit_fusion
 
 R, C = 5, 3
@@ -27,32 +28,6 @@ def _values(logits, weights):
   return [collections.OrderedDict(logits=z.astype(np.float32),
                                   weights=w.astype(np.float32))
           for z, w in zip(logits, weights)]
-
-
-class _CountingSum(tff.aggregators.UnweightedAggregationFactory):
-  """TFF's sum, counting its calls in its state (reported)."""
-
-  def create(self, value_type):
-    inner = tff.aggregators.SumFactory().create(value_type)
-
-    @tff.tensorflow.computation(np.int32)
-    def add_one(calls):
-      return calls + 1
-
-    @tff.federated_computation()
-    def init_fn():
-      return tff.federated_value(0, tff.SERVER)
-
-    @tff.federated_computation(init_fn.type_signature.result,
-                               tff.FederatedType(value_type, tff.CLIENTS))
-    def next_fn(calls, value):
-      calls = tff.federated_map(add_one, calls)
-      output = inner.next(inner.initialize(), value)
-      return tff.templates.MeasuredProcessOutput(
-          calls, output.result,
-          tff.federated_zip(collections.OrderedDict(calls=calls)))
-
-    return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
 class LogitFusionTest(tf.test.TestCase):
@@ -124,13 +99,14 @@ class LogitFusionTest(tf.test.TestCase):
 
   def test_sum_factory_sums_the_weighted_payload_and_reports(self):
     value_type = _process().next.type_signature.parameter[1].member
-    factory = logit_fusion.LogitFusionFactory(_CountingSum())
+    factory = logit_fusion.LogitFusionFactory(
+        tiny.CountingUnweighted(tff.aggregators.SumFactory()))
     process = factory.create(value_type)
     state = process.initialize()
     for expected_count in (1, 2):
       output = process.next(state, _values(self.logits, np.ones((4, R))))
       state = output.state
-      self.assertEqual(output.measurements['sum']['calls'], expected_count)
+      self.assertEqual(output.measurements['sum']['rounds'], expected_count)
     self.assertAllClose(output.result['logits'], self.logits.mean(axis=0),
                         atol=1e-6)
 
