@@ -47,14 +47,13 @@ import tensorflow_federated as tff
 
 from tff_kd import client_store as client_store_lib
 from tff_kd import evaluation
+from tff_kd import privacy
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
 CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
 BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
 BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
 NON_FINITE_KEY = 'client_work/non_finite_clients'
-# The privacy spent so far, where an algorithm reports it (any prefix).
-EPSILON_KEY = 'privacy/epsilon'
 # hparams that may change when a run is resumed; any other change is refused.
 RESUMABLE_HPARAMS = ('rounds', 'rounds_per_eval', 'rounds_per_checkpoint')
 # The key of hparams.json that records how the run was executed (workers,
@@ -209,11 +208,9 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
     line = f'round {key:4d}/{self._total_rounds}'
     if ACCURACY_KEY in metrics:
       line += f'  test accuracy {metrics[ACCURACY_KEY]:.4f}'
-    # Several aggregators may spend privacy: the largest epsilon reported.
-    epsilon = [float(v) for k, v in metrics.items()
-               if k == EPSILON_KEY or k.endswith('/' + EPSILON_KEY)]
-    if epsilon:
-      line += f'  epsilon {max(epsilon):.3g}'
+    epsilon = privacy.epsilon(metrics)
+    if epsilon is not None:
+      line += f'  epsilon {epsilon:.3g}'
     if tff.simulation.TRAINING_TIME_KEY in metrics:
       line += f'  {metrics[tff.simulation.TRAINING_TIME_KEY]:.2f} s'
     dropped, sampled = self._dropped.get(key, (0, 0))

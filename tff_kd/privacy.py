@@ -684,7 +684,8 @@ def build_aggregators(
 
 
 def epsilon(metrics: Mapping[str, Any]) -> Optional[float]:
-  """The `privacy/epsilon` of a flat metrics row, None when it has none."""
+  """The `privacy/epsilon` of a flat metrics row (any prefix; the largest
+  when several aggregators spend privacy), None when it has none."""
   values = [float(v) for k, v in metrics.items()
             if (k == EPSILON_KEY or k.endswith('/' + EPSILON_KEY))
             and v not in (None, '')]
