@@ -359,8 +359,8 @@ class Task(tff.simulation.baselines.BaselineTask):
 
     @tff.tensorflow.computation(CLIENT_DATA_KEY_TYPE)
     def client_data(key):
-      # Each file read whole and decoded at once: a client's examples are a
-      # few KB, and reading them record by record cost 4x the time.
+      # Each file read whole and decoded at once (a client's examples are a
+      # few KB), not record by record: one read and one decode per client.
       prefix = tf.strings.join([directory, '/', key['client_id']])
       x = tf.reshape(tf.io.decode_raw(tf.io.read_file(prefix + '.x'),
                                       tf.float32), (-1,) + shape)
