@@ -27,6 +27,14 @@ turned into a normal exit, so the `atexit` hooks stop the workers.
 The context itself is TFF's: a `SyncExecutionContext` over a
 `tff.framework.RemoteExecutor` that talks to the worker over gRPC.
 
+A worker lost during a run (killed, crashed, or its machine gone) ends the
+pending call with a `WorkerLostError` naming it, instead of TFF's silent
+retrying, which hangs the run forever (`_WorkerStub`): within milliseconds
+when the worker's process dies (its kernel closes the connection), and
+within about 6.5 minutes when nothing closes it (a machine gone from the
+network, a frozen process), by gRPC keepalive pings (`_KEEPALIVE_TIME_MS`).
+There is no deadline on a call: a round may take as long as it takes.
+
 Worker settings (`LocalWorker` and `LocalRuntime` arguments; default: none,
 TFF's and TensorFlow's defaults). The worker is TensorFlow's C++ runtime, and
 its thread pools are sized, when the computation's session options leave
@@ -81,8 +89,21 @@ _GRPC_OPTIONS = [
     ('grpc.max_receive_message_length', 2 * 1000 * 1000 * 1000),
     ('grpc.max_send_message_length', 2 * 1000 * 1000 * 1000),
 ]
+# HTTP/2 keepalive while a call is pending: a ping after this many ms
+# without a frame from the worker, and the call fails (UNAVAILABLE) when one
+# goes unanswered for _KEEPALIVE_TIMEOUT_MS. This catches a worker whose machine vanished without
+# closing the connection (power loss, network cut), where no error would ever
+# come. A worker that is merely busy still answers pings (gRPC does, off the
+# computation's threads), so a long round is not cut. The worker binary keeps
+# gRPC's server defaults, which close a connection (too_many_pings) that
+# pings more often than every 5 minutes while no data flows, as during a long
+# call; hence 6 minutes, not seconds. A dead process needs none of this: its
+# kernel closes the connection, and the call fails at once.
+_KEEPALIVE_TIME_MS = 6 * 60 * 1000
+_KEEPALIVE_TIMEOUT_MS = 20 * 1000
 _STARTUP_TIMEOUT_SECONDS = 120.0
 _STOP_GRACE_SECONDS = 5.0
+_EXIT_WAIT_SECONDS = 1.0
 _LOG_TAIL_LINES = 20
 
 set_default_context.set_no_default_context()
@@ -266,9 +287,13 @@ class LocalWorker:
   def address(self) -> str:
     return f'localhost:{self.port}'
 
+  def keep_log(self) -> None:
+    """Keeps the log on close: the worker failed, and an error names it."""
+    self._keep_log = True
+
   def startup_error(self, problem: str) -> RuntimeError:
     """Keeps the log (on close) and returns the error of a failed start."""
-    self._keep_log = True
+    self.keep_log()
     with open(self.log_path, 'rb') as log:
       lines = log.read().decode(errors='replace').splitlines()
     return RuntimeError(
@@ -279,7 +304,8 @@ class LocalWorker:
   def close(self) -> None:
     """Stops the worker (SIGTERM, SIGKILL after 5 s); idempotent.
 
-    Removes the log unless the worker failed to start.
+    Removes the log unless the worker failed to start or died during a run
+    (an error names the log).
     """
     _stop([self.process])
     atexit.unregister(self.close)
@@ -297,14 +323,153 @@ class LocalWorker:
     self.close()
 
 
+class WorkerLostError(RuntimeError):
+  """A TFF worker stopped answering during a run: it died or is unreachable.
+
+  Its message is one line naming the worker (`address`) and what gRPC saw,
+  and saying how to go on: a run (`tff_kd.experiment`) keeps its last
+  checkpoint. A worker this program started (`local`) is started afresh by
+  the next run; one started by hand must be restarted first. Deliberately not
+  a `tff.framework.RetryableError`: see `_WorkerStub`.
+  """
+
+  def __init__(self, address: str, problem: str, local: bool = False):
+    restart = '' if local else 'restart the worker and '
+    super().__init__(
+        f'TFF worker {address} stopped answering ({problem}); a run keeps its '
+        f'last checkpoint: {restart}continue with --resume.'
+    )
+    self.address = address
+
+
+def _unavailable(error: grpc.RpcError) -> bool:
+  """Whether a call failed with UNAVAILABLE: the worker is not reachable."""
+  return (isinstance(error, grpc.Call)
+          and error.code() == grpc.StatusCode.UNAVAILABLE)
+
+
+class _WorkerStub(tff.framework.RemoteExecutorGrpcStub):
+  """TFF's gRPC stub to one worker, whose loss ends the call with an error.
+
+  TFF turns a call's gRPC UNAVAILABLE (the connection closed or refused: the
+  worker process died, or keepalive found its machine gone) into a
+  `RetryableError`, and its execution context retries the whole computation
+  on it, every 30 s at most, forever and silently: a run whose worker died
+  hangs. Here UNAVAILABLE raises `WorkerLostError` instead, which TFF does
+  not retry, so the run stops within seconds, naming the worker. Other codes
+  keep TFF's handling. The error discards the call's executor (TFF's
+  context does), so once a worker is serving at the address again, the next
+  computation runs on it.
+
+  Until a call succeeds again, the stub skips the calls that free the
+  worker's values and executors (TFF makes them while unwinding from the
+  error): a lost worker has nothing to free, and such a call to a machine
+  that vanished would wait for a reconnection (20 s) first.
+  """
+
+  def __init__(self, channel: grpc.Channel, address: str):
+    super().__init__(channel)
+    self._address = address
+    self._lost = False
+
+  def _call(self, method, request):
+    try:
+      response = method(request)
+    except grpc.RpcError as e:
+      if not _unavailable(e):
+        raise
+      self._lost = True
+      raise self._lost_error(e) from None
+    self._lost = False
+    return response
+
+  def _free(self, method, request):
+    """A call that frees memory on the worker: skipped on a lost worker."""
+    if self._lost:
+      return None
+    try:
+      return method(request)
+    except grpc.RpcError as e:
+      if not _unavailable(e):
+        raise
+      self._lost = True
+      return None
+
+  def _lost_error(self, error: grpc.Call) -> WorkerLostError:
+    """The error: gRPC's details, and a `LocalWorker`'s exit and log."""
+    details = ' '.join((error.details() or '').split())  # One line.
+    problem = f'gRPC UNAVAILABLE: {details}' if details else 'gRPC UNAVAILABLE'
+    worker = _LOCAL_WORKERS.get(self._address)
+    if worker is None:
+      return WorkerLostError(self._address, problem)
+    try:  # Its kernel closes the connection an instant before it exits.
+      status = worker.process.wait(timeout=_EXIT_WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+      return WorkerLostError(self._address, problem, local=True)
+    worker.keep_log()
+    if status >= 0:
+      exit_text = f'exited with status {status}'
+    else:
+      try:
+        exit_text = f'killed by {signal.Signals(-status).name}'
+      except ValueError:
+        exit_text = f'killed by signal {-status}'
+    return WorkerLostError(
+        self._address, f'{exit_text}, log {worker.log_path}; {problem}',
+        local=True)
+
+  def get_executor(self, request):
+    return self._call(super().get_executor, request)
+
+  def create_value(self, request):
+    return self._call(super().create_value, request)
+
+  def create_struct(self, request):
+    return self._call(super().create_struct, request)
+
+  def create_call(self, request):
+    return self._call(super().create_call, request)
+
+  def create_selection(self, request):
+    return self._call(super().create_selection, request)
+
+  def compute(self, request):
+    return self._call(super().compute, request)
+
+  def dispose(self, request):
+    # Also called from TFF's finalizers of remote values, where an error
+    # would only be printed ("Exception ignored in ...").
+    return self._free(super().dispose, request)
+
+  def dispose_executor(self, request):
+    return self._free(super().dispose_executor, request)
+
+
+def _channel_options() -> list[tuple[str, int]]:
+  """The gRPC options of a channel to a worker: message sizes, keepalive."""
+  return _GRPC_OPTIONS + [
+      ('grpc.keepalive_time_ms', _KEEPALIVE_TIME_MS),
+      ('grpc.keepalive_timeout_ms', _KEEPALIVE_TIMEOUT_MS),
+      # In this gRPC (1.74) an unanswered keepalive ping fails the
+      # connection by this timeout (default: 1 minute), not by the one
+      # above (seen with a frozen worker).
+      ('grpc.http2.ping_timeout_ms', _KEEPALIVE_TIMEOUT_MS),
+      # Only while calls are pending: the server refuses pings otherwise.
+      ('grpc.keepalive_permit_without_calls', 0),
+      # No cap on pings while no data flows (a long call sends none).
+      ('grpc.http2.max_pings_without_data', 0),
+  ]
+
+
 def _ready_stub(address: str) -> tff.framework.RemoteExecutorGrpcStub:
   """Returns a gRPC stub to the worker at `address`, once it answers.
 
-  Fails at once if the worker is a `LocalWorker` that exits meanwhile.
+  Fails at once if the worker is a `LocalWorker` that exits meanwhile. The
+  stub raises `WorkerLostError` when the worker is lost later (`_WorkerStub`).
   """
   worker = _LOCAL_WORKERS.get(address)
-  channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
-  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+  channel = grpc.insecure_channel(address, _channel_options())
+  stub = _WorkerStub(channel, address)
   deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
   while not stub.is_ready:
     if worker is not None and worker.process.poll() is not None:
@@ -427,7 +592,8 @@ class RemoteRuntime:
   Start a worker on each machine with the binary shipped in the
   tensorflow-federated wheel (`worker_binary_path()`): `worker_binary
   --port=PORT`. On exit the context that was the default before is restored.
-  `clients_per_group`: see `GroupingContext`.
+  `clients_per_group`: see `GroupingContext`. A computation whose worker is
+  lost raises `WorkerLostError` (module docstring).
   """
 
   def __init__(self, addresses: Sequence[str],

@@ -3,17 +3,22 @@ clients in groups, give the numbers of one worker, for FedAvg, FedDF and FD
 (stateful clients); the groups have the configured size; workers stop at
 once, log privately, and fail fast on bad addresses or start-up failures;
 worker settings (threads, concurrency) reach the worker, keep the numbers and
-are checked."""
+are checked; a worker killed or frozen mid-run ends the pending call within
+seconds with one line naming it."""
 
 import collections
 import os
+import shutil
 import signal
 import socket
 import stat
 import sys
+import subprocess
 import tempfile
+import threading
 import time
 import unittest
+from unittest import mock
 
 import numpy as np
 import portpicker
@@ -221,6 +226,130 @@ class WorkerLifecycleTest(tf.test.TestCase):
     self.assertIn('Address already in use', str(error.exception))
     worker.close()
     self.assertTrue(os.path.isfile(worker.log_path))
+
+
+def _spin():
+  """A computation that runs for as many loop steps as its argument says.
+
+  Each step is a few microseconds on the worker; 10**12 steps are days, so a
+  call of it is pending until the worker is lost.
+  """
+
+  @tff.tensorflow.computation(np.int64)
+  def spin(steps):
+    return tf.while_loop(
+        lambda i, x: i < steps, lambda i, x: (i + 1, tf.sin(x) + 1.0),
+        (tf.constant(0, tf.int64), tf.constant(0.0)))[1]
+
+  return spin
+
+
+def _outcome_within(fn, seconds):
+  """`fn()`'s exception (None if it returned) and seconds taken, or a timeout.
+
+  Runs `fn` in a daemon thread, so a call that hangs (the bug this guards
+  against) fails the test instead of hanging it. TFF's context stack is per
+  thread: the thread gets the caller's context.
+  """
+  context = tff.framework.get_context_stack().current
+  outcome = []
+
+  def run():
+    start = time.monotonic()
+    try:
+      with tff.framework.get_context_stack().install(context):
+        fn()
+      outcome.append((None, time.monotonic() - start))
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append((e, time.monotonic() - start))
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(seconds)
+  if not outcome:
+    raise AssertionError(f'The call was still pending after {seconds} s.')
+  return outcome[0]
+
+
+class WorkerLossTest(tf.test.TestCase):
+  """A worker lost mid-run: `WorkerLostError` within seconds, not a hang."""
+
+  def _start_worker_by_hand(self):
+    """A worker binary as a user starts one: `worker_binary --port=PORT`."""
+    port = portpicker.pick_unused_port()
+    log = self.create_tempfile()
+    # Dies with this process (PR_SET_PDEATHSIG), as `LocalWorker`s do.
+    prepare = runtime._prepare_worker  # pylint: disable=protected-access
+    with open(log.full_path, 'wb') as output:
+      worker = subprocess.Popen(
+          [runtime.worker_binary_path(), f'--port={port}'],
+          stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+          preexec_fn=prepare)
+    self.addCleanup(worker.wait)
+    self.addCleanup(worker.kill)  # Also ends a stopped (SIGSTOP) worker.
+    return worker, f'localhost:{port}'
+
+  def _signal_in_a_second(self, pid, signum):
+    timer = threading.Timer(1.0, os.kill, (pid, signum))
+    timer.start()
+    self.addCleanup(timer.cancel)
+
+  def _assert_lost(self, error, address, advice):
+    self.assertIsInstance(error, runtime.WorkerLostError)
+    message = str(error)
+    self.assertStartsWith(message, f'TFF worker {address} stopped answering (')
+    self.assertEndsWith(message, f'last checkpoint: {advice}continue with '
+                        '--resume.')
+    self.assertNotIn('\n', message)
+    self.assertEqual(error.address, address)
+
+  def test_a_killed_remote_worker_fails_the_pending_call_and_the_next(self):
+    worker, address = self._start_worker_by_hand()
+    spin = _spin()
+    datasets = tiny.datasets(tiny.client_arrays([7, 12, 4], seed=6), 4)
+    process = algorithms.build_fedavg(tiny.model_fn, tiny.sgd(0.2))
+    with runtime.RemoteRuntime([address]):
+      state = process.initialize()
+      state = process.next(state, datasets).state  # A round on the worker.
+      self.assertAllClose(spin(1), 1.0)  # sin(0) + 1; ends the warm-up.
+      self._signal_in_a_second(worker.pid, signal.SIGKILL)
+      error, seconds = _outcome_within(lambda: spin(10**12), 30.0)
+      self._assert_lost(error, address, 'restart the worker and ')
+      self.assertBetween(seconds, 0.5, 15.0)  # Pending until the kill.
+      self.assertIn('UNAVAILABLE', str(error))
+      # The next round (the worker was killed between rounds): at once too.
+      error, seconds = _outcome_within(
+          lambda: process.next(state, datasets), 30.0)
+      self._assert_lost(error, address, 'restart the worker and ')
+      self.assertLess(seconds, 10.0)
+    self.assertEqual(worker.wait(), -signal.SIGKILL)
+
+  def test_keepalive_finds_a_worker_that_stopped_answering(self):
+    # A frozen worker (or a machine gone from the network) closes nothing;
+    # only unanswered keepalive pings tell. Minutes in a run, seconds here.
+    worker, address = self._start_worker_by_hand()
+    spin = _spin()
+    with mock.patch.multiple(runtime, _KEEPALIVE_TIME_MS=1000,
+                             _KEEPALIVE_TIMEOUT_MS=2000):
+      remote = runtime.RemoteRuntime([address])
+    with remote:
+      self._signal_in_a_second(worker.pid, signal.SIGSTOP)
+      error, seconds = _outcome_within(lambda: spin(10**12), 30.0)
+    self._assert_lost(error, address, 'restart the worker and ')
+    self.assertBetween(seconds, 0.5, 20.0)
+
+  def test_a_killed_local_worker_is_named_with_its_exit_and_kept_log(self):
+    spin = _spin()
+    with runtime.LocalRuntime() as local:
+      self.addCleanup(shutil.rmtree, local.log_dir, ignore_errors=True)
+      worker = local.workers[0]
+      self.assertAllClose(spin(1), 1.0)
+      self._signal_in_a_second(worker.process.pid, signal.SIGKILL)
+      error, _ = _outcome_within(lambda: spin(10**12), 30.0)
+    self._assert_lost(error, worker.address, '')  # Its run starts a new one.
+    self.assertIn(f'(killed by SIGKILL, log {worker.log_path}; gRPC '
+                  'UNAVAILABLE', str(error))
+    self.assertTrue(os.path.isfile(worker.log_path))  # Kept on close.
 
 
 class CheckWorkerAddressTest(tf.test.TestCase):
