@@ -12,18 +12,41 @@ Layout (no pickles; numpy arrays and JSON):
 
   DIR/manifest.json        the format, and per prototype: its clients (ids, in
                            order), the dtype and shape of every leaf of its state
-                           (`tf.nest.flatten` order) and the row size in bytes
+                           (`tf.nest.flatten` order) and the row size in bytes;
+                           `crc32`: the CRC-32 of the rest (`_json_crc`)
   DIR/rows_<i>.bin         prototype i's rows: fixed-size records, each one
                            client state, its leaves' bytes back to back (C
                            order, the manifest's dtypes); row s at byte s * size
-  DIR/commits/<v>.npz      version v (`np.savez`, integer arrays only): `parent`
-                           (the version it follows, -1 for the first) and, per
-                           prototype i, `clients_<i>` (positions in the
-                           manifest's list) and `slots_<i>` (their rows) of the
-                           clients whose row changed since `parent`
+  DIR/commits/<v>.npz      version v (`np.savez`, integer arrays only):
+                           `version` (v), `parent` (the version it follows, -1
+                           for the first) and, per prototype i, `clients_<i>`
+                           (positions in the manifest's list), `slots_<i>`
+                           (their rows) and `crcs_<i>` (uint32: the CRC-32 of
+                           each of those rows' bytes) of the clients whose row
+                           changed since `parent`; `checksum`: the CRC-32 of
+                           the other arrays (`_arrays_crc`)
 
 A client that no commit names is at its prototype's initial state (kept in
 memory, never written). Version v is the replay of the commits up to v.
+
+Checksums. A row's CRC-32 is computed when it is written and kept beside the
+row's number (in the views, then in the commit that names it), not in the rows
+file, so a row that is damaged, cut short, or another (valid) row in its place
+is detected. A row is verified when it is read, so a round still reads only its
+sampled clients; the commits are verified when `restore` replays them, the
+manifest when the store is opened. Any of these that fails (a checksum that
+does not match, a file that cannot be parsed or is too short) raises a
+`CorruptStoreError` (a `ValueError`) naming the file, the client and row where
+one applies, and saying what to do: the store cannot be trusted, so delete the
+run's checkpoints and start again, or restore the file. A corrupt row of a
+client that no round samples is found when that client is read (by a round or
+an evaluation), never used unverified.
+
+Stores of format 1 (`tff_kd.client_store/1`, written before the checksums) are
+refused when opened, with an error naming their manifest: their rows cannot be
+verified, and loading unverified rows is how corruption went unnoticed (NaN
+losses on resume). Resume such a run with the code that wrote it, or start it
+again.
 
 Rows are copy-on-write: a new state goes to a free row, never over a row that
 the current or previous view, or one of the last `KEPT_VERSIONS` commits,
@@ -48,15 +71,151 @@ import json
 import os
 import re
 from typing import Any
+import zlib
 
 import numpy as np
 import tensorflow as tf
 
-FORMAT = 'tff_kd.client_store/1'
+FORMAT = 'tff_kd.client_store/2'
+# The format before checksums, refused when opened (module docstring).
+_UNCHECKED_FORMAT = 'tff_kd.client_store/1'
 # Commits whose rows are never reused: the program-state manager keeps two
 # checkpoints, and a third may be written when the process is killed.
 KEPT_VERSIONS = 3
 _COMMIT = re.compile(r'^(\d+)\.npz$')
+
+
+class CorruptStoreError(ValueError):
+  """A file of a client store is damaged: its message names it."""
+
+
+def _corrupt(path: str, reason: str) -> CorruptStoreError:
+  return CorruptStoreError(
+      f'Client store file {path} is corrupt ({reason}); the store cannot be '
+      'trusted: delete the run\'s checkpoints and start again, or restore '
+      'the file.')
+
+
+def _json_crc(body: Mapping[str, Any]) -> int:
+  """The CRC-32 of `body`'s canonical JSON (the same after a round trip)."""
+  text = json.dumps(body, sort_keys=True, separators=(',', ':'))
+  return zlib.crc32(text.encode('utf-8'))
+
+
+def _arrays_crc(arrays: Mapping[str, np.ndarray]) -> int:
+  """The CRC-32 of `arrays`' names, dtypes, shapes and bytes, by name."""
+  crc = 0
+  for name in sorted(arrays):
+    array = np.ascontiguousarray(arrays[name])
+    crc = zlib.crc32(f'{name}:{array.dtype.str}:{array.shape};'.encode(), crc)
+    crc = zlib.crc32(array.tobytes(), crc)
+  return crc
+
+
+def _read_manifest(path: str) -> dict[str, Any]:
+  """The manifest in `path`, its checksum verified and removed.
+
+  Raises:
+    CorruptStoreError: it cannot be parsed or its checksum does not match.
+    ValueError: it is of format 1, which has no checksums.
+  """
+  with open(path, 'rb') as f:
+    raw = f.read()
+  if not raw:
+    raise _corrupt(path, 'it is empty')
+  try:
+    manifest = json.loads(raw)
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError.
+    raise _corrupt(path, f'not valid JSON, {e}') from e
+  if not isinstance(manifest, dict):
+    raise _corrupt(path, f'a JSON {type(manifest).__name__}, not an object')
+  if manifest.get('format') == _UNCHECKED_FORMAT:
+    raise ValueError(
+        f'The client store manifest {path} is of format {_UNCHECKED_FORMAT}, '
+        f'written before rows were checksummed; this code reads {FORMAT} '
+        'only, so that store\'s rows could not be verified. Resume the run '
+        'with the code that wrote it, or delete the run\'s checkpoints and '
+        'start again.')
+  crc = manifest.pop('crc32', None)
+  if crc is None:
+    raise _corrupt(path, 'it has no checksum')
+  if crc != _json_crc(manifest):
+    raise _corrupt(path, 'checksum mismatch')
+  return manifest
+
+
+def _write_manifest(path: str, manifest: Mapping[str, Any]) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(dict(manifest, crc32=_json_crc(manifest)), f)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _read_commit(path: str, version: int,
+                 num_clients: list[int]) -> dict[str, np.ndarray]:
+  """Commit `version`'s arrays from `path`, verified against its checksum.
+
+  Args:
+    path: the commit file.
+    version: the version its name says it is.
+    num_clients: per prototype, its number of clients (to check positions).
+
+  Raises:
+    CorruptStoreError: the file cannot be parsed, its checksum does not match,
+      or its contents do not fit the store.
+  """
+  if os.path.getsize(path) == 0:
+    raise _corrupt(path, 'it is empty')
+  try:
+    npz = np.load(path, allow_pickle=False)
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+      raise ValueError(f'one array of shape {np.shape(npz)}')
+    with npz:
+      arrays = {name: npz[name] for name in npz.files}
+  # np.load picks the zip, .npy or pickle reader by the first bytes, and the
+  # zip reader checks each member's CRC as it reads it: damage shows as any of
+  # BadZipFile, EOFError, ValueError, NotImplementedError, zlib.error, ...
+  except Exception as e:  # pylint: disable=broad-except
+    raise _corrupt(path, f'not a readable .npz archive, {type(e).__name__}: '
+                         f'{e}') from e
+  checksum = arrays.pop('checksum', None)
+  expected = {'version', 'parent'} | {
+      f'{kind}_{i}' for i in range(len(num_clients))
+      for kind in ('clients', 'slots', 'crcs')}
+  if checksum is None:
+    raise _corrupt(path, 'it has no checksum')
+  if set(arrays) != expected:
+    raise _corrupt(path, f'it has arrays {sorted(arrays)}, not '
+                         f'{sorted(expected)}')
+  if checksum.shape or int(checksum) != _arrays_crc(arrays):
+    raise _corrupt(path, 'checksum mismatch')
+  if int(arrays['version']) != version:
+    raise _corrupt(path, f'it is version {int(arrays["version"])}, not the '
+                         f'{version} of its name')
+  for i, n in enumerate(num_clients):
+    clients, slots = arrays[f'clients_{i}'], arrays[f'slots_{i}']
+    if not (clients.shape == slots.shape == arrays[f'crcs_{i}'].shape
+            and clients.ndim == 1 and np.all((clients >= 0) & (clients < n))
+            and np.all(slots >= 0)):
+      raise _corrupt(path, f'prototype {i}\'s clients, rows and checksums do '
+                           f'not fit its {n} clients')
+  return arrays
+
+
+def _check_parent(path: str, arrays: Mapping[str, np.ndarray],
+                  parent: int) -> None:
+  """Raises if commit `path` does not follow `parent`, the version before it.
+
+  `parent` is the version before `path` on disk (-1: none); another parent
+  means that a commit in between is missing.
+  """
+  if int(arrays['parent']) != parent:
+    found = 'it is the first' if parent < 0 else (
+        f'the one before it is {parent}')
+    raise _corrupt(path, f'its parent is version {int(arrays["parent"])}, '
+                         f'but {found} on disk: a commit is missing')
 
 
 def _leaf_specs(state: Any) -> list[dict[str, Any]]:
@@ -73,6 +232,34 @@ def _fsync_dir(path: str) -> None:
     os.close(fd)
 
 
+def _read_row(fd: int, path: str, row_bytes: int, slot: int, crc: int,
+              client_id: str) -> bytes:
+  """Row `slot` of the rows file `path` (open as `fd`), verified.
+
+  Raises:
+    CorruptStoreError: the row is cut short or its checksum is not `crc`.
+  """
+  data = os.pread(fd, row_bytes, slot * row_bytes)
+  if len(data) != row_bytes:
+    raise _corrupt(path, f'row {slot}, the state of client {client_id!r}, is '
+                         f'cut short: {len(data)} of {row_bytes} bytes')
+  if zlib.crc32(data) != crc:
+    raise _corrupt(path, f'checksum mismatch in row {slot}, the state of '
+                         f'client {client_id!r}')
+  return data
+
+
+def _decode(data: bytes, dtypes: list[np.dtype],
+            shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+  """A row's leaves (read-only arrays over `data`)."""
+  leaves, offset = [], 0
+  for dtype, shape in zip(dtypes, shapes):
+    count = int(np.prod(shape, dtype=np.int64))
+    leaves.append(np.frombuffer(data, dtype, count, offset).reshape(shape))
+    offset += count * dtype.itemsize
+  return leaves
+
+
 class _Prototype:
   """One prototype's rows file, its clients and its layout."""
 
@@ -87,6 +274,7 @@ class _Prototype:
     self.sizes = [int(np.prod(s, dtype=np.int64)) * d.itemsize
                   for s, d in zip(self.shapes, self.dtypes)]
     self.row_bytes = sum(self.sizes)
+    self.path = None  # The rows file, and its descriptor, once opened.
     self.fd = None
     self.free = []  # Rows no protected view or commit points to.
     self.high = 0  # Rows in the file.
@@ -96,17 +284,10 @@ class _Prototype:
                 row_bytes=self.row_bytes, leaves=self.leaves,
                 num_clients=len(self.ids), clients=self.ids)
 
-  def read(self, slot: int) -> Any:
-    data = os.pread(self.fd, self.row_bytes, slot * self.row_bytes)
-    if len(data) != self.row_bytes:
-      raise RuntimeError(
-          f'Client store row {slot} of prototype {self.name!r} is truncated '
-          f'({len(data)} of {self.row_bytes} bytes): the store is corrupt.')
-    leaves, offset = [], 0
-    for dtype, shape, size in zip(self.dtypes, self.shapes, self.sizes):
-      leaf = np.frombuffer(data, dtype, size // dtype.itemsize, offset)
-      leaves.append(leaf.reshape(shape) if shape else leaf[0])
-      offset += size
+  def read(self, slot: int, crc: int, client_id: str) -> Any:
+    data = _read_row(self.fd, self.path, self.row_bytes, slot, crc, client_id)
+    leaves = [leaf if shape else leaf[()] for leaf, shape in
+              zip(_decode(data, self.dtypes, self.shapes), self.shapes)]
     return tf.nest.pack_sequence_as(self.initial, leaves)
 
   def encode(self, client_id: str, state: Any) -> bytes:
@@ -132,6 +313,13 @@ class _Prototype:
     return self.high - 1
 
 
+def _empty(prototypes: list[_Prototype]) -> tuple[list[np.ndarray],
+                                                  list[np.ndarray]]:
+  """Every client at its initial state: no row (-1), checksum 0."""
+  return ([np.full(len(p.ids), -1, np.int64) for p in prototypes],
+          [np.zeros(len(p.ids), np.uint32) for p in prototypes])
+
+
 class ClientStore:
   """Client states on disk (module docstring).
 
@@ -151,7 +339,9 @@ class ClientStore:
       client_prototypes: client id -> prototype name, every client.
 
     Raises:
-      ValueError: the directory holds a store of other clients or states.
+      ValueError: the directory holds a store of other clients or states,
+        or of format 1 (module docstring).
+      CorruptStoreError: its manifest is damaged, or missing beside commits.
     """
     self.directory = directory
     self.bytes_written = 0
@@ -173,43 +363,41 @@ class ClientStore:
                     prototypes=[p.manifest() for p in self._prototypes])
     path = os.path.join(directory, 'manifest.json')
     if os.path.exists(path):
-      with open(path) as f:
-        saved = json.load(f)
+      saved = _read_manifest(path)
       if saved != manifest:
         raise ValueError(
             f'The client store in {directory} was written for other clients '
             'or client states (another model, task or split): '
             f'{_manifest_difference(saved, manifest)}.')
+    elif self.versions():
+      # The manifest is written (atomically) before any commit.
+      raise _corrupt(path, 'it is missing, and the store has commits')
     else:
-      tmp = path + '.tmp'
-      with open(tmp, 'w') as f:
-        json.dump(manifest, f)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
+      _write_manifest(path, manifest)
     for p in self._prototypes:
-      p.fd = os.open(os.path.join(directory, f'rows_{p.index}.bin'),
-                     os.O_RDWR | os.O_CREAT, 0o644)
+      p.path = os.path.join(directory, f'rows_{p.index}.bin')
+      p.fd = os.open(p.path, os.O_RDWR | os.O_CREAT, 0o644)
       p.high = os.fstat(p.fd).st_size // p.row_bytes
     self._generation = 0
     self._current = None  # The newest view's index, and the one before it.
     self._previous = None
-    self._commits = collections.deque(maxlen=KEPT_VERSIONS)  # (version, index)
+    # (version, index, crcs), the last KEPT_VERSIONS.
+    self._commits = collections.deque(maxlen=KEPT_VERSIONS)
     self._restored = False
     self._retired = []  # (prototype, position, slot) no longer current.
 
   # Views.
 
-  def _view(self, index: list[np.ndarray]) -> 'ClientStates':
+  def _view(self, index: list[np.ndarray],
+            crcs: list[np.ndarray]) -> 'ClientStates':
     self._generation += 1
     self._previous, self._current = self._current, index
     self._release_retired()
-    return ClientStates(self, self._generation, index)
+    return ClientStates(self, self._generation, index, crcs)
 
   def initial(self) -> 'ClientStates':
     """Every client at its prototype's initial state."""
-    return self._view([np.full(len(p.ids), -1, np.int64)
-                       for p in self._prototypes])
+    return self._view(*_empty(self._prototypes))
 
   def _check_readable(self, view: 'ClientStates') -> None:
     if view.generation < self._generation - 1:
@@ -222,7 +410,9 @@ class ClientStore:
     p, k = self._where[client_id]
     slot = int(view.index[p][k])
     proto = self._prototypes[p]
-    return proto.initial if slot < 0 else proto.read(slot)
+    if slot < 0:
+      return proto.initial
+    return proto.read(slot, int(view.crcs[p][k]), client_id)
 
   def _update(self, view: 'ClientStates',
               changes: Mapping[str, Any]) -> 'ClientStates':
@@ -230,6 +420,7 @@ class ClientStore:
       raise RuntimeError('Only the newest view of the client store can be '
                          'updated.')
     index = [a.copy() for a in view.index]
+    crcs = [a.copy() for a in view.crcs]
     for client_id, state in changes.items():
       if client_id not in self._where:
         raise KeyError(f'Client {client_id!r} is not in the client store.')
@@ -239,19 +430,20 @@ class ClientStore:
       slot = proto.allocate()
       written = os.pwrite(proto.fd, data, slot * proto.row_bytes)
       if written != len(data):
-        raise OSError(f'Short write to the client store ({written} of '
-                      f'{len(data)} bytes).')
+        raise OSError(f'Short write to the client store file {proto.path} '
+                      f'({written} of {len(data)} bytes).')
       self.bytes_written += written
       old = int(index[p][k])
       if old >= 0:
         self._retired.append((p, k, old))
       index[p][k] = slot
-    return self._view(index)
+      crcs[p][k] = zlib.crc32(data)
+    return self._view(index, crcs)
 
   def _release_retired(self) -> None:
     """Returns to the free lists the retired rows nothing protects."""
     protected = [i for i in (self._current, self._previous) if i is not None]
-    protected += [index for _, index in self._commits]
+    protected += [index for _, index, _ in self._commits]
     kept = []
     for p, k, slot in self._retired:
       if any(index[p][k] == slot for index in protected):
@@ -278,9 +470,9 @@ class ClientStore:
     """Makes `view` durable as `version`; returns the bytes of the commit file.
 
     The rows are flushed to disk first, then the commit file (the clients
-    whose row changed since the last commit) is written and renamed into
-    place. Commits after the last restored or committed version (left by a
-    killed run) are deleted first.
+    whose row changed since the last commit, with their rows' checksums) is
+    written and renamed into place. Commits after the last restored or
+    committed version (left by a killed run) are deleted first.
     """
     if view.generation != self._generation:
       raise RuntimeError('Only the newest view of the client store can be '
@@ -295,12 +487,18 @@ class ClientStore:
     self._restored = True
     for p in self._prototypes:
       os.fsync(p.fd)
-    arrays = dict(parent=np.int64(last[0] if last else -1))
-    for p, index in zip(self._prototypes, view.index):
-      before = last[1][p.index] if last else np.full(len(p.ids), -1, np.int64)
-      changed = np.flatnonzero(index != before)
+    before_index, before_crcs = (last[1], last[2]) if last else _empty(
+        self._prototypes)
+    arrays = dict(version=np.int64(version),
+                  parent=np.int64(last[0] if last else -1))
+    for p in self._prototypes:
+      index, crcs = view.index[p.index], view.crcs[p.index]
+      changed = np.flatnonzero((index != before_index[p.index])
+                               | (crcs != before_crcs[p.index]))
       arrays[f'clients_{p.index}'] = changed.astype(np.int64)
       arrays[f'slots_{p.index}'] = index[changed]
+      arrays[f'crcs_{p.index}'] = crcs[changed]
+    arrays['checksum'] = np.uint32(_arrays_crc(arrays))
     path = self._commit_path(version)
     tmp = path + '.tmp'
     with open(tmp, 'wb') as f:
@@ -309,12 +507,21 @@ class ClientStore:
       os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(os.path.dirname(path))
-    self._commits.append((version, [a.copy() for a in view.index]))
+    self._commits.append((version, [a.copy() for a in view.index],
+                          [a.copy() for a in view.crcs]))
     self._release_retired()
     return os.path.getsize(path)
 
   def restore(self, version: int) -> 'ClientStates':
-    """The view committed as `version`; later commits are deleted."""
+    """The view committed as `version`; later commits are deleted.
+
+    Raises:
+      RuntimeError: the store has no `version` (it does not match the
+        program-state checkpoint).
+      CorruptStoreError: a commit up to `version` is damaged or missing, or a
+        rows file is too short for the rows they name. (Rows themselves are
+        verified when read.)
+    """
     versions = self.versions()
     if version not in versions:
       raise RuntimeError(
@@ -323,38 +530,37 @@ class ClientStore:
     for v in versions:
       if v > version:
         os.remove(self._commit_path(v))
-    index = [np.full(len(p.ids), -1, np.int64) for p in self._prototypes]
+    index, crcs = _empty(self._prototypes)
     self._commits.clear()
     parent = -1
+    num_clients = [len(p.ids) for p in self._prototypes]
     for v in versions:
       if v > version:
         break
-      try:
-        with np.load(self._commit_path(v), allow_pickle=False) as npz:
-          if int(npz['parent']) != parent:
-            raise ValueError(f'its parent is {int(npz["parent"])}, not the '
-                             f'version before it, {parent}')
-          for p in self._prototypes:
-            index[p.index][npz[f'clients_{p.index}']] = npz[f'slots_{p.index}']
-      except (OSError, ValueError, KeyError) as e:
-        raise RuntimeError(
-            f'Client store commit {self._commit_path(v)} cannot be read: {e}.'
-        ) from e
+      path = self._commit_path(v)
+      arrays = _read_commit(path, v, num_clients)
+      _check_parent(path, arrays, parent)
+      for p in self._prototypes:
+        clients = arrays[f'clients_{p.index}']
+        index[p.index][clients] = arrays[f'slots_{p.index}']
+        crcs[p.index][clients] = arrays[f'crcs_{p.index}']
       parent = v
-      self._commits.append((v, [a.copy() for a in index]))
+      self._commits.append((v, [a.copy() for a in index],
+                            [a.copy() for a in crcs]))
     self._restored = True
     self._current = self._previous = None
     self._retired = []
     for p in self._prototypes:
       used = set()
-      for _, committed in self._commits:
+      for _, committed, _ in self._commits:
         used.update(committed[p.index][committed[p.index] >= 0].tolist())
       if used and max(used) >= p.high:
-        raise RuntimeError(
-            f'Client store rows of prototype {p.name!r} are missing (row '
-            f'{max(used)} of a file of {p.high} rows): the store is corrupt.')
+        raise _corrupt(
+            p.path, f'it is cut short: {os.fstat(p.fd).st_size} bytes, '
+            f'{p.high} whole rows of {p.row_bytes} bytes, but the commits '
+            f'name row {max(used)}')
       p.free = sorted(set(range(p.high)) - used, reverse=True)
-    return self._view(index)
+    return self._view(index, crcs)
 
   def disk_bytes(self) -> int:
     """Bytes of the store's files on disk."""
@@ -388,14 +594,17 @@ class ClientStates(Mapping):
   """A view of a `ClientStore`: client id -> state, loaded when looked up.
 
   Only the newest view and the one before it can be read; `updated` (on the
-  newest) writes states and returns the next view.
+  newest) writes states and returns the next view. A state is verified against
+  its row's checksum when it is looked up (`CorruptStoreError` if it does not
+  match).
   """
 
   def __init__(self, store: ClientStore, generation: int,
-               index: list[np.ndarray]):
+               index: list[np.ndarray], crcs: list[np.ndarray]):
     self.store = store
     self.generation = generation
-    self.index = index
+    self.index = index  # Per prototype, each client's row (-1: initial).
+    self.crcs = crcs  # Per prototype, each client's row's CRC-32.
 
   def __getitem__(self, client_id: str) -> Any:
     if client_id not in self.store._where:  # pylint: disable=protected-access
@@ -438,37 +647,49 @@ def read_version(directory: str, version: int) -> dict[str, list[np.ndarray]]:
   """Every client's state at `version` as flat leaves, without a process.
 
   Clients at their initial state (never written) are left out. For tests
-  and tools: it replays the commits and reads the rows the manifest describes.
+  and tools: it replays the commits and reads the rows the manifest
+  describes, verifying each file as `ClientStore` does.
+
+  Args:
+    directory: the store's directory.
+    version: a committed version.
+
+  Raises:
+    ValueError: `directory` has no `version`, or its manifest is of format 1.
+    CorruptStoreError: a file it reads is damaged.
   """
-  with open(os.path.join(directory, 'manifest.json')) as f:
-    manifest = json.load(f)
-  index = [np.full(p['num_clients'], -1, np.int64)
-           for p in manifest['prototypes']]
+  manifest = _read_manifest(os.path.join(directory, 'manifest.json'))
+  prototypes = manifest['prototypes']
+  index = [np.full(p['num_clients'], -1, np.int64) for p in prototypes]
+  crcs = [np.zeros(p['num_clients'], np.uint32) for p in prototypes]
   commits = os.path.join(directory, 'commits')
   versions = sorted(int(m.group(1)) for m in map(_COMMIT.match,
                                                  os.listdir(commits)) if m)
   if version not in versions:
     raise ValueError(f'{directory} has no version {version}: {versions}.')
+  parent = -1
   for v in versions:
     if v > version:
       break
-    with np.load(os.path.join(commits, f'{v:012d}.npz'),
-                 allow_pickle=False) as npz:
-      for i in range(len(index)):
-        index[i][npz[f'clients_{i}']] = npz[f'slots_{i}']
+    path = os.path.join(commits, f'{v:012d}.npz')
+    arrays = _read_commit(path, v, [p['num_clients'] for p in prototypes])
+    _check_parent(path, arrays, parent)
+    for i in range(len(index)):
+      index[i][arrays[f'clients_{i}']] = arrays[f'slots_{i}']
+      crcs[i][arrays[f'clients_{i}']] = arrays[f'crcs_{i}']
+    parent = v
   states = {}
-  for i, proto in enumerate(manifest['prototypes']):
-    with open(os.path.join(directory, proto['file']), 'rb') as f:
+  for i, proto in enumerate(prototypes):
+    dtypes = [np.dtype(leaf['dtype']) for leaf in proto['leaves']]
+    shapes = [tuple(leaf['shape']) for leaf in proto['leaves']]
+    path = os.path.join(directory, proto['file'])
+    fd = os.open(path, os.O_RDONLY)
+    try:
       for k in np.flatnonzero(index[i] >= 0):
-        f.seek(int(index[i][k]) * proto['row_bytes'])
-        data = f.read(proto['row_bytes'])
-        leaves, offset = [], 0
-        for leaf in proto['leaves']:
-          dtype = np.dtype(leaf['dtype'])
-          count = int(np.prod(leaf['shape'], dtype=np.int64))
-          leaves.append(np.frombuffer(data, dtype, count, offset).reshape(
-              leaf['shape']))
-          offset += count * dtype.itemsize
-        states[proto['clients'][k]] = leaves
+        client_id = proto['clients'][k]
+        data = _read_row(fd, path, proto['row_bytes'], int(index[i][k]),
+                         int(crcs[i][k]), client_id)
+        states[client_id] = _decode(data, dtypes, shapes)
+    finally:
+      os.close(fd)
   return states
-
