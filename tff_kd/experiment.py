@@ -38,6 +38,8 @@ import fcntl
 import json
 import hashlib
 import os
+import re
+import tempfile
 import time
 from typing import Any, Optional
 
@@ -111,6 +113,29 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     self.last_save = {}
     self.on_checkpoint = None
     self._rows_saved = 0
+
+  async def get_versions(self) -> Optional[list[int]]:
+    """The saved versions; raises if an entry named as one holds none.
+
+    TFF counts every entry `program_state_R` as version R, even an empty file
+    or directory (our saves rename a complete one into place, so such an
+    entry was not written by a save). Taken as the latest, it would make a
+    resumed run claim R rounds it never trained, and the old-version cleanup
+    would remove the real checkpoints in its favour.
+    """
+    versions = await super().get_versions()
+    for version in versions or ():
+      path = super()._get_path_for_version(version)
+      if not tf.saved_model.contains_saved_model(path):
+        kind = ('an empty directory' if tf.io.gfile.isdir(path)
+                and not tf.io.gfile.listdir(path) else
+                'a directory without a saved program state'
+                if tf.io.gfile.isdir(path) else 'not a directory')
+        raise RuntimeError(
+            f'{path} is not a checkpoint ({kind}): no save wrote it, so '
+            f'round {version} was not trained. Remove it; the run then '
+            'resumes from the latest valid checkpoint beside it.')
+    return versions
 
   def _get_path_for_version(self, version: int) -> str:
     path = super()._get_path_for_version(version)
@@ -444,6 +469,57 @@ def finished_run(
   return rows
 
 
+def _check_writable(paths: Mapping[str, str]) -> None:
+  """Raises, before any round, unless every output of the run can be written.
+
+  Otherwise a read-only directory or an immutable file shows only when first
+  written to: the metrics CSV after a round has trained, a checkpoint after
+  its round. Each directory is created and a file created in it and removed
+  (what the CSV manager's and the checkpoints' renames need); each existing
+  file is opened for appending, which writes nothing. The directories are
+  left created.
+  """
+  directories = [('results', 'metrics and hparams'),
+                  ('checkpoints', 'checkpoints'),
+                  ('logdir', 'TensorBoard logs')]
+  directories += [(key, what) for key, what in (
+      ('client_store', 'client states'), ('client_data', 'clients\' examples'))
+                  if os.path.isdir(paths[key])]
+  for key, what in directories:
+    path = paths[key]
+    try:
+      os.makedirs(path, exist_ok=True)
+      with tempfile.NamedTemporaryFile(dir=path, prefix='.writable_'):
+        pass
+    except OSError as e:
+      raise PermissionError(
+          f'{path} is not a writable directory ({e.strerror or e}); the run '
+          f'writes its {what} there. Make it writable or choose another '
+          'root_output_dir.') from e
+  for key in ('metrics_csv', 'hparams'):
+    path = paths[key]
+    if os.path.lexists(path):
+      try:
+        with open(path, 'a', encoding='utf-8'):
+          pass
+      except OSError as e:
+        raise PermissionError(
+            f'{path} is not writable ({e.strerror or e}), and the run '
+            'rewrites it (an immutable file: chattr -i). Make it writable or '
+            'choose another root_output_dir.') from e
+
+
+def _remove_outputs(paths: Mapping[str, str]) -> None:
+  """Removes what a fresh run created, as far as it can (an error leaves
+  the rest: the error that made the run stop is the one to report)."""
+  for key in ('checkpoints', 'results', 'logdir'):
+    try:
+      if tf.io.gfile.exists(paths[key]):
+        tf.io.gfile.rmtree(paths[key])
+    except (OSError, tf.errors.OpError):
+      pass
+
+
 class RunLock:
   """An exclusive lock on a run's results directory (`fcntl.flock`).
 
@@ -473,6 +549,52 @@ class RunLock:
     self._file.close()  # Closing releases the lock.
 
 
+def _non_finite_error(round_num: int, what: str,
+                      last_checkpoint: str) -> FloatingPointError:
+  """The one error of a run stopped because its model is no longer finite."""
+  if round_num == 0:
+    return FloatingPointError(
+        f'The initial model is not finite: {what}. Check the model and its '
+        'initialization.')
+  return FloatingPointError(
+      f'Round {round_num} made the model non-finite (NaN or Inf): {what}; the '
+      f'run stops here and keeps its last checkpoint ({last_checkpoint}). '
+      'Lower the learning rates (client and server) or the distillation '
+      'weights.')
+
+
+# The losses that show the model is no longer finite (keys of `flatten`):
+# a test-set loss of `_evaluate`, and a clients' training loss (any prefix,
+# any prototype's, e.g. `client_work/train/loss`, `client_work/train/cnn/
+# loss`). Not the server distillation's `loss_first`/`loss_last`, NaN when it
+# ran no step.
+_EVALUATION_LOSS = re.compile(r'^evaluation/.+/loss$')
+_TRAINING_LOSS = re.compile(r'(^|/)train/(.+/)?loss$')
+
+
+def _non_finite_loss(metrics: Mapping[str, Any], pattern: re.Pattern,
+                     trained: bool = True) -> Optional[str]:
+  """`key is value` for the first loss of flat `metrics` that is NaN or Inf.
+
+  A training loss counts only where clients trained: not when `trained` is
+  False (every sampled client dropped out or sent a non-finite update, and
+  was left out), nor when the `num_examples` beside it is 0 (a prototype
+  that no client of the round had): such a loss averages nothing.
+  """
+  for key, value in metrics.items():
+    if not pattern.search(key):
+      continue
+    if pattern is _TRAINING_LOSS:
+      examples = metrics.get(key[:-len('loss')] + 'num_examples')
+      if not trained or (examples is not None and not np.any(examples)):
+        continue
+    value = np.asarray(value)
+    if (np.issubdtype(value.dtype, np.floating)
+        and not np.all(np.isfinite(value))):
+      return f'{key} is {value}'
+  return None
+
+
 def _check_finite(before: Any, after: Any, round_num: int,
                   last_checkpoint: str) -> None:
   """Raises if a float of the process state became NaN or Inf in a round.
@@ -485,19 +607,20 @@ def _check_finite(before: Any, after: Any, round_num: int,
   if (isinstance(after, Mapping)
       and isinstance(after.get('clients'), client_store_lib.ClientStates)):
     old, new = before['clients'], after['clients']
-    pairs += [(old[c], new[c]) for c in new.changed_from(old)]
+    pairs += [(f'state of client {c!r}', old[c], new[c])
+              for c in new.changed_from(old)]
     before = _with_clients(before, ())
     after = _with_clients(after, ())
-  pairs.append((before, after))
-  for old_state, new_state in pairs:
-    for old, new in zip(tf.nest.flatten(old_state), tf.nest.flatten(new_state)):
+  pairs.append(('process state', before, after))
+  for label, old_state, new_state in pairs:
+    for old, new in zip(tf.nest.flatten(old_state),
+                        tf.nest.flatten(new_state)):
       old, new = np.asarray(old), np.asarray(new)
       if (np.issubdtype(new.dtype, np.floating) and new.shape == old.shape
           and np.any(np.isfinite(old) & ~np.isfinite(new))):
-        raise FloatingPointError(
-            f'Round {round_num} made the model non-finite (NaN or Inf); the '
-            f'run stops here and keeps its last checkpoint ({last_checkpoint}).'
-            ' Lower the learning rates or the distillation weights.')
+        raise _non_finite_error(
+            round_num, f'the {label} has a NaN or Inf weight',
+            last_checkpoint)
 
 
 def run_experiment(
@@ -524,10 +647,15 @@ def run_experiment(
   checkpoint, results or log directory exists is an error; with `resume`, a
   run whose saved `hparams.json` differs from `hparams` (other than in
   `RESUMABLE_HPARAMS`) or that trained more rounds than `total_rounds` is an
-  error, as is one whose results exist but whose checkpoints were deleted.
-  A lock on the results directory keeps two processes off one run. A round
-  that makes the state non-finite stops the run (its last checkpoint kept);
-  a fresh run that fails before its first checkpoint removes what it
+  error, as is one whose results exist but whose checkpoints were deleted,
+  or one with an entry `program_state_R` that holds no checkpoint. An output
+  that cannot be written (a read-only directory, an immutable file) is an
+  error before the first round. A lock on the results directory keeps two
+  processes off one run. A round that makes the model non-finite stops the
+  run with a `FloatingPointError` naming the round and what is NaN or Inf
+  (a weight of the state, the clients' training loss, a test loss), before
+  the round's metrics are written or its state saved (the last checkpoint
+  kept); a fresh run that fails before its first checkpoint removes what it
   created, so it can be started again.
 
   Args:
@@ -604,13 +732,19 @@ def run_experiment(
   sample = client_sampler(client_ids, clients_per_round, seed)
   hparams = dict(hparams or {})
   fresh = not existing
-  tf.io.gfile.makedirs(paths['results'])
+  try:
+    _check_writable(paths)
+  except BaseException:
+    if fresh:
+      _remove_outputs(paths)
+    raise
   lock = RunLock(paths['results'], experiment_name)
-  manager = AtomicFileProgramStateManager(
-      root_dir=paths['checkpoints'], keep_total=2, keep_first=False,
-      every=rounds_per_checkpoint, last=total_rounds)
+  manager = None
   store = None
   try:
+    manager = AtomicFileProgramStateManager(
+        root_dir=paths['checkpoints'], keep_total=2, keep_first=False,
+        every=rounds_per_checkpoint, last=total_rounds)
     if resume:
       _check_resumable(paths, experiment_name, hparams, total_rounds,
                        manager.last_saved)
@@ -626,10 +760,8 @@ def run_experiment(
            rounds_per_eval=rounds_per_eval, print_fn=print_fn,
            client_dropout=client_dropout, client_store=store, keyed=keyed)
   except BaseException:
-    if fresh and manager.last_saved is None:
-      for key in ('checkpoints', 'results', 'logdir'):
-        if tf.io.gfile.exists(paths[key]):
-          tf.io.gfile.rmtree(paths[key])
+    if fresh and (manager is None or manager.last_saved is None):
+      _remove_outputs(paths)
     raise
   finally:
     if store is not None:
@@ -665,7 +797,11 @@ def _train(process, task, paths, manager, hparams, sample, *,
   evaluators = {}  # model_fn -> its evaluator
   test_data = task.datasets.get_centralized_test_data()
 
+  evaluated = {}  # 'round': the round evaluated next; 'finite': the last
+  # round whose evaluation was finite.
+
   def evaluation_selection_fn(round_num):
+    evaluated['round'] = round_num
     # Every `rounds_per_eval` rounds, and the last round always.
     if round_num % rounds_per_eval == 0 or round_num == total_rounds:
       return test_data
@@ -674,7 +810,19 @@ def _train(process, task, paths, manager, hparams, sample, *,
   def evaluation_fn(state, dataset):
     if dataset is None:
       return collections.OrderedDict()
-    return _evaluate(process, state, dataset, evaluators)
+    metrics = _evaluate(process, state, dataset, evaluators)
+    # Here, before the round's metrics are released and its state saved: a
+    # model whose weights are finite but whose outputs overflow (NaN loss).
+    round_num = evaluated['round']
+    bad = _non_finite_loss(flatten(metrics, 'evaluation/'), _EVALUATION_LOSS)
+    if bad is not None:
+      checkpoint = f'round {manager.last_saved}'
+      if evaluated.get('finite', round_num) < (manager.last_saved or 0):
+        checkpoint += (f'; the last evaluation with finite losses was of '
+                       f'round {evaluated["finite"]}')
+      raise _non_finite_error(round_num, bad, checkpoint)
+    evaluated['finite'] = round_num
+    return metrics
 
   class FiniteProcess:
     """`process`, whose `next` refuses to return a non-finite state."""
@@ -688,8 +836,15 @@ def _train(process, task, paths, manager, hparams, sample, *,
     @staticmethod
     def next(state, client_data):
       output = process.next(state, client_data)
-      _check_finite(state, output.state, max(dropped),
-                    f'round {manager.last_saved}')
+      round_num = max(dropped)
+      last_checkpoint = f'round {manager.last_saved}'
+      _check_finite(state, output.state, round_num, last_checkpoint)
+      metrics = flatten(output.metrics)
+      drops, sampled = dropped[round_num]
+      trained = sampled - drops - int(metrics.get(NON_FINITE_KEY, 0)) > 0
+      bad = _non_finite_loss(metrics, _TRAINING_LOSS, trained)
+      if bad is not None:
+        raise _non_finite_error(round_num, bad, last_checkpoint)
       return output
 
   with tf.io.gfile.GFile(paths['hparams'], 'w') as f:

@@ -127,6 +127,25 @@ WEIGHTED = 'weighted'  # Rows weighted by the client (FedAUX): no DP.
 STACKED = 'stacked'  # Every client's value collected (FedGen): no DP/secure.
 KINDS = (LOGITS, BOUNDED, PROBABILITIES, WEIGHTED, STACKED)
 
+# The largest `clip` and `logit_clip` (`AggregatorConfig`). TF clips and noises
+# in float32 (largest finite value 3.4e38): a clip c is squared against the
+# squared norm of an update, c * sqrt(R) is a payload's clip, m clipped values
+# are summed and z * c is the noise's standard deviation. At 1e6 all of these
+# stay far from overflow (c^2 = 1e12; with R = 1e6 rows and z =
+# MAX_NOISE_MULTIPLIER, z * c * sqrt(R) = 1e11), while 1e308 is infinite in
+# float32 and every clipped update NaN (every client discarded, nothing
+# learned). An update or logit row of norm 1e6 comes only from a diverged
+# model, so the bound never clips a finite training run that a larger one
+# would not.
+MAX_CLIP = 1e6
+# The largest `noise_multiplier` z. `dp_accounting`'s RDP accountant loses
+# its precision for large z at small sampling rates (it finds a negative
+# Renyi divergence: at z = 1e3 for q <= 3e-6, at z = 1e5 for q <= 0.01) and
+# overflows from z ~ 1e155 on (OverflowError); up to 100 it computes for
+# every q >= 1e-5 (tested). A z of 100 already makes the noise of one round
+# 100 times a client's clip, far past any useful privacy/utility trade-off.
+MAX_NOISE_MULTIPLIER = 100.0
+
 EPSILON_KEY = 'privacy/epsilon'
 BYTES_UPLOADED_KEY = 'communication/bytes_uploaded'
 BYTES_UNCOMPRESSED_KEY = 'communication/bytes_uploaded_uncompressed'
@@ -157,9 +176,10 @@ def epsilons(noise_multiplier: float, sampling_rate: float, rounds: int,
   computation gives. About 0.15 s per round (the RDP of the subsampled
   Gaussian at fractional orders); cached.
   """
-  if not noise_multiplier > 0:
+  if not 0 < noise_multiplier <= MAX_NOISE_MULTIPLIER:
     raise ValueError(
-        f'noise_multiplier must be > 0; got {noise_multiplier!r}.')
+        f'noise_multiplier must be in (0, {MAX_NOISE_MULTIPLIER:g}] '
+        f'(MAX_NOISE_MULTIPLIER); got {noise_multiplier!r}.')
   if not 0 < sampling_rate <= 1:
     raise ValueError(f'sampling_rate must be in (0, 1]; got {sampling_rate!r}.')
   if not 0 < delta < 1:
@@ -168,8 +188,26 @@ def epsilons(noise_multiplier: float, sampling_rate: float, rounds: int,
   values = []
   for t in range(1, rounds + 1):
     accountant = dp_accounting.rdp.RdpAccountant()
-    accountant.compose(event, t)
-    values.append(float(accountant.get_epsilon(delta)))
+    try:
+      accountant.compose(event, t)
+      value = float(accountant.get_epsilon(delta))
+    except (ArithmeticError, ValueError) as e:  # OverflowError among them.
+      # The accountant's own message (`(34, 'Numerical result out of
+      # range')`, `Renyi divergence cannot be negative`) names no setting.
+      raise ValueError(
+          f'The privacy accountant cannot compute epsilon for '
+          f'noise_multiplier={noise_multiplier!r} at sampling rate '
+          f'{sampling_rate:g} (clients per round / clients), delta {delta:g}, '
+          f'round {t} ({type(e).__name__}: {e}): its numerics fail for a '
+          'noise multiplier this large at this sampling rate. Lower '
+          'noise_multiplier or sample more clients per round.') from e
+    if not (math.isfinite(value) and value >= 0):
+      raise ValueError(
+          f'The privacy accountant gives epsilon {value} for '
+          f'noise_multiplier={noise_multiplier!r} at sampling rate '
+          f'{sampling_rate:g}, delta {delta:g}, round {t}. Lower '
+          'noise_multiplier or sample more clients per round.')
+    values.append(value)
   return tuple(values)
 
 
@@ -245,11 +283,13 @@ class GaussianSumFactory(tff.aggregators.UnweightedAggregationFactory):
   """
 
   def __init__(self, noise_multiplier: float, row_clip: float):
-    if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-      raise ValueError('noise_multiplier must be finite and >= 0; got '
-                       f'{noise_multiplier!r}.')
-    if not (math.isfinite(row_clip) and row_clip > 0):
-      raise ValueError(f'row_clip must be finite and > 0; got {row_clip!r}.')
+    if not 0 <= noise_multiplier <= MAX_NOISE_MULTIPLIER:
+      raise ValueError(
+          f'noise_multiplier must be in [0, {MAX_NOISE_MULTIPLIER:g}] '
+          f'(MAX_NOISE_MULTIPLIER); got {noise_multiplier!r}.')
+    if not 0 < row_clip <= MAX_CLIP:
+      raise ValueError(f'row_clip must be in (0, {MAX_CLIP:g}] (MAX_CLIP); '
+                       f'got {row_clip!r}.')
     self._noise_multiplier = noise_multiplier
     self._row_clip = row_clip
 
@@ -515,11 +555,12 @@ class AggregatorConfig:
 
   Attributes:
     aggregator: one of `AGGREGATORS`.
-    noise_multiplier: `dp`: z > 0, the Gaussian noise's standard deviation
-      over the clip.
-    clip: `dp`: the L2 clip of a client's model update, or None for TFF's
-      adaptive clipping.
-    logit_clip: `dp`: the RMS row norm a `LOGITS` payload is clipped to.
+    noise_multiplier: `dp`: z in (0, MAX_NOISE_MULTIPLIER], the Gaussian
+      noise's standard deviation over the clip.
+    clip: `dp`: the L2 clip of a client's model update, in (0, MAX_CLIP], or
+      None for TFF's adaptive clipping.
+    logit_clip: `dp`: the RMS row norm a `LOGITS` payload is clipped to, in
+      (0, MAX_CLIP].
     delta: `dp`: the delta of the reported epsilon; None: 1 / clients.
     compression_bits: `compression`: bits per quantized entry.
     compression_threshold: `compression`: tensors of at most this many
@@ -542,11 +583,21 @@ class AggregatorConfig:
       raise ValueError('noise_multiplier must be finite and > 0 (0 gives no '
                        'privacy: use aggregator="mean"); got '
                        f'{self.noise_multiplier!r}.')
+    if self.noise_multiplier > MAX_NOISE_MULTIPLIER:
+      raise ValueError(
+          f'noise_multiplier must be <= {MAX_NOISE_MULTIPLIER:g} '
+          '(MAX_NOISE_MULTIPLIER: beyond it the privacy accountant fails and '
+          f'the noise drowns every update); got {self.noise_multiplier!r}.')
     for name in ('clip', 'logit_clip'):
       value = getattr(self, name)
       if (value is None and name == 'logit_clip') or (
           value is not None and not (math.isfinite(value) and value > 0)):
         raise ValueError(f'{name} must be finite and > 0; got {value!r}.')
+      if value is not None and value > MAX_CLIP:
+        raise ValueError(
+            f'{name} must be <= {MAX_CLIP:g} (MAX_CLIP: a larger clip '
+            'overflows float32 when squared or multiplied by the noise, and '
+            f'no finite training reaches it); got {value!r}.')
     if self.delta is not None and not 0 < self.delta < 1:
       raise ValueError(f'delta must be None or in (0, 1); got {self.delta!r}.')
     CompressedSumFactory(self.compression_bits, self.compression_threshold)

@@ -2,8 +2,10 @@
 client states restored exactly; dropout; evaluation of stateful clients."""
 
 import asyncio
+import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 from unittest import mock
@@ -265,6 +267,106 @@ class RunIntegrityTest(tf.test.TestCase):
       self._run(3, process=process)
     checkpoints = experiment.output_paths(self.root, 'run')['checkpoints']
     self.assertEqual(os.listdir(checkpoints), ['program_state_0'])
+
+  def test_a_model_whose_test_loss_is_not_finite_stops_the_run(self):
+    # A server step so large that the weights stay finite (about 1e30) but
+    # the logits overflow: the test loss is NaN, the weights are not.
+    process = algorithms.build_fedavg(
+        self.task.model_fn,
+        tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+        tff.learning.optimizers.build_sgdm(learning_rate=1e30))
+    with self.assertRaisesRegex(
+        FloatingPointError,
+        r'^Round 1 made the model non-finite \(NaN or Inf\): '
+        r'evaluation/test/loss is nan; .*\(round 0\)\. Lower the learning '
+        'rates'):
+      self._run(3, process=process)
+    paths = experiment.output_paths(self.root, 'run')
+    self.assertEqual(os.listdir(paths['checkpoints']), ['program_state_0'])
+    # Round 1's metrics were not written.
+    self.assertEqual([r['round_num'] for r in
+                      experiment.read_metrics(paths['metrics_csv'])], ['0'])
+
+  def test_a_non_finite_training_loss_stops_the_run_unless_none_trained(self):
+
+    class NanTrainingLoss:
+      """FedAvg whose clients' training loss is NaN."""
+
+      def __init__(self, inner):
+        self._inner = inner
+        self.initialize = inner.initialize
+        self.client_data_type = inner.client_data_type
+        self.client_input = inner.client_input
+        self.evaluation_models = inner.evaluation_models
+
+      def next(self, state, clients):
+        output = self._inner.next(state, clients)
+        metrics = collections.OrderedDict(output.metrics)
+        metrics['client_work'] = collections.OrderedDict(
+            metrics['client_work'])
+        metrics['client_work']['train'] = collections.OrderedDict(
+            metrics['client_work']['train'], loss=float('nan'))
+        return tff.learning.templates.LearningProcessOutput(output.state,
+                                                            metrics)
+
+    process = NanTrainingLoss(self.process)
+    with self.assertRaisesRegex(
+        FloatingPointError, r'^Round 1 made the model non-finite .*: '
+        r'client_work/train/loss is nan; .*\(round 0\)'):
+      self._run(2, process=process)
+    # Every client dropped out: the loss averages nothing, no alarm.
+    rows = experiment.run_experiment(
+        process, self.task, total_rounds=1, clients_per_round=2,
+        root_output_dir=self.root, experiment_name='all_drop',
+        print_fn=lambda line: None, client_dropout=0.9999)
+    self.assertEqual(rows[-1]['client_work/train/loss'], 'nan')
+
+  def test_an_entry_that_is_no_checkpoint_is_named_not_counted(self):
+    self._run(1)
+    paths = experiment.output_paths(self.root, 'run')
+    bogus = os.path.join(paths['checkpoints'], 'program_state_99')
+    for make, kind in ((lambda: open(bogus, 'w').close(), 'not a directory'),
+                       (lambda: os.makedirs(bogus), 'an empty directory')):
+      make()
+      with self.assertRaisesRegex(
+          RuntimeError, f'{bogus} is not a checkpoint \\({kind}\\): no save '
+          'wrote it, so round 99 was not trained. Remove it'):
+        self._run(3, resume=True)
+      (shutil.rmtree if os.path.isdir(bogus) else os.remove)(bogus)
+    self.assertCountEqual(os.listdir(paths['checkpoints']),
+                          ['program_state_0', 'program_state_1'])
+    self.assertLen(experiment.read_metrics(paths['metrics_csv']), 2)
+
+  def test_an_output_that_cannot_be_written_is_an_error_before_training(self):
+    # A fresh run whose log directory cannot be made (its parent is a file):
+    # refused, and nothing is left behind.
+    os.makedirs(self.root, exist_ok=True)
+    with open(os.path.join(self.root, 'logdir'), 'w') as f:
+      f.write('not a directory')
+    paths = experiment.output_paths(self.root, 'run')
+    with self.assertRaisesRegex(
+        PermissionError, f'^{paths["logdir"]} is not a writable directory'):
+      self._run(1)
+    self.assertFalse(os.path.exists(paths['results']))
+    os.remove(os.path.join(self.root, 'logdir'))
+    # An immutable metrics CSV (root-proof: `chattr +i`) stops a resumed run
+    # before it trains, not after.
+    self._run(1)
+    if subprocess.run(['chattr', '+i', paths['metrics_csv']],
+                      capture_output=True, check=False).returncode:
+      self.skipTest('chattr +i is not available here.')
+    self.addCleanup(subprocess.run, ['chattr', '-i', paths['metrics_csv']],
+                    check=False)
+    lines = []
+    with self.assertRaisesRegex(
+        PermissionError, f'^{paths["metrics_csv"]} is not writable'):
+      experiment.run_experiment(
+          self.process, self.task, total_rounds=3, clients_per_round=2,
+          root_output_dir=self.root, experiment_name='run', resume=True,
+          hparams={'alpha': 0.5, 'rounds': 3}, print_fn=lines.append)
+    self.assertEqual(lines, [])
+    self.assertCountEqual(os.listdir(paths['checkpoints']),
+                          ['program_state_0', 'program_state_1'])
 
   def test_a_round_whose_clients_are_all_non_finite_says_so(self):
     process = algorithms.build_fedavg(

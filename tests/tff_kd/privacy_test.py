@@ -92,6 +92,25 @@ class DifferentialPrivacyTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(output.result, (updates[0] + updates[1] * 1.5 / 50) / 2,
                         atol=1e-6)
 
+  def test_the_largest_clip_and_noise_stay_finite_in_float32(self):
+    # clip=1e308 was infinite in float32: every update clipped to NaN and
+    # discarded. At MAX_CLIP an update within the clip passes as it is, and
+    # the noise of MAX_NOISE_MULTIPLIER * MAX_CLIP is finite.
+    value_type = tff.TensorType(np.float32, [3])
+    updates = [np.array([0.3, 0.4, 0.0], np.float32),
+               np.array([3e5, 0.0, 4e5], np.float32)]  # Norm 5e5.
+    for z, exact in ((1e-9, True), (privacy.MAX_NOISE_MULTIPLIER, False)):
+      aggregators = privacy.build_aggregators(
+          privacy.AggregatorConfig(aggregator='dp', noise_multiplier=z,
+                                   clip=privacy.MAX_CLIP),
+          models=True, knowledge={}, clients_per_round=2, num_clients=4,
+          total_rounds=1)
+      result = _run(aggregators.model_aggregator, value_type, updates).result
+      self.assertAllEqual(np.isfinite(result), [True] * 3)
+      if exact:
+        self.assertAllClose(result, (updates[0] + updates[1]) / 2, rtol=1e-6,
+                            atol=1e-2)  # Noise of sd 1e-3 / 2.
+
   def test_bounded_knowledge_is_never_clipped(self):
     # Soft labels: every row a probability vector, so the payload's norm is at
     # most sqrt(R), the clip of a BOUNDED field.
@@ -155,6 +174,27 @@ class AccountingTest(tf.test.TestCase, parameterized.TestCase):
         [dp_accounting.GaussianDpEvent(1.3)] * 3), 4)
     self.assertAlmostEqual(privacy.epsilons(1.3, 1.0, 4, 1e-5, 3)[-1],
                            composed.get_epsilon(1e-5), places=9)
+
+  def test_the_largest_noise_multiplier_is_accounted_at_any_sampling_rate(self):
+    for q in (1e-5, 1e-3, 0.1, 1.0):
+      for delta in (1e-9, 0.5):
+        for releases in (1, 3):
+          table = privacy.epsilons(privacy.MAX_NOISE_MULTIPLIER, q, 2, delta,
+                                   releases)
+          self.assertTrue(all(math.isfinite(e) and e >= 0 for e in table),
+                          (q, delta, releases, table))
+
+  def test_an_accountant_failure_names_the_noise_multiplier(self):
+    # Beyond the bound: refused before dp_accounting overflows.
+    with self.assertRaisesRegex(ValueError,
+                                r'noise_multiplier must be in \(0, 100\]'):
+      privacy.epsilons(1e300, 0.3, 1, 1e-5)
+    # Within it, at a sampling rate where the accountant's numerics fail
+    # (it finds a negative Renyi divergence): the error names the setting.
+    with self.assertRaisesRegex(
+        ValueError, r'cannot compute epsilon for noise_multiplier=100\.0 at '
+        r'sampling rate 1e-06.*Lower noise_multiplier'):
+      privacy.epsilons(100.0, 1e-6, 1, 1e-5)
 
   def test_the_process_reports_epsilon_each_round_and_counts_in_its_state(self):
     table = (0.5, 0.9, 1.2)
@@ -290,6 +330,10 @@ class BadConfigurationTest(tf.test.TestCase, parameterized.TestCase):
       (dict(noise_multiplier=0.0), 'noise_multiplier must be finite and > 0'),
       (dict(noise_multiplier=-1.0), 'noise_multiplier must be'),
       (dict(clip=0.0), 'clip must be finite and > 0'),
+      (dict(clip=1e308), r'clip must be <= 1e\+06 \(MAX_CLIP.*got 1e\+308'),
+      (dict(logit_clip=2e6), r'logit_clip must be <= 1e\+06.*got 2000000.0'),
+      (dict(noise_multiplier=1e300),
+       r'noise_multiplier must be <= 100 \(MAX_NOISE_MULTIPLIER.*got 1e\+300'),
       (dict(logit_clip=math.nan), 'logit_clip must be finite'),
       (dict(delta=1.5), 'delta must be None or in'),
       (dict(aggregator='laplace'), 'aggregator must be one of'),
