@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from typing import Any, Optional
@@ -35,18 +36,26 @@ from tff_kd import privacy
 from tff_kd import runtime
 
 # Task and data.
-TASK = flags.DEFINE_enum('task', 'digits', tasks.TASK_NAMES, 'Task (dataset).')
+TASK = flags.DEFINE_string(
+    'task', 'digits', 'Task (dataset): one of '
+    + ', '.join(tasks.TASK_NAMES) + ' (federated_*: TFF\'s datasets, clients '
+    'kept as they are), or npz:PATH, a file of your own with x_train, '
+    'y_train, x_test, y_test and optionally client_ids (one per training '
+    'example). See README.md, "Your data".'
+)
 MODEL = flags.DEFINE_enum(
-    'model', 'cnn', tasks.MODEL_NAMES, 'Model architecture of our tasks.'
+    'model', 'cnn', tasks.MODEL_NAMES, 'Model architecture.'
 )
 DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'tensorflow_datasets directory holding prepared data '
-    '(tasks mnist, emnist, cifar10, cifar100).'
+    '(tasks mnist, emnist_digits, cifar10, cifar100); TFF\'s cache directory'
+    ' for its federated datasets (default ~/.tff).'
 )
 USE_SYNTHETIC_DATA = flags.DEFINE_bool(
-    'use_synthetic_data', True,
-    'TFF baseline tasks (emnist_character, cifar100_image): use TFF synthetic '
-    'data (the real data must be downloaded, which needs internet).'
+    'use_synthetic_data', False,
+    'TFF\'s federated datasets (federated_*): TFF\'s synthetic stand-in, 2 '
+    'clients, instead of the real data (read from TFF\'s cache; never '
+    'downloaded here).'
 )
 PROTOTYPES = flags.DEFINE_list(
     'prototypes', [], 'Model prototypes (architectures) of the clients, for '
@@ -64,7 +73,12 @@ ALPHA = flags.DEFINE_float(
 CLASSES_PER_CLIENT = flags.DEFINE_integer(
     'classes_per_client', 2, 'partition=shards: classes per client.'
 )
-NUM_CLIENTS = flags.DEFINE_integer('num_clients', 20, 'Number of clients K.')
+NUM_CLIENTS = flags.DEFINE_integer(
+    'num_clients', 20, 'Number of clients K (tasks we split over clients).')
+# The flags of tasks we split over clients: given for a task with natural
+# clients, they are an error.
+SPLIT_FLAGS = ('num_clients', 'partition', 'alpha', 'classes_per_client',
+               'split_file')
 SPLIT_FILE = flags.DEFINE_string(
     'split_file', None, 'An .npz client split from another library (replaces '
     '--partition): num_clients, train_{c} index arrays into the task\'s '
@@ -248,12 +262,31 @@ flags.register_validator(
 )
 
 
+def _check_task(name):
+  resolved = tasks.TASK_ALIASES.get(name, name)
+  if resolved.startswith(tasks.NPZ_PREFIX):
+    path = resolved[len(tasks.NPZ_PREFIX):]
+    if not os.path.isfile(path):
+      raise flags.ValidationError(f'--task={name}: no file at {path!r}.')
+    return True
+  if resolved not in tasks.TASK_NAMES:
+    raise flags.ValidationError(
+        f'--task={name!r} is not a task: choose one of '
+        f'{", ".join(tasks.TASK_NAMES)}, or npz:PATH.')
+  return True
+
+
+flags.register_validator('task', _check_task)
+
+
 @flags.multi_flags_validator(
-    ['clients_per_round', 'num_clients'],
+    ['task', 'clients_per_round', 'num_clients'],
     message='--clients_per_round must be <= --num_clients.',
 )
 def _check_clients_per_round(values):
-  return values['clients_per_round'] <= values['num_clients']
+  # A task with natural clients: checked against its clients once loaded.
+  return (tasks.has_natural_clients(values['task'])
+          or values['clients_per_round'] <= values['num_clients'])
 
 
 def parse_dp_clip(value: str) -> Optional[float]:
@@ -264,9 +297,9 @@ def parse_dp_clip(value: str) -> Optional[float]:
     clip = float(value)
   except (TypeError, ValueError):
     clip = math.nan
-  if not (math.isfinite(clip) and clip > 0):
-    raise ValueError(f'--dp_clip must be `adaptive` or a finite number > 0; '
-                     f'got {value!r}.')
+  if not 0 < clip <= privacy.MAX_CLIP:  # NaN fails the comparison.
+    raise ValueError(f'--dp_clip must be `adaptive` or a number in (0, '
+                     f'{privacy.MAX_CLIP:g}]; got {value!r}.')
   return clip
 
 
@@ -278,17 +311,20 @@ def _valid_dp_clip(value):
   return True
 
 
+# The upper limits: beyond them float32 overflows or the accountant fails
+# (`tff_kd.privacy.MAX_CLIP`, `MAX_NOISE_MULTIPLIER`).
 flags.register_validator(
     'dp_noise_multiplier',
-    lambda v: v is not None and math.isfinite(v) and v > 0,
-    '--dp_noise_multiplier must be finite and > 0 (0 gives no privacy: '
-    'epsilon is infinite; use --aggregator=mean).')
+    lambda v: v is not None and 0 < v <= privacy.MAX_NOISE_MULTIPLIER,
+    f'--dp_noise_multiplier must be in (0, {privacy.MAX_NOISE_MULTIPLIER:g}]'
+    ' (0 gives no privacy: epsilon is infinite; use --aggregator=mean).')
 flags.register_validator(
     'dp_clip', _valid_dp_clip,
-    '--dp_clip must be `adaptive` or a finite number > 0.')
+    '--dp_clip must be `adaptive` or a number in (0, '
+    f'{privacy.MAX_CLIP:g}].')
 flags.register_validator(
-    'dp_logit_clip', lambda v: v is not None and math.isfinite(v) and v > 0,
-    '--dp_logit_clip must be finite and > 0.')
+    'dp_logit_clip', lambda v: v is not None and 0 < v <= privacy.MAX_CLIP,
+    f'--dp_logit_clip must be in (0, {privacy.MAX_CLIP:g}].')
 flags.register_validator(
     'dp_delta', lambda v: v is None or 0 < v < 1,
     '--dp_delta must be in (0, 1).')  # NaN fails the comparison.
@@ -387,6 +423,7 @@ class Settings:
         if field.name != 'algorithm_hparams'
     }
     values['dp_clip'] = canonical_dp_clip(values['dp_clip'])
+    values['task'] = tasks.canonical_task_name(values['task'])
     return cls(
         **{name: tuple(value) if isinstance(value, list) else value
            for name, value in values.items()},
@@ -466,15 +503,46 @@ def check_algorithm_flags(algorithms) -> None:
 
   Each algorithm flag belongs to one of `algorithms`; each aggregator flag
   (`AGGREGATOR_FLAGS`) to `--aggregator`, which applies to every algorithm
-  (`registry.check_aggregator`).
+  (`registry.check_aggregator`), and to an algorithm that sends what it
+  bounds (`--dp_clip`: model updates; `--dp_logit_clip`: logits). The
+  flags of tasks we split over clients (`SPLIT_FLAGS`) belong to such a
+  task, `--use_synthetic_data` to TFF's federated datasets and
+  `--local_workers` to a run without `--workers`.
   """
+  present = {name for name in flags.FLAGS if flags.FLAGS[name].present}
+  task = tasks.TASK_ALIASES.get(flags.FLAGS['task'].value,
+                                flags.FLAGS['task'].value)
+  if tasks.has_natural_clients(task):
+    given = [name for name in SPLIT_FLAGS if name in present]
+    if given:
+      raise flags.ValidationError(
+          f'--{given[0]} does not apply to --task={task}: its clients are '
+          'the dataset\'s own (none of '
+          + ', '.join(f'--{n}' for n in SPLIT_FLAGS) + ' applies).')
+  if 'use_synthetic_data' in present and task not in tasks.FEDERATED_TASKS:
+    raise flags.ValidationError(
+        f'--use_synthetic_data applies to TFF\'s federated datasets '
+        f'({", ".join(tasks.FEDERATED_TASKS)}), not to --task={task}.')
+  if 'local_workers' in present and flags.FLAGS['workers'].value:
+    raise flags.ValidationError(
+        '--local_workers starts workers on this machine; the run has '
+        '--workers, which are already serving. Give one of them.')
   aggregator = flags.FLAGS['aggregator'].value
   for owner, names in AGGREGATOR_FLAGS.items():
     for name in names:
-      if flags.FLAGS[name].present and aggregator != owner:
+      if name in present and aggregator != owner:
         raise flags.ValidationError(
             f'--{name} is a setting of --aggregator={owner}; the run has '
             f'--aggregator={aggregator}.')
+  for name, applies, what in (
+      ('dp_clip', lambda a: a.models, 'averages model updates'),
+      ('dp_logit_clip', lambda a: privacy.LOGITS in a.knowledge.values(),
+       'sends logits')):
+    if name in present and not any(applies(a) for a in algorithms):
+      raise flags.ValidationError(
+          f'--{name} does not apply to '
+          f'--algorithm={",".join(a.name for a in algorithms)}: none of them '
+          f'{what}.')
   for algorithm in algorithms:
     try:
       registry.check_aggregator(algorithm, aggregator,
@@ -497,15 +565,18 @@ def quiet_logging() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def create_task(
-    settings: Settings) -> tff.simulation.baselines.BaselineTask:
-  """The task of the settings; data errors surface as `flags.ValidationError`."""
+def create_task(settings: Settings) -> tasks.Task:
+  """The task of the settings; data errors surface as `flags.ValidationError`.
+
+  Also when `--clients_per_round` exceeds its training clients (known once a
+  task with natural clients is loaded).
+  """
   spec = tff.simulation.baselines.ClientSpec(
       num_epochs=settings.local_epochs, batch_size=settings.batch_size
   )
   prototypes = list(settings.prototypes)
   try:
-    return tasks.create_task(
+    task = tasks.create_task(
         settings.task,
         train_client_spec=spec,
         model=prototypes[0] if prototypes else settings.model,
@@ -521,11 +592,11 @@ def create_task(
     )
   except (ValueError, FileNotFoundError) as e:
     raise flags.ValidationError(str(e)) from e
-  except OSError as e:  # A download (TFF's baseline data) that failed.
+  if settings.clients_per_round > len(task.client_ids):
     raise flags.ValidationError(
-        f'--task={settings.task}: its data could not be loaded ({e}); offline, '
-        'TFF baseline tasks need --use_synthetic_data, our tfds tasks a '
-        'prepared --data_dir.') from e
+        f'--clients_per_round={settings.clients_per_round} is more than the '
+        f'{len(task.client_ids)} training clients of --task={settings.task}.')
+  return task
 
 
 def algorithm_hparams(settings: Settings,
@@ -561,30 +632,65 @@ def build_process(settings: Settings, task, algorithm: registry.Algorithm):
   )
 
 
+def task_label(task: str) -> str:
+  """Task `task` as a plain name (of runs, directories): a file's task
+  (`npz:PATH`) is `npz_` and the file's stem."""
+  if not task.startswith(tasks.NPZ_PREFIX):
+    return task
+  stem = os.path.splitext(os.path.basename(task[len(tasks.NPZ_PREFIX):]))[0]
+  return 'npz_' + re.sub(r'[^A-Za-z0-9_.-]', '_', stem)
+
+
+def default_run_name(settings: Settings, algorithm: str) -> str:
+  """A run's default name: task, algorithm, partition (if split by us), seed."""
+  partition = ('' if tasks.has_natural_clients(settings.task)
+               else f'_{settings.partition}')
+  return (f'{task_label(settings.task)}_{algorithm}{partition}'
+          f'_seed{settings.seed}')
+
+
+def _unused_settings(settings: Settings) -> tuple[str, ...]:
+  """The shared settings that do not apply to the run (not recorded)."""
+  unused = [name for owner, names in AGGREGATOR_FLAGS.items()
+            if owner != settings.aggregator for name in names]
+  if tasks.has_natural_clients(settings.task):
+    unused += SPLIT_FLAGS
+  if settings.task not in tasks.FEDERATED_TASKS:
+    unused.append('use_synthetic_data')
+  return tuple(unused)
+
+
 def run_hparams(settings: Settings, algorithm: registry.Algorithm,
-                run_name: Optional[str] = None,
+                run_name: Optional[str] = None, task: Optional[tasks.Task] = None,
                 **runtime_flags) -> dict[str, Any]:
-  """hparams.json of a run: every flag of the run.
+  """hparams.json of a run: every flag of the run, and its data's digest.
 
   Top level, compared on --resume (`tff_kd.experiment`): every shared flag
-  but `RUNTIME_FLAGS`, `algorithm` and the algorithm's own flags (the flags
-  of the other algorithms are not the run's: giving one is an error). Under
-  `experiment.RUNTIME_KEY`, recorded and never compared: `RUNTIME_FLAGS` and
-  `runtime_flags`, the binary's own flags that change no number (train's
-  --experiment_name, compare's --algorithms, --seeds, ...).
+  that applies to the run (not `RUNTIME_FLAGS`, nor `_unused_settings`),
+  `algorithm`, the algorithm's own flags (the flags of the other algorithms
+  are not the run's: giving one is an error) and `data_digest`,
+  `task.data_digest()`, so that changed inputs (a split file, an .npz, a
+  dataset) are not resumed. Under `experiment.RUNTIME_KEY`, recorded and never
+  compared: `RUNTIME_FLAGS` and `runtime_flags`, the binary's own flags that
+  change no number (train's --experiment_name, compare's --algorithms,
+  --seeds, ...).
 
-  A run-defining flag added after a run was recorded is absent from its
-  hparams.json: with --resume of `run_name`, such a flag at its default (the
-  behavior the run had) is left out, so the run resumes; at another value it
-  is a change, which --resume refuses, naming the key.
+  With --resume of `run_name`, a run recorded before a flag existed (absent
+  from its hparams.json) resumes when that flag is at its default (the
+  behavior it had); at another value it is a change, which --resume refuses,
+  naming the key. Likewise a run recorded before the data digest resumes
+  unverified, and a setting recorded that no longer applies is not compared.
   """
+  unused = _unused_settings(settings)
   values = {
       field.name: getattr(settings, field.name)
       for field in dataclasses.fields(settings)
-      if field.name not in RUNTIME_FLAGS + ('algorithm_hparams',)
+      if field.name not in RUNTIME_FLAGS + ('algorithm_hparams',) + unused
   }
   values['algorithm'] = algorithm.name
   values.update(algorithm_hparams(settings, algorithm))
+  if task is not None:
+    values['data_digest'] = task.data_digest()
   if settings.resume and run_name is not None:
     path = experiment.output_paths(settings.root_output_dir,
                                    run_name)['hparams']
@@ -596,8 +702,11 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
       defaults.update((name, hparam.default)
                       for name, hparam in algorithm.hparams.items())
       for name in [n for n in values if n not in recorded]:
-        if name in defaults and values[name] == defaults[name]:
+        if name == 'data_digest' or (
+            name in defaults and values[name] == defaults[name]):
           del values[name]
+      values.update((name, recorded[name]) for name in unused
+                    if name in recorded)
   values[experiment.RUNTIME_KEY] = dict(
       {name: getattr(settings, name) for name in RUNTIME_FLAGS},
       **runtime_flags)

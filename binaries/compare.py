@@ -21,7 +21,9 @@ own models also get `algorithm[clients]` (the mean test accuracy of all
 client models, when the test accuracy is a server model's) and
 `algorithm[clients <prototype>]` rows. Plots: DIR/accuracy.png (test accuracy vs round, mean
 with a +-1 std band over seeds) and DIR/communication.png (final accuracy vs
-MB communicated). A progress bar counts rounds over all runs.
+MB communicated). A progress bar counts rounds over all runs. DIR is held for
+the whole comparison: a second one on it fails at once, naming the process
+that holds it (the summary is one comparison's).
 
 `main` gathers the flags in a `Config` and calls `run_comparison(config)`,
 which returns the table it wrote (`Summary`); `binaries.results` calls it once
@@ -269,7 +271,9 @@ def run_comparison(config: Config) -> Summary:
   Runs are `{algorithm}_seed{seed}` under `config.settings.root_output_dir`,
   where summary.csv, summary.md and the two plots are written. With
   `settings.resume`, unfinished runs continue and finished ones (every round
-  trained, the same settings in hparams.json) are read back.
+  trained, the same settings in hparams.json) are read back. The root is
+  locked for the whole comparison: a second one on it (another process)
+  fails at once.
 
   Args:
     config: the comparison.
@@ -281,6 +285,40 @@ def run_comparison(config: Config) -> Summary:
   root = settings.root_output_dir
   algorithms = [registry.get(name) for name in config.algorithms]
   common.check_output_dir(root)
+  lock = _lock(root)
+  try:
+    return _compare(config, algorithms)
+  finally:
+    lock.release()
+
+
+def _lock(root: str) -> experiment.RunLock:
+  """Holds `root` for one comparison at a time.
+
+  summary.csv, summary.md and the plots are the comparison's, not a run's:
+  a second comparison on the same root would write its own over them (its
+  algorithms only), and a merge would mix settings in one table. So the
+  second fails at once, before any run, naming the one that holds it.
+  """
+  try:
+    return experiment.RunLock(root, 'comparison')
+  except RuntimeError:
+    try:  # RunLock's file holds the holder's pid.
+      with open(os.path.join(root, '.lock')) as f:
+        holder = f.read().strip() or 'unknown'
+    except OSError:
+      holder = 'unknown'
+    raise RuntimeError(
+        f'--root_output_dir={root!r} is in use by another comparison '
+        f'(pid {holder}): its summary would be overwritten. Wait for it to '
+        'finish or give another --root_output_dir.') from None
+
+
+def _compare(config: Config, algorithms) -> Summary:
+  """`run_comparison`'s runs and tables, `config.settings.root_output_dir`
+  locked."""
+  settings = config.settings
+  root = settings.root_output_dir
   runs = {a.name: [] for a in algorithms}
   labelled = {  # Algorithm -> it used the labelled server split.
       a.name: a.labelled_server_data(common.algorithm_hparams(settings, a))
@@ -294,11 +332,12 @@ def run_comparison(config: Config) -> Summary:
                    unit='round', disable=None) as progress:
       for seed in config.seeds:
         seed_settings = dataclasses.replace(settings, seed=seed)
+        task = common.create_task(seed_settings)
         hparams = {a.name: common.run_hparams(
-            seed_settings, a, run_name=f'{a.name}_seed{seed}',
+            seed_settings, a, run_name=f'{a.name}_seed{seed}', task=task,
             **runtime_flags) for a in algorithms}
         # With --resume, a run that already trained every round with these
-        # settings is read back, not built again.
+        # settings and data is read back, not built again.
         finished = {
             a.name: experiment.finished_run(
                 root, f'{a.name}_seed{seed}', settings.rounds,
@@ -306,7 +345,6 @@ def run_comparison(config: Config) -> Summary:
             for a in algorithms}
         todo = [a for a in algorithms if finished[a.name] is None]
         if todo:
-          task = common.create_task(seed_settings)
           # Every algorithm is built before the first run trains: a bad
           # combination fails before any run has spent time.
           processes = {a.name: common.build_process(seed_settings, task, a)

@@ -46,6 +46,11 @@ merged as it comes (`tff_kd.runtime.GroupingContext`). Measurement 5 (worker
 memory per client, by what the round keeps): FedAvg at the first and the last
 of `--sweep` with TFF's weighted mean (the default), its unweighted mean, and
 data built by the trainer. Settings a `--tree` lacks are reported as errors.
+
+Every flag is checked before the first run (the task is built once with the
+largest population asked of it): a bad value is one line naming the flag
+(`--debug` shows the traceback). Outside a git checkout the commit is
+recorded as `unknown`.
 """
 
 import inspect
@@ -105,6 +110,77 @@ TASK = flags.DEFINE_string(
 SWEEP_POPULATION = flags.DEFINE_integer(
     'sweep_population', 3400, 'Clients of measurements 2-5.')
 CHILD = flags.DEFINE_string('child', None, 'Internal: one run, as JSON.')
+DEBUG = flags.DEFINE_bool(
+    'debug', False, 'On an error, show the traceback instead of one line.')
+
+MEASUREMENT_NAMES = ('1', '2', '3', '4', '5')
+
+
+def _numbers(name, values, *, distinct=True):
+  """A list flag's values as integers >= 1; ValidationError naming the flag.
+
+  Raised, not returned False: the message names the value at fault.
+  """
+  numbers = []
+  for value in values:
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+      raise flags.ValidationError(
+          f'--{name}: {value!r} is not a whole number >= 1.')
+    numbers.append(int(value))
+  if distinct and len(set(numbers)) != len(numbers):
+    raise flags.ValidationError(
+        f'--{name} lists a value twice: {",".join(values)}.')
+  return numbers
+
+
+def _check_numbers(name):
+  def check(values):
+    _numbers(name, values)
+    return True
+  return check
+
+
+for _name in ('populations', 'sweep', 'worker_limits', 'clients_per_group'):
+  flags.register_validator(_name, _check_numbers(_name))
+for _name in ('clients_per_round', 'rounds', 'timing_repeats',
+              'child_timeout', 'sweep_population'):
+  flags.register_validator(
+      _name, lambda v: v is not None and v >= 1, f'--{_name} must be >= 1.')
+
+
+def _check_measurements(values):
+  unknown = [v for v in values if v not in MEASUREMENT_NAMES]
+  if unknown:
+    raise flags.ValidationError(
+        f'--measurements: {unknown[0]!r} is not a measurement; choose from '
+        f'{",".join(MEASUREMENT_NAMES)} (none: the page of --output).')
+  if len(set(values)) != len(values):
+    raise flags.ValidationError(
+        f'--measurements lists one twice: {",".join(values)}.')
+  return True
+
+
+flags.register_validator('measurements', _check_measurements)
+
+
+@flags.multi_flags_validator(
+    ['populations', 'clients_per_round', 'measurements'],
+    message='--populations must each be >= --clients_per_round (a round of '
+    'measurement 1 samples that many of the population\'s clients).')
+def _check_populations(values):
+  return '1' not in values['measurements'] or all(
+      int(n) >= values['clients_per_round']
+      for n in values['populations'] if n.isascii() and n.isdigit())
+
+
+@flags.multi_flags_validator(
+    ['sweep', 'sweep_population', 'measurements'],
+    message='--sweep must each be <= --sweep_population (a round of '
+    'measurements 2-5 samples that many of its clients).')
+def _check_sweep(values):
+  return not set(values['measurements']) - {'1'} or all(
+      int(n) <= values['sweep_population']
+      for n in values['sweep'] if n.isascii() and n.isdigit())
 
 _MB = 2**20
 
@@ -269,17 +345,31 @@ def _worker(r):
   return 'default'
 
 
-def _model_mb(task_name):
-  """MB of the task model's float32 trainable weights (built in a graph)."""
+def _task(name, num_clients, flag):
+  """Task `name` as the runs build it, with `num_clients` clients.
+
+  Built before any run, so that a task whose data is missing, or that has
+  too few examples for the clients, is an error naming `flag` (the flag
+  that asked for it), not a failed run after the runs before it.
+  """
   # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
   import tensorflow_federated as tff
   import tasks
   # pylint: enable=g-import-not-at-top
-  task = tasks.create_task(
-      task_name, train_client_spec=tff.simulation.baselines.ClientSpec(
-          num_epochs=1, batch_size=16),
-      model='cnn', partition='iid', num_clients=10, seed=0)
+  try:
+    return tasks.create_task(
+        name, train_client_spec=tff.simulation.baselines.ClientSpec(
+            num_epochs=1, batch_size=16),
+        model='cnn', partition='iid', num_clients=num_clients, seed=0)
+  except (ValueError, OSError) as e:
+    raise flags.ValidationError(
+        f'{flag}: task {name!r} with {num_clients:,} clients cannot be '
+        f'built: {e}') from None
+
+
+def _model_mb(task):
+  """MB of the task model's float32 trainable weights (built in a graph)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with tf.Graph().as_default():
     return sum(4 * v.shape.num_elements()
                for v in task.model_fn().trainable_variables) / _MB
@@ -505,22 +595,137 @@ def _markdown(results, before, model_mb, results_path):
   return '\n\n'.join(parts) + '\n'
 
 
+def _commit(tree):
+  """The short commit of `tree` (None: this checkout), or 'unknown'.
+
+  A copy outside git (an unpacked archive) or a machine without git still
+  measures: the page then says the commit is unknown.
+  """
+  try:
+    return subprocess.run(
+        ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+        text=True, check=True,
+        cwd=tree or os.path.dirname(os.path.abspath(__file__)),
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def _check_writable(flag, path):
+  """`path` can be written as a file: not a directory, its directory there."""
+  directory = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise flags.ValidationError(f'--{flag}={path!r} is a directory; give the '
+                                'file to write.')
+  if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+    raise flags.ValidationError(
+        f'--{flag}={path!r}: its directory {directory!r} is not a writable '
+        'directory.')
+  if os.path.exists(path) and not os.access(path, os.W_OK):
+    raise flags.ValidationError(f'--{flag}={path!r} is not writable.')
+
+
+def _read_json(flag, path, keys):
+  """The JSON object in `path`, which must hold `keys`."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError) as e:
+    raise flags.ValidationError(
+        f'--{flag}={path!r} is not a readable JSON file: '
+        f'{getattr(e, "strerror", None) or e}.') from None
+  if not isinstance(value, dict) or not set(keys) <= set(value):
+    raise flags.ValidationError(
+        f'--{flag}={path!r} is not the JSON of this binary (it needs '
+        f'{", ".join(keys)}).')
+  return value
+
+
+def _check_flags():
+  """Every flag, before the first run: one-line errors naming flag and value.
+
+  The absl validators have checked each flag's form; this checks what needs
+  the file system, the registry or the task's data, and the flags each
+  selected measurement needs. Names are checked against this checkout's
+  registry and tasks (with --tree too: an earlier tree has fewer).
+  """
+  # pylint: disable=g-import-not-at-top,unused-import
+  # Imported first: it replaces TFF's default context, whose finalizer
+  # prints a traceback at the exit of an error (`tff_kd.runtime`).
+  from tff_kd import runtime
+  from binaries import registry
+  import tasks
+  # pylint: enable=g-import-not-at-top,unused-import
+  if not OUTPUT.value:
+    raise flags.ValidationError('--output is required (the JSON file of the '
+                                'results).')
+  chosen = set(MEASUREMENTS.value)
+  if chosen:
+    _check_writable('output', OUTPUT.value)
+  else:  # The page of the results already there.
+    _read_json('output', OUTPUT.value, ('task', 'command', 'commit', 'cores',
+                                        'rounds'))
+  if MARKDOWN.value:
+    _check_writable('markdown', MARKDOWN.value)
+  if BEFORE.value:
+    _read_json('before', BEFORE.value, ('commit',))
+  if TREE.value and not os.path.isfile(
+      os.path.join(TREE.value, 'binaries', 'population.py')):
+    raise flags.ValidationError(
+        f'--tree={TREE.value!r} is not a checkout holding '
+        'binaries/population.py (copy this file, binaries/memory.py and the '
+        'task in).')
+  if TASK.value not in tasks.OUR_TASKS:  # It splits them into populations.
+    raise flags.ValidationError(
+        f'--task={TASK.value!r} is not a task this binary splits into '
+        f'populations; choose from {", ".join(tasks.OUR_TASKS)}.')
+  for flag, names in (('algorithms', ALGORITHMS.value),
+                      ('sweep_algorithms', SWEEP_ALGORITHMS.value)):
+    for name in names:
+      if name not in registry.ALGORITHMS:
+        raise flags.ValidationError(
+            f'--{flag}: {name!r} is not an algorithm; choose from '
+            f'{", ".join(sorted(registry.ALGORITHMS))}.')
+    if len(set(names)) != len(names):
+      raise flags.ValidationError(
+          f'--{flag} lists an algorithm twice: {",".join(names)}.')
+  needs = [('1', 'populations', POPULATIONS.value, 1),
+           ('1', 'algorithms', ALGORITHMS.value, 1),
+           ('2', 'sweep_algorithms', SWEEP_ALGORITHMS.value, 1)]
+  needs += [(m, 'sweep', SWEEP.value, 1) for m in '234']
+  # Measurement 5 is a slope between the first and the last.
+  needs.append(('5', 'sweep', SWEEP.value, 2))
+  for measurement, flag, values, least in needs:
+    if measurement in chosen and len(values) < least:
+      raise flags.ValidationError(
+          f'--measurements={",".join(MEASUREMENTS.value)} needs '
+          f'{"a value" if least == 1 else f"{least} values"} of --{flag} '
+          f'(got --{flag}={",".join(values)}).')
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if CHILD.value:
     print(json.dumps(_run_child(json.loads(CHILD.value))), flush=True)
     return
-  if not OUTPUT.value:
-    raise app.UsageError('--output is required.')
+  _check_flags()
   if not MEASUREMENTS.value:  # The page of earlier results.
     with open(OUTPUT.value) as f:
       results = json.load(f)
+    model_mb = _model_mb(_task(results['task'], 10, '--output'))
   else:
+    # The largest population any run asks of the task, built once.
+    largest = max([int(n) for n in POPULATIONS.value
+                   if '1' in MEASUREMENTS.value]
+                  + [SWEEP_POPULATION.value
+                     if set(MEASUREMENTS.value) - {'1'} else 0])
+    model_mb = _model_mb(_task(
+        TASK.value, largest,
+        f'--task={TASK.value} (--populations, --sweep_population)'))
     results = dict(
         command=' '.join(['python -m binaries.population'] + sys.argv[1:]),
-        commit=subprocess.run(
-            ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-            text=True, check=True, cwd=TREE.value).stdout.strip(),
+        commit=_commit(TREE.value),
         cores=os.cpu_count(), task=TASK.value,
         sweep_population=SWEEP_POPULATION.value, rounds=ROUNDS.value,
         tree=TREE.value)
@@ -581,13 +786,33 @@ def main(argv):
   if BEFORE.value:
     with open(BEFORE.value) as f:
       before = json.load(f)
-  page = _markdown(results, before, _model_mb(results['task']),
-                   OUTPUT.value)
+  page = _markdown(results, before, model_mb, OUTPUT.value)
   if MARKDOWN.value:
     with open(MARKDOWN.value, 'w') as f:
       f.write(page)
   print(page)
 
 
+def run(main_fn) -> None:
+  """`app.run(main_fn)`; an error prints one line (exit 1).
+
+  As `binaries.common.run`, whose module this binary cannot import (it
+  defines flags of the same names). A --child run shows its traceback: its
+  parent reports the child's stderr.
+  """
+
+  def guarded(argv):
+    try:
+      return main_fn(argv)
+    except Exception as e:  # pylint: disable=broad-except
+      if DEBUG.value or CHILD.value:
+        raise
+      print(f'Error: {e}  ({type(e).__name__}; --debug shows the traceback)',
+            file=sys.stderr)
+      sys.exit(1)
+
+  app.run(guarded)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run(main)

@@ -2,10 +2,11 @@
 
 The binaries' registry: an algorithm added here gets its flags in
 `binaries/train.py` and joins `binaries/compare.py` without editing them. It
-sits beside the binaries, not in the library: it knows our tasks (`tasks`;
-their splits, prototypes and distillation inputs, probed so that TFF's
-baseline tasks work too) and turns them into the explicit arguments of the
-library's `tff_kd.algorithms.build_*` functions.
+sits beside the binaries, not in the library: it knows our tasks
+(`tasks.Task`: every task, ours, TFF's federated datasets and yours, has
+the server splits, prototypes and distillation inputs) and turns them into
+the explicit arguments of the library's `tff_kd.algorithms.build_*`
+functions.
 Each entry's `build(task, *, client_learning_rate, server_learning_rate,
 clients_per_round, model_aggregator=None, fusion_aggregator=None, **hparams)`
 returns a `tff.learning.templates.LearningProcess` for the task, or for the
@@ -134,11 +135,10 @@ def _build_fedssd(
 ):
   del clients_per_round
   _no_fusion('fedssd', fusion_aggregator)
-  if getattr(task, 'validation', None) is None:
+  if not len(task.validation[1]):
     raise ValueError(
-        'fedssd needs a task with a labelled server validation split; '
-        f'{type(task).__name__} has none.'
-    )
+        'fedssd measures its class credibility on the labelled validation '
+        f'split, and task {task.name!r} has none.')
   return fedssd.build_fedssd(
       task.model_fn,
       *_optimizers(client_learning_rate, server_learning_rate),
@@ -172,9 +172,7 @@ def _build_fedgen(
 
 
 def _prototype_model_fns(task):
-  """Prototype name -> model_fn (TFF baseline tasks: their one model)."""
-  if not hasattr(task, 'prototypes'):
-    return {'model': task.model_fn}
+  """Prototype name -> model_fn."""
   return {name: task.model_fn_for(name) for name in task.prototypes}
 
 
@@ -208,13 +206,6 @@ def _server_distillation(distill_steps, distill_batch_size,
       eval_every=distill_eval_every, patience=distill_patience)
 
 
-def _client_prototypes(task):
-  """Client id -> prototype (TFF baseline tasks: all the one `model`)."""
-  if hasattr(task, 'client_prototypes'):
-    return task.client_prototypes
-  return {c: 'model' for c in task.datasets.train_data.client_ids}
-
-
 def _build_fd(
     task, *, client_learning_rate, server_learning_rate, clients_per_round,
     fd_beta, fd_temperature, fd_exclude_own, model_aggregator=None,
@@ -226,7 +217,7 @@ def _build_fd(
   return fd.build_fd(
       _prototype_model_fns(task),
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-      client_prototypes=_client_prototypes(task),
+      client_prototypes=task.client_prototypes,
       beta=fd_beta, temperature=fd_temperature, exclude_own=fd_exclude_own,
       fusion_aggregator=_fusion(fusion_aggregator),
   )
@@ -248,7 +239,7 @@ def _build_dsfl(
   return dsfl.build_dsfl(
       _prototype_model_fns(task),
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-      client_prototypes=_client_prototypes(task),
+      client_prototypes=task.client_prototypes,
       public_inputs=_distillation_inputs(task, distill_data),
       subset_size=dsfl_subset_size,
       fusion_aggregator=(
@@ -262,7 +253,7 @@ def _build_dsfl(
       server_distillation=(_server_distillation(**distillation)
                            if dsfl_server_model else None),
       validation=_validation(task, dsfl_validation),
-      seed=getattr(task, 'seed', 0),
+      seed=task.seed,
   )
 
 
@@ -277,12 +268,12 @@ def _build_fedad(
   return fedad.build_fedad(
       _prototype_model_fns(task),
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-      client_prototypes=_client_prototypes(task),
+      client_prototypes=task.client_prototypes,
       public_inputs=_distillation_inputs(task, distill_data),
       attention_weight=fedad_beta,
       server_distillation=_server_distillation(**distillation),
       validation=_validation(task, fedad_validation),
-      seed=getattr(task, 'seed', 0),
+      seed=task.seed,
       fusion_aggregator=_fusion(fusion_aggregator),
   )
 
@@ -301,8 +292,8 @@ def _build_feddf(
       distillation_inputs=(feddf.NOISE if distill_data == 'noise'
                            else _distillation_inputs(task, distill_data)),
       validation=_validation(task, feddf_validation),
-      seed=getattr(task, 'seed', 0),
-      client_prototypes=_client_prototypes(task),
+      seed=task.seed,
+      client_prototypes=task.client_prototypes,
       model_aggregator=model_aggregator,
       fusion_aggregator=_fusion(fusion_aggregator),
       **_distillation_kwargs(**distillation),
@@ -319,9 +310,15 @@ def _build_fedaux(
   del clients_per_round
   _check_server_learning_rate('fedaux', server_learning_rate)
   inputs = _distillation_inputs(task, distill_data)
-  order = np.random.default_rng([getattr(task, 'seed', 0), 4]).permutation(
+  order = np.random.default_rng([task.seed, 4]).permutation(
       len(inputs))
   num_negative = max(1, int(round(aux_negative_fraction * len(inputs))))
+  if num_negative >= len(inputs):
+    raise ValueError(
+        f'--aux_negative_fraction={aux_negative_fraction} holds out '
+        f'{num_negative} of the {len(inputs)} distillation inputs '
+        f'(--distill_data={distill_data}) as negatives, leaving none to '
+        'distill on: lower it, or give more server data.')
   return feddf.build_fedaux(
       _prototype_model_fns(task),
       tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
@@ -333,8 +330,8 @@ def _build_fedaux(
       distill_epochs=aux_distill_epochs,
       distill_batch_size=aux_distill_batch_size,
       distill_learning_rate=aux_distill_learning_rate,
-      seed=getattr(task, 'seed', 0),
-      client_prototypes=_client_prototypes(task),
+      seed=task.seed,
+      client_prototypes=task.client_prototypes,
       model_aggregator=model_aggregator,
       fusion_aggregator=_fusion(fusion_aggregator),
   )
@@ -369,20 +366,19 @@ def _fusion(fusion_aggregator):
 
 
 def _validation(task, use):
-  """The task's labelled validation split if `use` (and it has one)."""
-  return getattr(task, 'validation', None) if use else None
+  """The task's labelled validation split if `use`."""
+  return task.validation if use else None
 
 
 def _distillation_inputs(task, source):
-  if not hasattr(task, 'distillation_inputs'):
-    raise ValueError(
-        f'Task {type(task).__name__} (a TFF baseline task) has no server '
-        'data to distill on; use one of our tasks (see tasks.TASK_NAMES).'
-    )
   if source == 'noise':
     # A fixed pool (FedAUX, DS-FL, FedAD have no data-free reference; FedDF
     # draws fresh noise instead): as many as the public split, each input
     # min-max scaled on its own.
+    if not len(task.public_x):
+      raise ValueError(
+          f'--distill_data=noise draws as many inputs as the public split, '
+          f'and task {task.name!r} has none.')
     return server_distillation.noise_inputs(
         [task.seed, 3], len(task.public_x), 1,
         task.input_shape).numpy()
@@ -392,6 +388,12 @@ def _distillation_inputs(task, source):
 # DS-FL's fusion: entropy reduction (ERA) or simple averaging (SA).
 DSFL_AGGREGATIONS = ('era', 'sa')
 DISTILL_SOURCES = ('public', 'noise') + tuple(tasks.data.SPECS)
+
+
+def _distill_source(value):
+  return value in DISTILL_SOURCES or (
+      value.startswith(tasks.NPZ_PREFIX) and len(value) > len(tasks.NPZ_PREFIX))
+
 # Ranges of the hyperparameter flags (a float flag must also be finite).
 # Weights and learning rates are capped only where a larger value cannot be
 # meaningful; counts are capped where a larger one hangs or exhausts memory.
@@ -409,12 +411,13 @@ _DISTILLATION_HPARAMS = {
     'distill_data': Hparam(
         'public', 'FedDF/FedAUX/FedAD/DS-FL: server distillation inputs (DS-FL,'
         ' FedAD: the public data the clients predict on): public (the'
-        ' task\'s unlabeled split), noise (data-free: FedDF draws fresh'
-        ' noise for every batch, as its code; the others use a fixed pool'
-        ' the size of the public split), or another task\'s name'
-        ' (out-of-domain, images resized).',
-        check=lambda v: v in DISTILL_SOURCES,
-        requirement=f'one of {DISTILL_SOURCES}'),
+        ' task\'s unlabeled split: held-out examples, or held-out clients\''
+        ' examples), noise (data-free: FedDF draws fresh noise for every'
+        ' batch, as its code; the others use a fixed pool the size of the'
+        ' public split), or a second dataset: another task\'s name or'
+        ' npz:PATH (its x_train; out-of-domain, images resized).',
+        check=_distill_source,
+        requirement=f'one of {DISTILL_SOURCES} or npz:PATH'),
     'distill_steps': Hparam(200, 'Server distillation (FedDF, DS-FL\'s server'
                             ' model, FedAD; FedAUX has its aux_distill_ flags):'
                             ' most steps per round (0 = no distillation).',

@@ -23,7 +23,8 @@ ALGORITHM = flags.DEFINE_enum(
 EXPERIMENT_NAME = flags.DEFINE_string(
     'experiment_name', None,
     'Name of the run under --root_output_dir; default '
-    '{task}_{algorithm}_{partition}_seed{seed}.'
+    '{task}_{algorithm}_{partition}_seed{seed} ({task}_{algorithm}_seed{seed} '
+    'for a task with natural clients; npz:PATH is named npz_{file stem}).'
 )
 
 
@@ -35,10 +36,8 @@ def main(argv):
   common.check_algorithm_flags([algorithm])
   settings = common.Settings.from_flags()
   common.check_output_dir(settings.root_output_dir)
-  name = EXPERIMENT_NAME.value or (
-      f'{settings.task}_{algorithm.name}_{settings.partition}'
-      f'_seed{settings.seed}'
-  )
+  name = EXPERIMENT_NAME.value or common.default_run_name(settings,
+                                                         algorithm.name)
   task = common.create_task(settings)
   with common.tff_runtime(settings):
     process = common.build_process(settings, task, algorithm)
@@ -54,7 +53,7 @@ def main(argv):
         rounds_per_checkpoint=settings.rounds_per_checkpoint,
         resume=settings.resume,
         hparams=common.run_hparams(
-            settings, algorithm, run_name=name,
+            settings, algorithm, run_name=name, task=task,
             experiment_name=EXPERIMENT_NAME.value),
         client_dropout=settings.client_dropout,
     )

@@ -19,9 +19,10 @@ another library can be named by integer indices:
   per client at `num_clients=3400` (IID), 680 at 100. Generating it takes
   about a minute; it is cached as `mnist1d_85k.npz` (numpy arrays, no pickles)
   in `data_dir`, else in `$TFF_KD_CACHE_DIR`, else `~/.cache/tff_kd`.
-- `mnist`, `emnist` (`emnist/digits`), `cifar10`, `cifar100`: tensorflow-datasets
-  'train' then 'test' split, each in tfds order, read from a prepared
-  `data_dir`; the default test set is the 'test' split.
+- `mnist`, `emnist_digits` (`emnist/digits`), `cifar10`, `cifar100`:
+  tensorflow-datasets 'train' then 'test' split, each in tfds order, read from
+  a prepared `data_dir`; the default test set is the 'test' split.
+- an `.npz` file of your own (`load_npz`): `x_train` then `x_test`.
 
 `load_canonical` gives every example in that order; a client split produced
 by another library names examples by these indices (`load_split_file`).
@@ -32,7 +33,10 @@ import gzip
 import importlib.util
 import os
 import re
+import zipfile
+from typing import Optional
 
+from absl import logging
 import numpy as np
 
 # name -> (input shape, number of classes)
@@ -42,13 +46,13 @@ SPECS = {
     'mnist1d': ((40,), 10),
     'mnist1d_85k': ((40,), 10),
     'mnist': ((28, 28, 1), 10),
-    'emnist': ((28, 28, 1), 10),
+    'emnist_digits': ((28, 28, 1), 10),
     'cifar10': ((32, 32, 3), 10),
     'cifar100': ((32, 32, 3), 100),
 }
 TFDS_NAMES = {
     'mnist': 'mnist',
-    'emnist': 'emnist/digits',
+    'emnist_digits': 'emnist/digits',
     'cifar10': 'cifar10',
     'cifar100': 'cifar100',
 }
@@ -192,6 +196,7 @@ def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tfds(name: str, data_dir) -> Canonical:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   if not data_dir:
@@ -212,6 +217,12 @@ def _tfds(name: str, data_dir) -> Canonical:
         f"{tfds_name}' ({type(e).__name__}: {e}). Prepare it on a machine with"
         f' internet: `tfds build {tfds_name} --data_dir=DIR`, then copy DIR.'
     ) from e
+  except tf.errors.OpError as e:  # Corrupt or truncated records.
+    raise ValueError(
+        f"data_dir={data_dir!r}: the tensorflow-datasets '{tfds_name}' "
+        f'records cannot be read ({type(e).__name__}: '
+        f'{e.message.splitlines()[0]}). Prepare it again: `tfds build '
+        f'{tfds_name} --data_dir=DIR`.') from e
   shape = SPECS[name][0]
 
   def convert(images, labels):
@@ -262,7 +273,7 @@ def load_split_file(path: str, num_examples: int):
       raise ValueError(f'it holds one {type(loaded).__name__}, not named arrays')
     with loaded as npz:
       contents = {k: npz[k] for k in npz.files}
-  except (OSError, ValueError, EOFError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f'split_file={path!r} is not a readable .npz: {e}') from e
   if 'num_clients' not in contents:
     raise ValueError(f'split_file={path!r} has no num_clients entry.')
@@ -282,10 +293,10 @@ def load_split_file(path: str, num_examples: int):
         f'{", ".join(extra[:3])}: fix num_clients or remove them.')
   unknown = sorted(k for k in contents if k != 'num_clients'
                    and not re.fullmatch(r'(train|test)_\d+', k))
-  if unknown:
-    raise ValueError(
-        f'split_file={path!r} has entries {", ".join(unknown[:3])}; a split '
-        'file holds num_clients, train_{c} and optionally test_{c}.')
+  if unknown:  # E.g. the settings another library's generator records.
+    logging.warning('split_file=%r: entries %s are not used (a split file '
+                    'holds num_clients, train_{c} and optionally test_{c}).',
+                    path, ', '.join(unknown))
 
   def indices(key):
     values = np.asarray(contents[key])
@@ -327,3 +338,95 @@ def load_split_file(path: str, num_examples: int):
     raise ValueError(
         f'split_file={path!r}: an example is in both training and test data.')
   return train, test
+
+
+NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+# An .npz task's optional entry: each training example's client.
+NPZ_CLIENT_IDS = 'client_ids'
+
+
+def as_inputs(x: np.ndarray, argument: str) -> np.ndarray:
+  """Inputs as the models take them: float32, images with a channel axis.
+
+  Integer inputs (8-bit images) are scaled by 1/255; 2-D examples (H, W)
+  get a channel axis; 1-D examples stay signals.
+  """
+  x = np.asarray(x)
+  if not (np.issubdtype(x.dtype, np.number) and x.ndim in (2, 3, 4)):
+    raise ValueError(
+        f'{argument} must be numbers of shape (N, L), (N, H, W) or (N, H, W, '
+        f'C); got {x.dtype} of shape {x.shape}.')
+  if np.issubdtype(x.dtype, np.integer):
+    x = x / 255.0
+  x = x.astype(np.float32)
+  if not np.isfinite(x).all():
+    raise ValueError(f'{argument} has values that are not finite.')
+  return x[..., None] if x.ndim == 3 else x
+
+
+def as_labels(y: np.ndarray, argument: str, num_examples: int) -> np.ndarray:
+  """Labels as int32, one per example, each in [0, 2**31)."""
+  y = np.asarray(y)
+  if (y.shape != (num_examples,) or not np.issubdtype(y.dtype, np.integer)
+      or (num_examples and (y.min() < 0 or y.max() >= 2**31))):
+    raise ValueError(
+        f'{argument} must be {num_examples} integer labels in [0, 2**31) (one'
+        f' per example); got {y.dtype} of shape {y.shape}.')
+  return y.astype(np.int32)
+
+
+def load_npz(path: str) -> tuple[Arrays, Optional[np.ndarray]]:
+  """An .npz dataset: (its arrays, each training example's client or None).
+
+  The file holds `x_train`, `y_train`, `x_test`, `y_test` (inputs as
+  `as_inputs` takes them, integer labels) and optionally `client_ids`, one
+  per training example (integers or strings): the clients as they are.
+  Other entries are not used (one warning names them). Its canonical order
+  (for a split file) is `x_train` then `x_test`.
+  """
+  try:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise ValueError(f'it holds one {type(loaded).__name__}, not named arrays')
+    with loaded as npz:
+      contents = {k: npz[k] for k in npz.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f'--task=npz:{path}: not a readable .npz: {e}') from e
+  missing = [k for k in NPZ_KEYS if k not in contents]
+  if missing:
+    raise ValueError(
+        f'--task=npz:{path} lacks {", ".join(missing)}; it needs '
+        f'{", ".join(NPZ_KEYS)} (and optionally {NPZ_CLIENT_IDS}).')
+  unused = sorted(set(contents) - set(NPZ_KEYS) - {NPZ_CLIENT_IDS})
+  if unused:
+    logging.warning('--task=npz:%s: entries %s are not used.', path,
+                    ', '.join(unused))
+  x_train = as_inputs(contents['x_train'], f'npz:{path} x_train')
+  x_test = as_inputs(contents['x_test'], f'npz:{path} x_test')
+  if x_train.shape[1:] != x_test.shape[1:]:
+    raise ValueError(
+        f'--task=npz:{path}: x_train examples have shape {x_train.shape[1:]} '
+        f'but x_test examples {x_test.shape[1:]}.')
+  arrays = Arrays(
+      x_train, as_labels(contents['y_train'], f'npz:{path} y_train',
+                         len(x_train)),
+      x_test, as_labels(contents['y_test'], f'npz:{path} y_test',
+                        len(x_test)))
+  client_ids = contents.get(NPZ_CLIENT_IDS)
+  if client_ids is not None and client_ids.shape != (len(x_train),):
+    raise ValueError(
+        f'--task=npz:{path}: {NPZ_CLIENT_IDS} must hold one client per '
+        f'training example ({len(x_train)}); got shape {client_ids.shape}.')
+  return arrays, client_ids
+
+
+def npz_has_client_ids(path: str) -> bool:
+  """Whether the .npz at `path` names each training example's client."""
+  try:
+    loaded = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+    return False  # Not an .npz: `load_npz` says so.
+  if not isinstance(loaded, np.lib.npyio.NpzFile):
+    return False  # An .npy: likewise.
+  with loaded as npz:
+    return NPZ_CLIENT_IDS in npz.files

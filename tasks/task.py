@@ -1,10 +1,31 @@
 """Tasks: data split over clients, server splits, and models, as a BaselineTask.
 
-`create_task` returns a `tff.simulation.baselines.BaselineTask` (so a task of
-ours and one of TFF's baselines are interchangeable) extended with what the
+Every task is a `Task`, a `tff.simulation.baselines.BaselineTask` (so a task
+of ours and one of TFF's baselines are interchangeable) extended with what the
 distillation algorithms need: a labelled validation split and an unlabeled
 public split, both held by the server and disjoint from the clients' data,
-and model builders for every architecture (prototypes).
+and model builders for every architecture (prototypes). Its data come from
+one of three places, all ending in the same arrays and the same rules:
+
+- `create_task(name)`: a task by name (`TASK_NAMES`): our datasets
+  (`tasks.data`), re-split over clients; TFF's federated datasets
+  (`federated_emnist`, its 3,400 writers; `federated_emnist_digits`;
+  `federated_cifar100`, its 500 clients), clients kept as they are; or
+  `npz:PATH`, a file of your own (`tasks.data.load_npz`).
+- `from_arrays(x_train, y_train, x_test, y_test)`: your arrays, re-split over
+  clients, or with `client_ids` (one per training example) kept as clients.
+- `from_client_data(train_data, test_data)`: any
+  `tff.simulation.datasets.ClientData`, clients kept as they are.
+
+Server data. Clients split by us: `validation_fraction` -> validation,
+`public_fraction` -> public (labels dropped), of the training examples drawn
+by `seed`; the rest -> clients with `tasks.partition` (or a split file).
+Natural clients: round((validation_fraction + public_fraction) * K) clients
+(at least one) never train; their examples, pooled and shuffled by `seed`,
+are split into validation and public in the ratio validation_fraction :
+public_fraction. Either way no training client sees a server example. A
+second dataset or noise as distillation inputs: `Task.distillation_inputs`.
+The test set is the dataset's own test split (centralized).
 
 Models: a built-in architecture by name (`tasks.MODEL_NAMES`) or your own
 Keras model, given as a no-arg function that builds it (uncompiled, logits
@@ -17,22 +38,20 @@ names the architectures (built-in names or builders), the first being the
 task's `model`; each client is assigned one by a seeded balanced rule: the
 clients, in a permutation drawn from `seed`, take the prototypes in turn (so
 counts differ by at most one).
-
-Split of a task's canonical training examples (see `tasks.data`), by `seed`:
-`validation_fraction` -> validation, `public_fraction` -> public (labels
-dropped), the rest -> clients with `tasks.partition`. The test set is the
-dataset's own test split (centralized).
 """
 
+import base64
 import collections
 from collections.abc import Callable, Mapping, Sequence
 import functools
+import hashlib
 import inspect
 import os
 import shutil
 import tempfile
 from typing import Any, Optional, Union
 
+from absl import logging
 import attrs
 import numpy as np
 import tensorflow as tf
@@ -42,9 +61,39 @@ from tasks import data
 from tasks import models
 from tasks import partition as partition_lib
 
+from tasks import sources
+
 OUR_TASKS = tuple(data.SPECS)
-TFF_BASELINE_TASKS = ('emnist_character', 'cifar100_image')
-TASK_NAMES = OUR_TASKS + TFF_BASELINE_TASKS
+# TFF's federated datasets: name -> (loader's dataset, its variant).
+FEDERATED_TASKS = tuple(sources.FEDERATED)
+# A file of your own: `npz:PATH` (`tasks.data.load_npz`).
+NPZ_PREFIX = 'npz:'
+TASK_NAMES = OUR_TASKS + FEDERATED_TASKS
+# Former names, accepted with a warning that gives the new one.
+TASK_ALIASES = {
+    'emnist': 'emnist_digits',
+    'emnist_character': 'federated_emnist',
+    'cifar100_image': 'federated_cifar100',
+}
+
+
+def canonical_task_name(name: str) -> str:
+  """`name`, or the new name of a former one (with a warning line)."""
+  if name in TASK_ALIASES:
+    logging.warning('Task %r is now named %r.', name, TASK_ALIASES[name])
+    return TASK_ALIASES[name]
+  return name
+
+
+def has_natural_clients(name: str) -> bool:
+  """Whether task `name` keeps its dataset's clients (no re-split).
+
+  TFF's federated datasets, and an .npz file with `client_ids`.
+  """
+  name = TASK_ALIASES.get(name, name)
+  if name.startswith(NPZ_PREFIX):
+    return data.npz_has_client_ids(name[len(NPZ_PREFIX):])
+  return name in FEDERATED_TASKS
 
 
 # What a task's `client_data_computation` takes: a client, the seed of its
@@ -56,8 +105,6 @@ CLIENT_DATA_KEY_TYPE = tff.StructWithPythonType(
 # A no-arg function building a new, uncompiled `tf.keras.Model` whose output
 # is the logits over the task's classes.
 KerasBuilder = Callable[[], tf.keras.Model]
-# TFF's baseline tasks: their number of classes.
-_TFF_BASELINE_CLASSES = {'emnist_character': 62, 'cifar100_image': 100}
 
 
 def _keras_model(model_name, input_shape, num_classes, seed):
@@ -274,13 +321,16 @@ class Task(tff.simulation.baselines.BaselineTask):
     name, model_name, num_classes, input_shape, seed.
     custom_models: name -> Keras builder of each prototype that is not a
       built-in architecture (named by its function's `__name__`).
-    arrays: the task's `tasks.data.Arrays` (canonical order).
+    arrays: the task's `tasks.data.Arrays`.
+    client_ids: the training clients' ids, in `client_indices`' order.
     client_indices: per client, indices into `arrays.x_train`.
     validation: (x, y) numpy arrays, labelled, held by the server.
     public_x: numpy array of unlabeled server (distillation) inputs.
     prototypes: model architectures' names, the first is `model_name`.
     client_prototypes: client id -> its prototype.
     train_client_spec: epochs, batch size, ... of the clients' training data.
+    data_dir: where `create_task` read the data (None: nowhere given); the
+      default directory of a second dataset (`distillation_inputs`).
   """
 
   name: str
@@ -289,6 +339,7 @@ class Task(tff.simulation.baselines.BaselineTask):
   input_shape: tuple[int, ...]
   seed: int
   arrays: data.Arrays
+  client_ids: tuple[str, ...]
   client_indices: list[np.ndarray]
   validation: tuple[np.ndarray, np.ndarray]
   public_x: np.ndarray
@@ -296,10 +347,29 @@ class Task(tff.simulation.baselines.BaselineTask):
   client_prototypes: dict[str, str]
   train_client_spec: tff.simulation.baselines.ClientSpec
   custom_models: dict[str, KerasBuilder] = attrs.field(factory=dict)
+  data_dir: Optional[str] = None
 
   @property
   def test(self) -> tuple[np.ndarray, np.ndarray]:
     return self.arrays.x_test, self.arrays.y_test
+
+  def data_digest(self) -> str:
+    """A digest of every example the task holds and where it goes.
+
+    Equal digests, equal data: the clients' examples (and their ids), the
+    validation, public and test splits. A run records it, so that its
+    `--resume` refuses changed inputs (a split file, an .npz, a dataset).
+    """
+    h = hashlib.blake2b(digest_size=16)
+    parts = [self.arrays.x_train, self.arrays.y_train, self.arrays.x_test,
+             self.arrays.y_test, *self.validation, self.public_x,
+             *self.client_indices]
+    for part in parts:
+      part = np.ascontiguousarray(part)
+      h.update(f'{part.dtype.str}{part.shape}'.encode())
+      h.update(part.tobytes())
+    h.update('\0'.join(self.client_ids).encode())
+    return h.hexdigest()
 
   def client_dataset(self, client_id: str, round_num: int) -> tf.data.Dataset:
     """Client `client_id`'s training data in round `round_num`, preprocessed.
@@ -321,12 +391,13 @@ class Task(tff.simulation.baselines.BaselineTask):
                       dropped: bool = False) -> collections.OrderedDict:
     """What `client_data_computation` takes for a client in a round.
 
-    `OrderedDict(client_id, shuffle_seed, max_batches)`: the seed
-    `client_dataset` shuffles with, and -1 (all batches) or 0 (a client that
-    dropped out: no data).
+    `OrderedDict(client_id, shuffle_seed, max_batches)`: the id as UTF-8
+    bytes (TFF serializes a Python str as ASCII), the seed `client_dataset`
+    shuffles with, and -1 (all batches) or 0 (a client that dropped out: no
+    data).
     """
     return collections.OrderedDict(
-        client_id=client_id,
+        client_id=client_id.encode('utf-8'),
         shuffle_seed=np.int64(_shuffle_seed(self.seed, round_num, client_id)),
         max_batches=np.int64(0 if dropped else -1))
 
@@ -342,7 +413,8 @@ class Task(tff.simulation.baselines.BaselineTask):
     give the same batches in the same order.
 
     The clients' examples are written to `directory` first (made if missing,
-    rewritten if there): per client `<id>.x` and `<id>.y`, its inputs
+    rewritten if there): per client `<name>.x` and `<name>.y` (the name is
+    the client id in URL-safe base64, any id a file name), its inputs
     (float32) and labels (int32), raw little-endian arrays in the client's
     order. The worker reads only its clients' files, so
     `directory` must be readable at the same path where the workers run
@@ -353,7 +425,7 @@ class Task(tff.simulation.baselines.BaselineTask):
     """
     directory = os.path.abspath(directory)
     _write_client_files(directory, self.arrays.x_train, self.arrays.y_train,
-                        self.client_indices)
+                        self.client_ids, self.client_indices)
     spec = self.train_client_spec
     shape = tuple(self.arrays.x_train.shape[1:])
 
@@ -361,7 +433,8 @@ class Task(tff.simulation.baselines.BaselineTask):
     def client_data(key):
       # Each file read whole and decoded at once (a client's examples are a
       # few KB), not record by record: one read and one decode per client.
-      prefix = tf.strings.join([directory, '/', key['client_id']])
+      prefix = tf.strings.join(
+          [directory, '/', tf.io.encode_base64(key['client_id'])])
       x = tf.reshape(tf.io.decode_raw(tf.io.read_file(prefix + '.x'),
                                       tf.float32), (-1,) + shape)
       y = tf.io.decode_raw(tf.io.read_file(prefix + '.y'), tf.int32)
@@ -419,37 +492,43 @@ class Task(tff.simulation.baselines.BaselineTask):
     """Unlabeled server inputs for distillation, by `source`.
 
     Args:
-      source: `public` (the task's public split) or the name of another of
-        our tasks (out-of-domain data: its training inputs, images resized to
-        this task's height and width; the channels must match). (Data-free
-        noise is drawn by the algorithms: `tff_kd.server_distillation.
-        noise_inputs`.)
-      data_dir: tensorflow-datasets directory, for tfds sources.
+      source: `public` (the task's public split), the name of another of our
+        datasets (`tasks.data.SPECS`) or `npz:PATH` (a second dataset: its
+        training inputs, images resized to this task's height and width; the
+        channels must match). (Data-free noise is drawn by the algorithms:
+        `tff_kd.server_distillation.noise_inputs`.)
+      data_dir: tensorflow-datasets directory, for tfds sources; default
+        the task's `data_dir`.
     """
     if source == 'public':
       if not len(self.public_x):
-        raise ValueError(f'Task {self.name!r} has an empty public split.')
+        raise ValueError(
+            f'Task {self.name!r} has an empty public split: its '
+            'public_fraction is 0.')
       return self.public_x
     if source == self.name:
       raise ValueError(
           f'Distillation source {source!r} is the task itself: use '
           "'public' (the held-out public split, disjoint from the clients')."
       )
-    if source not in data.SPECS:
+    if source.startswith(NPZ_PREFIX):
+      x = data.load_npz(source[len(NPZ_PREFIX):])[0].x_train
+    elif source in data.SPECS:
+      x = data.load_arrays(source, data_dir=data_dir or self.data_dir).x_train
+    else:
       raise ValueError(
-          f'Unknown distillation source {source!r}; choose public or '
-          f'one of {tuple(data.SPECS)}.'
+          f'Unknown distillation source {source!r}; choose public, '
+          f'{NPZ_PREFIX}PATH or one of {tuple(data.SPECS)}.'
       )
-    shape = data.SPECS[source][0]
+    shape = tuple(x.shape[1:])
     if shape == self.input_shape:
-      return data.load_arrays(source, data_dir=data_dir).x_train
+      return x
     if len(shape) != 3 or len(self.input_shape) != 3 or (
         shape[2] != self.input_shape[2]):
       raise ValueError(
           f'Distillation source {source!r} has inputs of shape {shape}, which'
           f' cannot be resized to task {self.name!r}\'s {self.input_shape}.'
       )
-    x = data.load_arrays(source, data_dir=data_dir).x_train
     return tf.image.resize(x, self.input_shape[:2], method='area').numpy()
 
 
@@ -486,9 +565,8 @@ def _resolve_model(
   return name, model
 
 
-def _from_split_file(name, split_file, num_clients, data_dir):
+def _from_split_file(canonical, name, split_file, num_clients):
   """(arrays, client indices into arrays.x_train, unused training indices)."""
-  canonical = data.load_canonical(name, data_dir=data_dir)
   train_parts, test = data.load_split_file(split_file, len(canonical.y))
   if len(train_parts) != num_clients:
     raise ValueError(
@@ -512,19 +590,460 @@ def _from_split_file(name, split_file, num_clients, data_dir):
   return arrays, client_indices, unused
 
 
+def _check_fractions(validation_fraction, public_fraction):
+  for arg, value in (('validation_fraction', validation_fraction),
+                     ('public_fraction', public_fraction)):
+    if not 0 <= value < 1:
+      raise ValueError(f'{arg} must be in [0, 1); got {value}.')
+  if validation_fraction + public_fraction >= 1:
+    raise ValueError(
+        'validation_fraction + public_fraction must be < 1; got'
+        f' {validation_fraction} + {public_fraction}.'
+    )
+
+
+def _natural_split(example_clients, *, seed, validation_fraction,
+                   public_fraction):
+  """(client ids, their indices, validation indices, public indices).
+
+  The held-out clients (module docstring) give the server splits; the others
+  train, in the order of their first example.
+  """
+  _, first = np.unique(example_clients, return_index=True)
+  ids = example_clients[np.sort(first)]
+  share = validation_fraction + public_fraction
+  held = 0 if share == 0 else max(1, int(round(share * len(ids))))
+  if held >= len(ids):
+    raise ValueError(
+        f'The task has {len(ids)} client(s) and would hold out {held} for the '
+        'server data (validation_fraction + public_fraction of the clients, '
+        'at least one), leaving none to train: set both fractions to 0 or '
+        'use a dataset with more clients.')
+  rng = np.random.default_rng([seed, 1])
+  order = rng.permutation(len(ids))
+  heldout = set(ids[order[:held]])
+  pool = rng.permutation(np.flatnonzero(
+      np.isin(example_clients, list(heldout))))
+  num_validation = int(round(validation_fraction / share * len(pool))) if (
+      held) else 0
+  training = [c for c in ids if c not in heldout]
+  by_client = collections.defaultdict(list)
+  for index, client in enumerate(example_clients):
+    by_client[client].append(index)
+  return (tuple(str(c) for c in training),
+          [np.asarray(by_client[c], np.int64) for c in training],
+          np.sort(pool[:num_validation]), np.sort(pool[num_validation:]))
+
+
+def _resplit(labels, server_pool, *, seed, validation_fraction,
+             public_fraction, partition, alpha=None, classes_per_client=None,
+             num_clients=None):
+  """(client indices, validation indices, public indices) of a re-split.
+
+  `server_pool`, already permuted, gives the server splits first; the rest
+  is partitioned over the clients (None: `server_pool`'s rest is unused,
+  the clients come from a split file).
+  """
+  num_validation = int(round(validation_fraction * len(server_pool)))
+  num_public = int(round(public_fraction * len(server_pool)))
+  validation_idx = np.sort(server_pool[:num_validation])
+  public_idx = np.sort(server_pool[num_validation:num_validation + num_public])
+  if partition is None:
+    return None, validation_idx, public_idx
+  client_pool = np.sort(server_pool[num_validation + num_public:])
+  parts = partition_lib.partition(
+      labels[client_pool], num_clients=num_clients, method=partition,
+      seed=seed, alpha=alpha, classes_per_client=classes_per_client)
+  return [client_pool[p] for p in parts], validation_idx, public_idx
+
+
+def _build(
+    name: str,
+    arrays: data.Arrays,
+    *,
+    train_client_spec: tff.simulation.baselines.ClientSpec,
+    model: Union[str, KerasBuilder],
+    prototypes: Optional[Sequence[Union[str, KerasBuilder]]],
+    num_classes: Optional[int],
+    seed: int,
+    validation_fraction: float,
+    public_fraction: float,
+    eval_batch_size: int,
+    example_clients: Optional[np.ndarray] = None,
+    split: Optional[tuple[list[np.ndarray], np.ndarray]] = None,
+    partition: Optional[Mapping[str, Any]] = None,
+) -> Task:
+  """A `Task` of `arrays`, its clients natural, split by a file, or re-split.
+
+  Exactly one of `example_clients` (each training example's client),
+  `split` (client indices and the training examples no client holds) and
+  `partition` (`tasks.partition.partition`'s arguments) says the clients.
+  """
+  model_name, builder = _resolve_model(model, 'model')
+  entries = [model] if prototypes is None else list(prototypes)
+  resolved = [_resolve_model(p, f'prototypes[{i}]', kind='prototype')
+              for i, p in enumerate(entries)]
+  prototypes = tuple(n for n, _ in resolved)
+  if (prototypes[0] != model_name or resolved[0][1] is not builder
+      or len(set(prototypes)) != len(prototypes)):
+    raise ValueError(
+        'prototypes must be distinct and start with the model '
+        f'{model_name!r}; got {prototypes}.'
+    )
+  custom_models = {n: b for n, b in resolved if b is not None}
+  _check_fractions(validation_fraction, public_fraction)
+  if eval_batch_size < 1:
+    raise ValueError(f'eval_batch_size must be >= 1; got {eval_batch_size}.')
+  found = int(max(arrays.y_train.max(initial=0), arrays.y_test.max(initial=0)))
+  if num_classes is None:
+    num_classes = max(2, found + 1)
+  for split_name, labels in (('training', arrays.y_train),
+                             ('test', arrays.y_test)):
+    outside = labels[(labels < 0) | (labels >= num_classes)]
+    if outside.size:
+      raise ValueError(
+          f'Task {name!r}: a {split_name} label is {outside[0]}, outside [0, '
+          f'{num_classes}).'
+      )
+  rng = np.random.default_rng([seed, 1])
+  if example_clients is not None:
+    client_ids, client_indices, validation_idx, public_idx = _natural_split(
+        np.asarray(example_clients).astype(str), seed=seed,
+        validation_fraction=validation_fraction,
+        public_fraction=public_fraction)
+  else:
+    if split is None:
+      server_pool = rng.permutation(len(arrays.y_train))
+    else:
+      client_indices, unused = split
+      server_pool = rng.permutation(unused)
+    resplit, validation_idx, public_idx = _resplit(
+        arrays.y_train, server_pool, seed=seed,
+        validation_fraction=validation_fraction,
+        public_fraction=public_fraction,
+        partition=None if partition is None else partition['method'],
+        **{k: v for k, v in (partition or {}).items() if k != 'method'})
+    if split is None:
+      client_indices = resplit
+    client_ids = tuple(str(k) for k in range(len(client_indices)))
+  validation = (arrays.x_train[validation_idx], arrays.y_train[validation_idx])
+  datasets = tff.simulation.baselines.BaselineTaskDatasets(
+      train_data=_client_data(arrays.x_train, arrays.y_train, client_ids,
+                              client_indices),
+      test_data=_centralized(arrays.x_test, arrays.y_test),
+      validation_data=_centralized(*validation),
+      train_preprocess_fn=functools.partial(
+          _train_preprocess, spec=train_client_spec, shuffle_seed=seed),
+      eval_preprocess_fn=lambda dataset: dataset.batch(eval_batch_size),
+  )
+  spec = datasets.element_type_structure
+  input_shape = tuple(arrays.x_train.shape[1:])
+  for i, (_, prototype_builder) in enumerate(resolved):
+    if prototype_builder is not None:
+      _check_keras_builder(prototype_builder, spec, num_classes,
+                           'model' if i == 0 else f'prototypes[{i}]')
+  return Task(
+      name=name,
+      datasets=datasets,
+      model_fn=(_model_fn(model_name, input_shape, num_classes, seed, spec)
+                if builder is None else _keras_model_fn(builder, spec)),
+      model_name=model_name,
+      num_classes=num_classes,
+      input_shape=input_shape,
+      seed=seed,
+      arrays=arrays,
+      client_ids=client_ids,
+      client_indices=client_indices,
+      validation=validation,
+      public_x=arrays.x_train[public_idx],
+      prototypes=prototypes,
+      client_prototypes=_assign_prototypes(prototypes, client_ids, seed),
+      train_client_spec=train_client_spec,
+      custom_models=custom_models,
+  )
+
+
+def from_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    train_client_spec: tff.simulation.baselines.ClientSpec,
+    client_ids: Optional[np.ndarray] = None,
+    name: str = 'arrays',
+    num_classes: Optional[int] = None,
+    model: Union[str, KerasBuilder] = 'cnn',
+    prototypes: Optional[Sequence[Union[str, KerasBuilder]]] = None,
+    partition: str = 'dirichlet',
+    alpha: float = 0.5,
+    classes_per_client: int = 2,
+    num_clients: int = 20,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    public_fraction: float = 0.1,
+    eval_batch_size: int = 256,
+) -> Task:
+  """A task of your arrays: clients as `client_ids` says, or split by us.
+
+  Args:
+    x_train, y_train, x_test, y_test: inputs (N, L), (N, H, W) or (N, H, W, C)
+      (8-bit integers are scaled to [0, 1]) and integer labels.
+    train_client_spec: as `create_task`.
+    client_ids: one client per training example (ints or strings): the
+      clients as they are, with held-out clients as the server's data
+      (module docstring); `partition`, `alpha`, `classes_per_client` and
+      `num_clients` then do not apply. None: split by `partition`.
+    name: the task's name (it names its runs).
+    num_classes: default the largest label + 1.
+    model, prototypes, partition, alpha, classes_per_client, num_clients,
+      seed, validation_fraction, public_fraction, eval_batch_size: as
+      `create_task`.
+  """
+  x_train = data.as_inputs(x_train, 'x_train')
+  x_test = data.as_inputs(x_test, 'x_test')
+  if x_train.shape[1:] != x_test.shape[1:]:
+    raise ValueError(
+        f'x_train examples have shape {x_train.shape[1:]} but x_test examples'
+        f' {x_test.shape[1:]}.')
+  arrays = data.Arrays(
+      x_train, data.as_labels(y_train, 'y_train', len(x_train)),
+      x_test, data.as_labels(y_test, 'y_test', len(x_test)))
+  if client_ids is not None and np.shape(client_ids) != (len(x_train),):
+    raise ValueError(
+        f'client_ids must hold one client per training example '
+        f'({len(x_train)}); got shape {np.shape(client_ids)}.')
+  return _build(
+      name, arrays, train_client_spec=train_client_spec, model=model,
+      prototypes=prototypes, num_classes=num_classes, seed=seed,
+      validation_fraction=validation_fraction,
+      public_fraction=public_fraction, eval_batch_size=eval_batch_size,
+      example_clients=client_ids,
+      partition=None if client_ids is not None else _partition_args(
+          partition, alpha, classes_per_client, num_clients))
+
+
+def from_client_data(
+    train_data: tff.simulation.datasets.ClientData,
+    test_data: Union[tff.simulation.datasets.ClientData, tf.data.Dataset],
+    *,
+    train_client_spec: tff.simulation.baselines.ClientSpec,
+    input_key: Optional[str] = None,
+    label_key: Optional[str] = None,
+    name: str = 'client_data',
+    num_classes: Optional[int] = None,
+    model: Union[str, KerasBuilder] = 'cnn',
+    prototypes: Optional[Sequence[Union[str, KerasBuilder]]] = None,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    public_fraction: float = 0.1,
+    eval_batch_size: int = 256,
+) -> Task:
+  """A task of a `ClientData`, its clients kept as they are.
+
+  The clients' examples are read once into arrays
+  (`tasks.sources.client_data_arrays`); held-out clients give the server's
+  data (module docstring).
+
+  Args:
+    train_data: the clients' training data.
+    test_data: the test set: a `ClientData` (its clients pooled) or a
+      `tf.data.Dataset` of examples.
+    train_client_spec: as `create_task`.
+    input_key, label_key: the keys of the input and the label in the
+      elements; default one of TFF's layouts (`tasks.sources.KNOWN_KEYS`:
+      `pixels`/`label`, `image`/`label`, `x`/`y`); (input, label) tuples
+      need none.
+    name, num_classes: as `from_arrays`.
+    model, prototypes, seed, validation_fraction, public_fraction,
+      eval_batch_size: as `create_task`.
+  """
+  if not isinstance(train_data, tff.simulation.datasets.ClientData):
+    raise TypeError('train_data must be a tff.simulation.datasets.ClientData;'
+                    f' got {type(train_data).__name__}.')
+  x_train, y_train, owners = sources.client_data_arrays(
+      train_data, input_key=input_key, label_key=label_key)
+  x_test, y_test = sources.test_arrays(test_data, input_key=input_key,
+                                       label_key=label_key)
+  return from_arrays(
+      x_train, y_train, x_test, y_test, train_client_spec=train_client_spec,
+      client_ids=owners, name=name, num_classes=num_classes, model=model,
+      prototypes=prototypes, seed=seed,
+      validation_fraction=validation_fraction,
+      public_fraction=public_fraction, eval_batch_size=eval_batch_size)
+
+
+def _partition_args(partition, alpha, classes_per_client, num_clients):
+  if partition in ('dirichlet', 'quantity') and not alpha > 0:
+    raise ValueError(f'alpha must be > 0; got {alpha}.')
+  return dict(method=partition, alpha=alpha,
+              classes_per_client=classes_per_client, num_clients=num_clients)
+
+
+def create_task(
+    name: str,
+    *,
+    train_client_spec: tff.simulation.baselines.ClientSpec,
+    model: Union[str, KerasBuilder] = 'cnn',
+    prototypes: Optional[Sequence[Union[str, KerasBuilder]]] = None,
+    partition: str = 'dirichlet',
+    alpha: float = 0.5,
+    classes_per_client: int = 2,
+    num_clients: int = 20,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    public_fraction: float = 0.1,
+    data_dir: Optional[str] = None,
+    split_file: Optional[str] = None,
+    eval_batch_size: int = 256,
+    use_synthetic_data: bool = False,
+) -> Task:
+  """Creates task `name`: one of `TASK_NAMES`, or `npz:PATH`.
+
+  Args:
+    name: one of `TASK_NAMES` (a former name in `TASK_ALIASES` is accepted
+      with a warning), or `npz:PATH` (`tasks.data.load_npz`). Tasks with
+      natural clients (`has_natural_clients`: TFF's federated datasets, an
+      .npz with `client_ids`) keep them; `partition`, `alpha`,
+      `classes_per_client`, `num_clients` and `split_file` do not apply.
+    train_client_spec: a `tff.simulation.baselines.ClientSpec` (epochs, batch
+      size, max elements, shuffle buffer) for client training data.
+    model: architecture, one of `tasks.MODEL_NAMES`, or your own: a no-arg
+      function building a new, uncompiled `tf.keras.Model` with logits out
+      (see `model_fn_from_keras`; checked here against the task's inputs and
+      classes), named by its `__name__`.
+    prototypes: architectures of the clients' models (FedDF, FedAUX, FD,
+      DS-FL, FedAD), names or builders as `model`, the first equal to
+      `model`; default `(model,)`.
+    partition: one of `tasks.partition.METHODS`.
+    alpha: Dirichlet concentration for `dirichlet` and `quantity`, > 0.
+    classes_per_client: classes per client for `shards`.
+    num_clients: number of clients K.
+    seed: seed of the splits, the partition, model init and local shuffling.
+    validation_fraction: share held out, labelled (natural clients: of the
+      clients; module docstring).
+    public_fraction: share held out, unlabeled (likewise).
+    data_dir: tensorflow-datasets directory (tasks mnist, emnist_digits,
+      cifar*); TFF's cache directory for its federated datasets (default
+      `~/.tff`).
+    split_file: an `.npz` naming each client's examples by canonical index
+      (`tasks.data.load_split_file`), to reproduce another library's split;
+      it replaces `partition` (`num_clients` must match it). The validation
+      and public splits are then drawn from the training examples no client
+      holds (fractions of those).
+    eval_batch_size: batch size of the centralized test/validation data.
+    use_synthetic_data: TFF's federated datasets only: TFF's synthetic
+      stand-in (2 clients) instead of the real data.
+
+  Returns:
+    A `Task` (a `tff.simulation.baselines.BaselineTask`).
+  """
+  task = _create_task(
+      canonical_task_name(name), train_client_spec=train_client_spec,
+      model=model, prototypes=prototypes, partition=partition, alpha=alpha,
+      classes_per_client=classes_per_client, num_clients=num_clients,
+      seed=seed, validation_fraction=validation_fraction,
+      public_fraction=public_fraction, data_dir=data_dir,
+      split_file=split_file, eval_batch_size=eval_batch_size,
+      use_synthetic_data=use_synthetic_data)
+  return attrs.evolve(task, data_dir=data_dir)
+
+
+def _create_task(
+    name: str,
+    *,
+    train_client_spec: tff.simulation.baselines.ClientSpec,
+    model: Union[str, KerasBuilder],
+    prototypes: Optional[Sequence[Union[str, KerasBuilder]]],
+    partition: str,
+    alpha: float,
+    classes_per_client: int,
+    num_clients: int,
+    seed: int,
+    validation_fraction: float,
+    public_fraction: float,
+    data_dir: Optional[str],
+    split_file: Optional[str],
+    eval_batch_size: int,
+    use_synthetic_data: bool,
+) -> Task:
+  """`create_task` of a canonical name."""
+  common = dict(train_client_spec=train_client_spec, model=model,
+                prototypes=prototypes, seed=seed,
+                validation_fraction=validation_fraction,
+                public_fraction=public_fraction,
+                eval_batch_size=eval_batch_size)
+  if name in FEDERATED_TASKS:
+    if split_file is not None:
+      raise ValueError(f'Task {name!r} keeps its clients; split_file does '
+                       'not apply.')
+    train_data, test_data = sources.load_federated(
+        name, data_dir=data_dir, use_synthetic_data=use_synthetic_data)
+    return from_client_data(
+        train_data, test_data, name=name,
+        label_key=sources.FEDERATED[name].label_key,
+        input_key='image' if 'cifar' in name else 'pixels',
+        num_classes=sources.FEDERATED[name].num_classes, **common)
+  if use_synthetic_data:
+    raise ValueError(f'use_synthetic_data applies to {FEDERATED_TASKS}, not '
+                     f'to task {name!r}.')
+  if name.startswith(NPZ_PREFIX):
+    path = name[len(NPZ_PREFIX):]
+    arrays, client_ids = data.load_npz(path)
+    canonical = data.Canonical(
+        np.concatenate([arrays.x_train, arrays.x_test]),
+        np.concatenate([arrays.y_train, arrays.y_test]),
+        np.arange(len(arrays.y_train), len(arrays.y_train) + len(
+            arrays.y_test)))
+    num_classes = None
+    if client_ids is not None:
+      if split_file is not None:
+        raise ValueError(f'--task={name} names its clients (client_ids); '
+                         'split_file does not apply.')
+      return _build(name, arrays, num_classes=None,
+                    example_clients=client_ids, **common)
+  elif name in OUR_TASKS:
+    num_classes = data.SPECS[name][1]
+    canonical = None
+  else:
+    raise ValueError(f'Unknown task {name!r}; choose one of {TASK_NAMES} or '
+                     f'{NPZ_PREFIX}PATH.')
+  if split_file is not None:
+    if canonical is None:
+      canonical = data.load_canonical(name, data_dir=data_dir)
+    arrays, client_indices, unused = _from_split_file(
+        canonical, name, split_file, num_clients)
+    return _build(name, arrays, num_classes=num_classes,
+                  split=(client_indices, unused), **common)
+  if canonical is None:
+    arrays = data.load_arrays(name, data_dir=data_dir)
+  return _build(name, arrays, num_classes=num_classes,
+                partition=_partition_args(partition, alpha,
+                                          classes_per_client, num_clients),
+                **common)
+
+
 def _assign_prototypes(
-    prototypes: tuple[str, ...], num_clients: int, seed: int
+    prototypes: tuple[str, ...], client_ids: Sequence[str], seed: int
 ) -> dict[str, str]:
   """Client id -> prototype: a seeded permutation takes them in turn."""
-  order = np.random.default_rng([seed, 2]).permutation(num_clients)
+  order = np.random.default_rng([seed, 2]).permutation(len(client_ids))
   return {
-      str(client): prototypes[i % len(prototypes)]
+      client_ids[client]: prototypes[i % len(prototypes)]
       for i, client in enumerate(order)
   }
 
 
-def _write_client_files(directory, x, y, client_indices):
-  """Client k's rows of (x, y) as `k.x` and `k.y` (raw records).
+def client_file_name(client_id: str) -> str:
+  """A client's file name: its id in URL-safe base64, unpadded.
+
+  As `tf.io.encode_base64` writes it, so any id names a file.
+  """
+  return base64.urlsafe_b64encode(client_id.encode()).decode().rstrip('=')
+
+
+def _write_client_files(directory, x, y, client_ids, client_indices):
+  """Each client's rows of (x, y) as `<name>.x` and `<name>.y` (raw records).
 
   Written into a new directory renamed into place, so a reader never sees a
   partial one.
@@ -532,9 +1051,10 @@ def _write_client_files(directory, x, y, client_indices):
   parent = os.path.dirname(directory)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.partial_', dir=parent)
-  for k, rows in enumerate(client_indices):
+  for client_id, rows in zip(client_ids, client_indices):
+    name = client_file_name(client_id)
     for suffix, values, dtype in (('x', x, '<f4'), ('y', y, '<i4')):
-      with open(os.path.join(tmp, f'{k}.{suffix}'), 'wb') as f:
+      with open(os.path.join(tmp, f'{name}.{suffix}'), 'wb') as f:
         f.write(np.ascontiguousarray(values[rows], dtype).tobytes())
   if os.path.exists(directory):
     shutil.rmtree(directory)
@@ -562,34 +1082,37 @@ def _train_preprocess(
   return dataset
 
 
-def _client_data(x, y, parts) -> tff.simulation.datasets.ClientData:
-  """ClientData '0'..'K-1' over the rows `parts[k]` of (x, y).
+def _client_data(x, y, client_ids,
+                 parts) -> tff.simulation.datasets.ClientData:
+  """ClientData `client_ids[k]` over the rows `parts[k]` of (x, y).
 
   Its `serializable_dataset_fn` slices the clients' rows (one array, in
-  client order) by the client id: eagerly, from numpy; traced (TFF's
-  `dataset_computation`, `Task.client_data_computation`), from the arrays as
-  the graph's constants.
+  client order) by the client's position: eagerly, from numpy; traced (TFF's
+  `dataset_computation`), from the arrays as the graph's constants.
   """
   order = np.concatenate(parts)
   offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(
       np.int64)
   x_all = x[order]
   y_all = y[order]
+  position = {client_id: k for k, client_id in enumerate(client_ids)}
 
   def dataset_fn(client_id):
     if tf.executing_eagerly():
-      k = int(client_id)
+      k = position[client_id.numpy().decode() if tf.is_tensor(client_id)
+                   else client_id]
       start, end = offsets[k], offsets[k + 1]
       return tf.data.Dataset.from_tensor_slices(
           collections.OrderedDict(x=x_all[start:end], y=y_all[start:end]))
-    k = tf.strings.to_number(client_id, tf.int64)
+    k = tf.argmax(tf.cast(tf.equal(tf.constant(client_ids), client_id),
+                          tf.int32))
     bounds = tf.constant(offsets)
     start, end = bounds[k], bounds[k + 1]
     return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
         x=tf.constant(x_all)[start:end], y=tf.constant(y_all)[start:end]))
 
   return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
-      [str(k) for k in range(len(parts))], dataset_fn
+      list(client_ids), dataset_fn
   )
 
 
@@ -597,168 +1120,3 @@ def _centralized(x, y) -> tf.data.Dataset:
   return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y))
 
 
-def _tff_baseline(name, train_client_spec, use_synthetic_data):
-  if name == 'emnist_character':
-    return tff.simulation.baselines.emnist.create_character_recognition_task(
-        train_client_spec, model_id='cnn_dropout', only_digits=False,
-        use_synthetic_data=use_synthetic_data,
-    )
-  return tff.simulation.baselines.cifar100.create_image_classification_task(
-      train_client_spec, model_id='resnet18',
-      use_synthetic_data=use_synthetic_data,
-  )
-
-
-def create_task(
-    name: str,
-    *,
-    train_client_spec: tff.simulation.baselines.ClientSpec,
-    model: Union[str, KerasBuilder] = 'cnn',
-    prototypes: Optional[Sequence[Union[str, KerasBuilder]]] = None,
-    partition: str = 'dirichlet',
-    alpha: float = 0.5,
-    classes_per_client: int = 2,
-    num_clients: int = 20,
-    seed: int = 0,
-    validation_fraction: float = 0.1,
-    public_fraction: float = 0.1,
-    data_dir: Optional[str] = None,
-    split_file: Optional[str] = None,
-    eval_batch_size: int = 256,
-    use_synthetic_data: bool = True,
-) -> tff.simulation.baselines.BaselineTask:
-  """Creates task `name` (see `TASK_NAMES`).
-
-  Args:
-    name: one of `TASK_NAMES`. `emnist_character` and `cifar100_image` are
-      TFF's own baseline tasks, returned as TFF builds them (naturally
-      partitioned; no public split); the other arguments but
-      `train_client_spec`, `use_synthetic_data` and a custom `model` do not
-      apply to them.
-    train_client_spec: a `tff.simulation.baselines.ClientSpec` (epochs, batch
-      size, max elements, shuffle buffer) for client training data.
-    model: architecture, one of `tasks.MODEL_NAMES`, or your own: a no-arg
-      function building a new, uncompiled `tf.keras.Model` with logits out
-      (see `model_fn_from_keras`; checked here against the task's inputs and
-      classes), named by its `__name__`.
-    prototypes: architectures of the clients' models (FedDF, FedAUX, FD,
-      DS-FL, FedAD), names or builders as `model`, the first equal to
-      `model`; default `(model,)`.
-    partition: one of `tasks.partition.METHODS`.
-    alpha: Dirichlet concentration for `dirichlet` and `quantity`, > 0.
-    classes_per_client: classes per client for `shards`.
-    num_clients: number of clients K.
-    seed: seed of the splits, the partition, model init and local shuffling.
-    validation_fraction: share of training examples held out, labelled.
-    public_fraction: share of training examples held out, unlabeled.
-    data_dir: tensorflow-datasets directory (tasks mnist, emnist, cifar*).
-    split_file: an `.npz` naming each client's examples by canonical index
-      (`tasks.data.load_split_file`), to reproduce another library's split;
-      it replaces `partition` (`num_clients` must match it). The validation
-      and public splits are then drawn from the training examples no client
-      holds (fractions of those).
-    eval_batch_size: batch size of the centralized test/validation data.
-    use_synthetic_data: TFF baseline tasks only.
-
-  Returns:
-    A `Task` (a `tff.simulation.baselines.BaselineTask`), or TFF's
-    `BaselineTask` for the TFF baseline names.
-  """
-  if name not in TASK_NAMES:
-    raise ValueError(f'Unknown task {name!r}; choose one of {TASK_NAMES}.')
-  if name in TFF_BASELINE_TASKS:
-    baseline = _tff_baseline(name, train_client_spec, use_synthetic_data)
-    if isinstance(model, str):
-      return baseline
-    return attrs.evolve(baseline, model_fn=model_fn_from_keras(
-        model, input_spec=baseline.datasets.element_type_structure,
-        num_classes=_TFF_BASELINE_CLASSES[name], argument='model'))
-  model_name, builder = _resolve_model(model, 'model')
-  entries = [model] if prototypes is None else list(prototypes)
-  resolved = [_resolve_model(p, f'prototypes[{i}]', kind='prototype')
-              for i, p in enumerate(entries)]
-  prototypes = tuple(n for n, _ in resolved)
-  if (prototypes[0] != model_name or resolved[0][1] is not builder
-      or len(set(prototypes)) != len(prototypes)):
-    raise ValueError(
-        'prototypes must be distinct and start with the model '
-        f'{model_name!r}; got {prototypes}.'
-    )
-  custom_models = {n: b for n, b in resolved if b is not None}
-  for arg, value in (('validation_fraction', validation_fraction),
-                     ('public_fraction', public_fraction)):
-    if not 0 <= value < 1:
-      raise ValueError(f'{arg} must be in [0, 1); got {value}.')
-  if validation_fraction + public_fraction >= 1:
-    raise ValueError(
-        'validation_fraction + public_fraction must be < 1; got'
-        f' {validation_fraction} + {public_fraction}.'
-    )
-  if eval_batch_size < 1:
-    raise ValueError(f'eval_batch_size must be >= 1; got {eval_batch_size}.')
-  if partition in ('dirichlet', 'quantity') and not alpha > 0:
-    raise ValueError(f'alpha must be > 0; got {alpha}.')
-  input_shape, num_classes = data.SPECS[name]
-  rng = np.random.default_rng([seed, 1])
-  if split_file is None:
-    arrays = data.load_arrays(name, data_dir=data_dir)
-    server_pool = rng.permutation(len(arrays.y_train))
-  else:
-    arrays, client_indices, server_pool = _from_split_file(
-        name, split_file, num_clients, data_dir)
-    server_pool = rng.permutation(server_pool)
-  for split, labels in (('training', arrays.y_train), ('test', arrays.y_test)):
-    outside = labels[(labels < 0) | (labels >= num_classes)]
-    if outside.size:
-      raise ValueError(
-          f'Task {name!r}: a {split} label is {outside[0]}, outside [0, '
-          f'{num_classes}).'
-      )
-  num_validation = int(round(validation_fraction * len(server_pool)))
-  num_public = int(round(public_fraction * len(server_pool)))
-  validation_idx = np.sort(server_pool[:num_validation])
-  public_idx = np.sort(server_pool[num_validation:num_validation + num_public])
-  if split_file is None:
-    client_pool = np.sort(server_pool[num_validation + num_public:])
-    parts = partition_lib.partition(
-        arrays.y_train[client_pool],
-        num_clients=num_clients,
-        method=partition,
-        seed=seed,
-        alpha=alpha,
-        classes_per_client=classes_per_client,
-    )
-    client_indices = [client_pool[p] for p in parts]
-  validation = (arrays.x_train[validation_idx], arrays.y_train[validation_idx])
-
-  datasets = tff.simulation.baselines.BaselineTaskDatasets(
-      train_data=_client_data(arrays.x_train, arrays.y_train, client_indices),
-      test_data=_centralized(arrays.x_test, arrays.y_test),
-      validation_data=_centralized(*validation),
-      train_preprocess_fn=functools.partial(
-          _train_preprocess, spec=train_client_spec, shuffle_seed=seed),
-      eval_preprocess_fn=lambda dataset: dataset.batch(eval_batch_size),
-  )
-  spec = datasets.element_type_structure
-  for i, (_, prototype_builder) in enumerate(resolved):
-    if prototype_builder is not None:
-      _check_keras_builder(prototype_builder, spec, num_classes,
-                           'model' if i == 0 else f'prototypes[{i}]')
-  return Task(
-      name=name,
-      datasets=datasets,
-      model_fn=(_model_fn(model_name, input_shape, num_classes, seed, spec)
-                if builder is None else _keras_model_fn(builder, spec)),
-      model_name=model_name,
-      num_classes=num_classes,
-      input_shape=input_shape,
-      seed=seed,
-      arrays=arrays,
-      client_indices=client_indices,
-      validation=validation,
-      public_x=arrays.x_train[public_idx],
-      prototypes=prototypes,
-      client_prototypes=_assign_prototypes(prototypes, num_clients, seed),
-      train_client_spec=train_client_spec,
-      custom_models=custom_models,
-  )

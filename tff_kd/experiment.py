@@ -690,9 +690,9 @@ def run_experiment(
       clients' examples from files written under the run's checkpoint
       directory (`client_data`, removed when the run ends), so it must be
       readable where they run (a shared filesystem for workers on other
-      machines). False, or a task
-      without it (TFF's baseline tasks): the trainer builds every sampled
-      client's dataset and the round carries it.
+      machines). False, or a task without it (a `BaselineTask` of TFF's
+      own): the trainer builds every sampled client's dataset and the round
+      carries it.
     on_checkpoint: called after each checkpoint with its `version`,
       `seconds`, `program_state_bytes`, and, for client states in a store,
       `store_commit_bytes` (its commit file) and `store_rows_bytes` (the
@@ -841,7 +841,15 @@ def _train(process, task, paths, manager, hparams, sample, *,
       _check_finite(state, output.state, round_num, last_checkpoint)
       metrics = flatten(output.metrics)
       drops, sampled = dropped[round_num]
-      trained = sampled - drops - int(metrics.get(NON_FINITE_KEY, 0)) > 0
+      non_finite = int(metrics.get(NON_FINITE_KEY, 0))
+      if non_finite and non_finite == sampled - drops:
+        raise FloatingPointError(
+            f'Round {round_num}: every client that trained ({non_finite}/'
+            f'{non_finite}) sent a non-finite update (NaN or Inf), so the '
+            'local training diverges; the run stops here and keeps its last '
+            f'checkpoint ({last_checkpoint}). Lower the client learning rate '
+            'or the distillation weights.')
+      trained = sampled - drops - non_finite > 0
       bad = _non_finite_loss(metrics, _TRAINING_LOSS, trained)
       if bad is not None:
         raise _non_finite_error(round_num, bad, last_checkpoint)

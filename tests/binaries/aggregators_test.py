@@ -131,13 +131,19 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
           FLAGS[flag].present = 0
 
   @parameterized.parameters(
-      (dict(dp_noise_multiplier=0.0), '--dp_noise_multiplier must be finite '
-       'and > 0'),
+      (dict(dp_noise_multiplier=0.0), r'--dp_noise_multiplier must be in '
+       r'\(0, 100\]'),
+      (dict(dp_noise_multiplier=1e300), r'--dp_noise_multiplier must be in '
+       r'\(0, 100\]'),
       (dict(dp_noise_multiplier=-1.0), '--dp_noise_multiplier must be'),
       (dict(dp_noise_multiplier=math.nan), '--dp_noise_multiplier must be'),
-      (dict(dp_clip='abc'), '--dp_clip must be `adaptive` or a finite'),
+      (dict(dp_clip='abc'), r'--dp_clip must be `adaptive` or a number in '
+       r'\(0, 1e\+06\]'),
       (dict(dp_clip='0'), '--dp_clip must be'),
-      (dict(dp_logit_clip=math.inf), '--dp_logit_clip must be finite'),
+      (dict(dp_clip='1e308'), r'--dp_clip must be .* \(0, 1e\+06\]'),
+      (dict(dp_logit_clip=math.inf), r'--dp_logit_clip must be in \(0, '
+       r'1e\+06\]'),
+      (dict(dp_logit_clip=2e6), '--dp_logit_clip must be in'),
       (dict(dp_delta=1.0), '--dp_delta must be in'),
       (dict(compression_bits=17), '--compression_bits must be in'),
       (dict(compression_threshold=-1), '--compression_threshold must be'),

@@ -50,6 +50,10 @@ class SettingsTest(tf.test.TestCase):
     self.assertEqual(
         top, {f.name for f in dataclasses.fields(settings)}
         - set(common.RUNTIME_FLAGS) - {'algorithm_hparams'}
+        # Not recorded: what the run does not use (no DP, no compression,
+        # not one of TFF's datasets).
+        - set(common.AGGREGATOR_FLAGS['dp'])
+        - set(common.AGGREGATOR_FLAGS['compression']) - {'use_synthetic_data'}
         | {'algorithm', 'ntd_beta', 'ntd_temperature'})
     self.assertEqual(hparams['alpha'], 0.3)
     self.assertEqual(hparams['algorithm'], 'fedntd')

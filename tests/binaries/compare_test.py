@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 from unittest import mock
 
 from absl import flags
@@ -222,6 +223,31 @@ class BadFlagsTest(tf.test.TestCase):
       with self.assertRaisesRegex(ValueError, 'feddf has no server optimizer'):
         compare.main(['compare'])
     self.assertFalse(os.path.exists(os.path.join(root, 'results')))
+    # The failed comparison let go of the root.
+    experiment.RunLock(root, 'another comparison').release()
+
+
+class RootLockTest(tf.test.TestCase):
+
+  def test_a_second_comparison_on_the_root_fails_at_once(self):
+    root = self.create_tempdir().full_path
+    # The first comparison's lock, as its process holds it: flock locks of
+    # two open files conflict within one process too.
+    held = experiment.RunLock(root, 'the first comparison')
+    try:
+      with flagsaver.flagsaver(
+          task='digits', model='mlp', num_clients=4, clients_per_round=2,
+          rounds=1, algorithms=['fedavg'], seeds=['0'], root_output_dir=root,
+          local_epochs=1):
+        with self.assertRaisesRegex(RuntimeError, re.escape(
+            f"--root_output_dir='{root}' is in use by another comparison "
+            f'(pid {os.getpid()})')):
+          compare.main(['compare'])
+    finally:
+      held.release()
+    # Refused before any run: nothing trained, no summary overwritten.
+    self.assertFalse(os.path.exists(os.path.join(root, 'results')))
+    self.assertFalse(os.path.exists(os.path.join(root, 'summary.csv')))
 
 
 if __name__ == '__main__':

@@ -9,8 +9,10 @@ The binary defines flags the other binaries define too (`--rounds`,
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import tensorflow as tf
 
@@ -18,10 +20,11 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
-def _population(*args):
+def _population(*args, env=None):
   result = subprocess.run(
       [sys.executable, '-m', 'binaries.population', *args],
-      capture_output=True, text=True, check=False, cwd=_REPO, timeout=600)
+      capture_output=True, text=True, check=False, cwd=_REPO, timeout=600,
+      env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
@@ -36,9 +39,13 @@ class PopulationTest(tf.test.TestCase):
         '--clients_per_round=2', '--rounds=2', '--sweep=2,4',
         '--sweep_algorithms=fedavg', '--sweep_population=6',
         '--clients_per_group=2', '--measurements=1,2',
-        f'--output={output}', f'--markdown={page}')
+        f'--output={output}', f'--markdown={page}',
+        # As outside a git checkout: the commit is unknown, not an error.
+        env=dict(os.environ, GIT_DIR=os.path.join(
+            self.create_tempdir().full_path, 'no_git')))
     with open(output) as f:
       results = json.load(f)
+    self.assertEqual(results['commit'], 'unknown')
     (fd,) = results['population']
     self.assertEqual((fd['algorithm'], fd['population']), ('fd', 6))
     self.assertGreater(fd['store_bytes'], 0)
@@ -64,6 +71,64 @@ class PopulationTest(tf.test.TestCase):
                 f'--markdown={again}')
     with open(again) as f:
       self.assertEqual(f.read(), text)
+
+
+
+class BadFlagsTest(tf.test.TestCase):
+  """Every bad value is one line naming the flag, before the first run."""
+
+  def _assert_refused(self, pattern, *args):
+    workdir = self.create_tempdir().full_path
+    output = os.path.join(workdir, 'population.json')
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, '-m', 'binaries.population', '--task=digits',
+         '--populations=6', '--algorithms=fedavg', '--clients_per_round=2',
+         '--rounds=1', '--sweep=2,4', '--sweep_algorithms=fedavg',
+         '--sweep_population=6', '--measurements=1', f'--output={output}',
+         *args],
+        capture_output=True, text=True, check=False, cwd=_REPO, timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertRegex(result.stderr, pattern)
+    self.assertLess(time.monotonic() - start, 60)  # No run was measured.
+    self.assertFalse(os.path.isfile(output))
+
+  def test_bad_values_fail_when_parsed(self):
+    for pattern, arg in [
+        ("--populations: 'abc' is not a whole number", '--populations=abc'),
+        ("--populations: '0' is not a whole number", '--populations=0'),
+        ('--rounds must be >= 1', '--rounds=0'),
+        ("--measurements: '9' is not a measurement", '--measurements=9'),
+        ("--clients_per_group: '0' is not a whole number",
+         '--clients_per_group=0'),
+        ('--sweep lists a value twice', '--sweep=2,2'),
+        ('--populations must each be >= --clients_per_round',
+         '--populations=1'),
+    ]:
+      self._assert_refused(re.escape(pattern), arg)
+
+  def test_bad_names_and_files_fail_before_the_first_run(self):
+    directory = self.create_tempdir().full_path
+    for pattern, arg in [
+        ("Error: --task='bogus' is not a task this binary splits",
+         '--task=bogus'),
+        ("Error: --task='federated_emnist' is not a task this binary splits",
+         '--task=federated_emnist'),
+        ("Error: --algorithms: 'bogus' is not an algorithm",
+         '--algorithms=bogus'),
+        ("Error: --tree='/nonexistent' is not a checkout",
+         '--tree=/nonexistent'),
+        (f"Error: --output='{directory}' is a directory",
+         f'--output={directory}'),
+        ('Error: --measurements=5 needs 2 values of --sweep', '--sweep=2'),
+        ("task 'digits' with 5,000 clients cannot be built",
+         '--populations=5000'),
+    ]:
+      self._assert_refused(re.escape(pattern), arg,
+                           *(['--measurements=5'] if arg == '--sweep=2'
+                             else []))
 
 
 if __name__ == '__main__':

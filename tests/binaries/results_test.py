@@ -6,6 +6,7 @@ import os
 
 from absl import flags
 from absl.testing import flagsaver
+import numpy as np
 import tensorflow as tf
 
 from binaries import registry
@@ -85,6 +86,88 @@ class ResultsTest(tf.test.TestCase):
     self.assertEqual(
         command, 'python -m binaries.results --algorithms='
         + ','.join(registry.ALGORITHMS) + ' --root_output_dir=DIR --page=P.md')
+
+
+class BadFlagsTest(tf.test.TestCase):
+  """Every bad value stops the binary before the first setting trains."""
+
+  def _assert_rejected(self, pattern, *args):
+    with flagsaver.flagsaver():
+      with self.assertRaisesRegex(flags.IllegalFlagValueError, pattern):
+        FLAGS(['results'] + list(args))
+
+  def test_bad_tasks_alphas_and_page_fail_when_parsed(self):
+    self._assert_rejected("--tasks: 'bogus' is not a task",
+                          '--tasks=digits,bogus')
+    self._assert_rejected('--tasks is empty', '--tasks=')
+    self._assert_rejected('--tasks lists a task twice', '--tasks=digits,digits')
+    self._assert_rejected('--tasks lists a task twice',
+                          '--tasks=emnist,emnist_digits')  # A former name.
+    self._assert_rejected('--tasks: federated_emnist keeps its own clients, '
+                          'so --alphas cannot split it',
+                          '--tasks=digits,federated_emnist')
+    self._assert_rejected("--tasks: npz:/nonexistent.npz: no file at "
+                          "'/nonexistent.npz'", '--tasks=npz:/nonexistent.npz')
+    ids = os.path.join(self.create_tempdir().full_path, 'ids.npz')
+    np.savez(ids, x_train=np.zeros((4, 2)), y_train=np.zeros(4, int),
+             x_test=np.zeros((2, 2)), y_test=np.zeros(2, int),
+             client_ids=np.arange(4))
+    self._assert_rejected(f'--tasks: npz:{ids} keeps its own clients',
+                          f'--tasks=npz:{ids}')
+    self._assert_rejected("--alphas lists one setting twice: 'iid' and 'iid'",
+                          '--alphas=iid,iid')
+    self._assert_rejected("twice: '0.5' and '.5'", '--alphas=0.5,.5')
+    self._assert_rejected('--alphas is empty', '--alphas=')
+    for alpha in ('\u00b2', '1_0', 'nan', 'inf', '-1', '0.5.5'):
+      self._assert_rejected(f'--alphas: {alpha!r} is neither a number nor iid',
+                            f'--alphas={alpha}')
+    for alpha in ('0', '1e-4', '2000'):
+      self._assert_rejected(f'--alphas: {alpha} is outside',
+                            f'--alphas={alpha}')
+    self._assert_rejected("--page='' is not a file name", '--page=')
+    with flagsaver.flagsaver():
+      FLAGS(['results', '--alphas=1e-3,0.5,iid', '--tasks=digits'])  # Fine.
+
+  def _assert_main_refuses(self, pattern, *args, **values):
+    """`main` with `args` parsed (and `values` set) fails before training."""
+    root = self.create_tempdir().full_path
+    page = os.path.join(self.create_tempdir().full_path, 'RESULTS.md')
+    values = dict(dict(
+        tasks=['digits'], alphas=['0.5', 'iid'], algorithms=['fedavg'],
+        model='mlp', num_clients=4, clients_per_round=2, rounds=1,
+        local_epochs=1, seeds=['0'], root_output_dir=root, page=page),
+                  **values)
+    with flagsaver.flagsaver(**values):
+      FLAGS(['results'] + list(args))
+      with self.assertRaisesRegex(flags.ValidationError, pattern):
+        results.main(['results'])
+    self.assertEqual(os.listdir(root), [])  # Nothing trained.
+    self.assertFalse(os.path.isfile(values['page']))
+
+  def test_a_page_that_cannot_be_written_fails_before_training(self):
+    directory = self.create_tempdir().full_path
+    self._assert_main_refuses(f"--page='{directory}' is a directory",
+                              page=directory)
+    no_extension = os.path.join(directory, 'results')
+    self._assert_main_refuses('has no extension', page=no_extension)
+    a_file = self.create_tempfile().full_path
+    self._assert_main_refuses('cannot be written',
+                              page=os.path.join(a_file, 'RESULTS.md'))
+
+  def test_per_setting_flags_are_refused(self):
+    self._assert_main_refuses(
+        '--task=mnist1d is not a flag of binaries.results', '--task=mnist1d')
+    self._assert_main_refuses('--partition=iid is not a flag',
+                              '--partition=iid')
+
+  def test_a_split_that_cannot_be_drawn_fails_before_any_setting_trains(self):
+    # The first setting (0.5) splits; the second cannot: at 0.001 each label
+    # goes to about one client, and 20 clients would get 10 labels. It fails
+    # before the first trains.
+    self._assert_main_refuses(
+        r'--tasks=digits with --alphas=0.001 \(seed 0\): No dirichlet '
+        'partition', alphas=['0.5', '0.001'], seeds=['0', '1'],
+        num_clients=20)
 
 
 if __name__ == '__main__':

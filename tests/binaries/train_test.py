@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 import uuid
 
 from absl import flags
@@ -19,6 +20,7 @@ import processes
 from binaries import common
 from binaries import registry
 from binaries import train
+import tasks
 from tff_kd import experiment
 
 FLAGS = flags.FLAGS
@@ -117,11 +119,21 @@ class HparamsTest(tf.test.TestCase):
                'root_output_dir', 'resume', 'debug', 'experiment_name'}
     self.assertContainsSubset({'ntd_beta', 'ntd_temperature', 'alpha'},
                               defined - other_algorithms - runtime)
+    # Not recorded: the settings of aggregators the run does not use, and
+    # --use_synthetic_data (TFF's datasets only). Recorded beside the flags:
+    # the digest of the data the run trained on.
+    unused = set(common.AGGREGATOR_FLAGS['dp']
+                 + common.AGGREGATOR_FLAGS['compression']
+                 + ('use_synthetic_data',))
     self.assertEqual(set(hparams) - {experiment.RUNTIME_KEY},
-                     defined - other_algorithms - runtime)
+                     (defined - other_algorithms - runtime - unused)
+                     | {'data_digest'})
     self.assertEqual(set(hparams[experiment.RUNTIME_KEY]), runtime)
+    with flagsaver.flagsaver(local_epochs=1, **_SMALL):
+      self.assertEqual(hparams['data_digest'], common.create_task(
+          common.Settings.from_flags()).data_digest())
     for name, value in hparams.items():
-      if name != experiment.RUNTIME_KEY:
+      if name not in (experiment.RUNTIME_KEY, 'data_digest'):
         self.assertEqual(value, _json(values[name]), name)
     for name, value in hparams[experiment.RUNTIME_KEY].items():
       self.assertEqual(value, _json(values[name]), name)
@@ -137,10 +149,13 @@ class HparamsTest(tf.test.TestCase):
       train.main(['train'])
       settings = common.Settings.from_flags()
     algorithm = registry.get('fedntd')
+    task = common.create_task(settings)
+    unused = common.AGGREGATOR_FLAGS['dp'] + common.AGGREGATOR_FLAGS[
+        'compression'] + ('use_synthetic_data',)
 
     def finished(changed):
       return experiment.finished_run(root, 'run', 1, common.run_hparams(
-          changed, algorithm, experiment_name='run'))
+          changed, algorithm, task=task, experiment_name='run'))
 
     self.assertIsNotNone(finished(settings))
     for field in dataclasses.fields(settings):
@@ -149,7 +164,8 @@ class HparamsTest(tf.test.TestCase):
         continue
       changed = dataclasses.replace(
           settings, **{name: _another(getattr(settings, name))})
-      if name in common.RUNTIME_FLAGS or name in experiment.RESUMABLE_HPARAMS:
+      if (name in common.RUNTIME_FLAGS + unused
+          or name in experiment.RESUMABLE_HPARAMS):
         self.assertIsNotNone(finished(changed), name)
       else:
         self.assertIsNone(finished(changed), name)
@@ -159,7 +175,11 @@ class HparamsTest(tf.test.TestCase):
               settings.algorithm_hparams,
               **{name: _another(settings.algorithm_hparams[name])}))), name)
     self.assertIsNone(experiment.finished_run(root, 'run', 1, common.run_hparams(
-        settings, registry.get('fedavg'), experiment_name='run')))
+        settings, registry.get('fedavg'), task=task, experiment_name='run')))
+    # The same flags on other data.
+    other_data = mock.Mock(data_digest=lambda: 'another digest')
+    self.assertIsNone(experiment.finished_run(root, 'run', 1, common.run_hparams(
+        settings, algorithm, task=other_data, experiment_name='run')))
 
   def test_a_run_recorded_before_the_runtime_entry_resumes(self):
     root = self.create_tempdir().full_path
@@ -179,9 +199,15 @@ class HparamsTest(tf.test.TestCase):
           'batch_size', 'client_learning_rate', 'server_learning_rate',
           'rounds', 'rounds_per_eval', 'rounds_per_checkpoint', 'seed',
           'algorithm'}
-      self.assertContainsSubset(old_keys, set(hparams))
+      # --use_synthetic_data is no longer recorded for tasks it does not
+      # apply to; the old record's value is kept and not compared.
+      self.assertContainsSubset(old_keys - {'use_synthetic_data'},
+                                set(hparams))
+      self.assertNotIn('use_synthetic_data', hparams)
       self.assertIn('aggregator', hparams)
+      self.assertIn('data_digest', hparams)
       old = {k: v for k, v in hparams.items() if k in old_keys}
+      old['use_synthetic_data'] = True  # Its old default.
       with open(path, 'w') as f:
         json.dump(old, f)
       FLAGS.resume, FLAGS.alpha = True, 0.3
@@ -262,11 +288,85 @@ class BadFlagsTest(tf.test.TestCase):
     self._assert_rejected('--client_learning_rate must be finite and > 0',
                           client_learning_rate=0.0)
 
+  def _assert_refused(self, pattern, *args, error=flags.ValidationError):
+    """`train ARGS` (on a small digits run) stops before training."""
+    root = self.create_tempdir().full_path
+    argv = ['train', f'--root_output_dir={root}', '--task=digits',
+            '--model=mlp', '--num_clients=4', '--clients_per_round=2',
+            '--rounds=1', *args]
+    with flagsaver.flagsaver():
+      FLAGS(argv)
+      with self.assertRaisesRegex(error, pattern):
+        train.main(argv[:1])
+    self.assertFalse(os.path.exists(os.path.join(root, 'results')))
+
+  def test_dp_flags_of_what_the_algorithm_does_not_send(self):
+    self._assert_refused(
+        '--dp_clip does not apply to --algorithm=fd: none of them averages '
+        'model updates', '--algorithm=fd', '--aggregator=dp', '--dp_clip=0.5')
+    self._assert_refused(
+        '--dp_logit_clip does not apply to --algorithm=fedavg: none of them '
+        'sends logits', '--aggregator=dp', '--dp_logit_clip=3')
+    self._assert_refused(
+        '--dp_logit_clip is a setting of --aggregator=dp; the run has '
+        '--aggregator=mean', '--algorithm=fd', '--dp_logit_clip=3')
+
+  def test_local_workers_beside_workers(self):
+    self._assert_refused('--local_workers starts workers on this machine',
+                         '--workers=localhost:8000', '--local_workers=2')
+
+  def test_use_synthetic_data_on_a_task_of_ours(self):
+    self._assert_refused(
+        "--use_synthetic_data applies to TFF's federated datasets .* not to "
+        '--task=digits', '--use_synthetic_data')
+
+  def test_fedaux_negatives_leaving_nothing_to_distill(self):
+    self._assert_refused(
+        '--aux_negative_fraction=0.999 holds out .* leaving none to distill',
+        '--algorithm=fedaux', '--aux_negative_fraction=0.999',
+        error=ValueError)  # The algorithm's builder's check.
+
   def test_missing_data_dir_data(self):
     empty = self.create_tempdir().full_path
     with flagsaver.flagsaver(task='mnist', data_dir=empty):
       with self.assertRaisesRegex(flags.ValidationError, 'data_dir'):
         train.main(['train'])
+
+
+class ChangedInputsTest(tf.test.TestCase):
+  """A run's record pins the data it trained on: --resume refuses a changed
+  split file (the same content under the same path)."""
+
+  def test_a_changed_split_file_is_not_resumed(self):
+    root = self.create_tempdir().full_path
+    split = os.path.join(root, 'split.npz')
+    test = tasks.data.load_canonical('digits').test_indices
+    train_pool = np.setdiff1d(np.arange(1797), test)
+
+    def write(first):
+      np.savez(split, num_clients=2, train_0=train_pool[first:first + 40],
+               train_1=train_pool[100:140])
+
+    write(0)
+    argv = ['train', f'--root_output_dir={root}', '--experiment_name=run',
+            '--model=mlp', '--num_clients=2', '--clients_per_round=2',
+            f'--split_file={split}']
+    with flagsaver.flagsaver():
+      FLAGS(argv + ['--rounds=1'])
+      train.main(argv[:1])
+    with open(experiment.output_paths(root, 'run')['hparams']) as f:
+      digest = json.load(f)['data_digest']
+    write(1)  # Client 0 now holds other examples.
+    with flagsaver.flagsaver():
+      FLAGS(argv + ['--rounds=2', '--resume'])
+      with self.assertRaisesRegex(ValueError, 'data_digest=' + repr(digest)):
+        train.main(argv[:1])
+    self.assertEqual(_rows(root, 'run')[-1]['round_num'], '1')
+    write(0)  # The same split again: it resumes.
+    with flagsaver.flagsaver():
+      FLAGS(argv + ['--rounds=2', '--resume'])
+      train.main(argv[:1])
+    self.assertEqual(_rows(root, 'run')[-1]['round_num'], '2')
 
 
 # `python -m binaries.train` with SIGINT handled, as a program run at a

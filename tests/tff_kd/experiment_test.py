@@ -368,19 +368,21 @@ class RunIntegrityTest(tf.test.TestCase):
     self.assertCountEqual(os.listdir(paths['checkpoints']),
                           ['program_state_0', 'program_state_1'])
 
-  def test_a_round_whose_clients_are_all_non_finite_says_so(self):
+  def test_a_round_whose_clients_are_all_non_finite_stops_the_run(self):
+    # Each update is dropped (weight 0), so the model stays finite; but a
+    # round in which no client's training stayed finite trains nothing, and
+    # neither would the next: the learning rate, not a fault.
     process = algorithms.build_fedavg(
         self.task.model_fn,
         tff.learning.optimizers.build_sgdm(learning_rate=float('inf')))
-    lines = []
-    rows = experiment.run_experiment(
-        process, self.task, total_rounds=1, clients_per_round=2,
-        root_output_dir=self.root, experiment_name='run',
-        print_fn=lines.append)
-    self.assertIn('2/2 clients dropped: their update was not finite (NaN or '
-                  'Inf): no update, the model is unchanged', lines[-1])
-    self.assertEqual(rows[-1][experiment.ACCURACY_KEY],
-                     rows[0][experiment.ACCURACY_KEY])
+    with self.assertRaisesRegex(
+        FloatingPointError, r'^Round 1: every client that trained \(2/2\) '
+        r'sent a non-finite update .* keeps its last checkpoint \(round 0\)'):
+      self._run(3, process=process)
+    paths = experiment.output_paths(self.root, 'run')
+    self.assertEqual(os.listdir(paths['checkpoints']), ['program_state_0'])
+    self.assertEqual([r['round_num'] for r in
+                      experiment.read_metrics(paths['metrics_csv'])], ['0'])
 
   def test_a_fresh_run_that_fails_early_can_be_started_again(self):
     # Round 0's evaluation fails, before the first checkpoint.

@@ -113,10 +113,6 @@ def build_dsfl(
       public_inputs, probes[names[0]]['input_shape'], 'public_inputs')
   num_public = len(public_x)
   m = min(subset_size, num_public)
-  if server_model and m < server_distillation.batch_size:
-    raise ValueError(
-        f'The public subset has {m} inputs, fewer than the server '
-        f'distillation batch size {server_distillation.batch_size}.')
   validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))

@@ -100,10 +100,6 @@ def build_fedad(
   public_x = model_parts.check_inputs(
       public_inputs, probes[names[0]]['input_shape'], 'public_inputs')
   num_public = len(public_x)
-  if num_public < server_distillation.batch_size:
-    raise ValueError(
-        f'The public split has {num_public} inputs, fewer than the '
-        f'distillation batch size {server_distillation.batch_size}.')
   validation = model_parts.check_validation(validation)
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
