@@ -6,8 +6,9 @@ r"""Runs several algorithms on the same client split and sampling, then tabulate
 For each seed the task (split, model init) and the client sampling are the
 same for every algorithm. Each run is an experiment named {algorithm}_seed{s}
 under DIR (see binaries/train.py for the layout); --resume continues them.
-Writes DIR/summary.csv and DIR/summary.md and prints the table: final and
-best test accuracy (mean +- std over seeds), accuracy at --report_rounds, the
+Writes DIR/summary.csv and DIR/summary.md and prints the table: the final
+test accuracy and the selected one (the test accuracy of the round with the
+best accuracy on the labelled validation split; mean +- std over seeds), accuracy at --report_rounds, the
 mean first round reaching --target_accuracy, MB uploaded and downloaded over
 all rounds (all clients; from the TFF types of what travels), and the training
 seconds (sum of the rounds' training time, evaluation excluded); rows
@@ -132,16 +133,19 @@ def _run_summary(rows) -> dict:
 
   trained = [r for r in rows if r.get(experiment.BYTES_UPLOADED_KEY)]
 
-  curves = {None: _curve(rows, experiment.ACCURACY_KEY)} | {
-      p: _curve(rows, experiment.prototype_accuracy_key(p))
-      for p in prototypes
-  }
+  groups = {None: 'test'} | {p: f'test_{p}' for p in prototypes}
+  curves = {key: _curve(rows, f'evaluation/{group}/accuracy')
+            for key, group in groups.items()}
   for group in client_groups:
     curve = _curve(rows, f'evaluation/{group}/accuracy')
     if curve != curves[None]:
-      curves[group.replace('_', ' ', 1)] = curve
+      key = group.replace('_', ' ', 1)
+      groups[key], curves[key] = group, curve
   return dict(
       curves=curves,
+      validation={key: _curve(rows, f'evaluation/{group}/'
+                              f'{experiment.VALIDATION_PREFIX}accuracy')
+                  for key, group in groups.items()},
       # The encoded sizes of what was compressed (privacy.bytes_uploaded).
       mb_up=sum(privacy.bytes_uploaded(
           r, experiment.BYTES_UPLOADED_KEY) for r in trained) / 1e6,
@@ -390,6 +394,7 @@ def _compare(config: Config, algorithms) -> Summary:
       label = name if key is None else f'{name}[{key}]'
       results[label] = dict(
           curves=[r['curves'][key] for r in seed_runs],
+          validation=[r['validation'][key] for r in seed_runs],
           mb_up=[r['mb_up'] for r in seed_runs],
           mb_down=[r['mb_down'] for r in seed_runs],
           mb=[r['mb_up'] + r['mb_down'] for r in seed_runs],
@@ -403,7 +408,7 @@ def _compare(config: Config, algorithms) -> Summary:
   # The epsilon column when a run reports one (--aggregator=dp).
   private = any(e is not None for r in results.values() for e in r['epsilon'])
   header = (['algorithm', 'seeds', 'final_accuracy_mean', 'final_accuracy_std',
-             'best_accuracy_mean', 'best_accuracy_std']
+             'selected_accuracy_mean', 'selected_accuracy_std']
             + [f'accuracy_at_round_{r}_mean' for r in report_rounds]
             + [f'rounds_to_{target}', 'mb_uploaded_mean',
                'mb_downloaded_mean', 'training_seconds_mean',
@@ -412,9 +417,12 @@ def _compare(config: Config, algorithms) -> Summary:
   for label, result in results.items():
     curves = result['curves']
     # The last round is always evaluated; round 0 (the untrained model)
-    # counts neither as best nor as reaching the target.
+    # is neither selected nor counted as reaching the target.
     final = [curve[max(curve)] for curve in curves]
-    best = [max(a for r, a in curve.items() if r > 0) for curve in curves]
+    selected = [experiment.selected_accuracy(curve, validation) for curve, validation
+                in zip(curves, result['validation'])]
+    if None in selected:
+      selected = []
     at = [[curve.get(r, np.nan) for curve in curves] for r in report_rounds]
     reached = [min((r for r, a in c.items() if r > 0 and a >= target),
                    default=None) for c in curves]
@@ -426,15 +434,17 @@ def _compare(config: Config, algorithms) -> Summary:
     # Epsilon depends on the rounds, not the seed: the largest over seeds.
     spent = [e for e in result['epsilon'] if e is not None]
     epsilon = max(spent) if spent else None
-    table.append([label, len(curves), np.mean(final), np.std(final),
-                  np.mean(best), np.std(best)] + [np.mean(a) for a in at]
+    table.append([label, len(curves), np.mean(final), np.std(final)]
+                 + ([np.mean(selected), np.std(selected)] if selected
+                    else ['', ''])
+                 + [np.mean(a) for a in at]
                  + [to_target, mb_up, mb_down, seconds,
                     int(result['labelled'])]
                  + ([epsilon if epsilon is not None else ''] if private
                     else []))
     lines.append(
         f'| {label}{LABELLED_MARK if result["labelled"] else ""} | '
-        f'{_mean_std(final)} | {_mean_std(best)} | '
+        f'{_mean_std(final)} | {_mean_std(selected) if selected else "-"} | '
         + ''.join(f'{_mean_std(a)} | ' for a in at)
         + f'{to_target} | {mb_up:.1f} | {mb_down:.1f} | {seconds:.0f} |'
         + (f' {_epsilon(epsilon)} |' if private else '')
@@ -458,7 +468,7 @@ def _compare(config: Config, algorithms) -> Summary:
       f'{settings.rounds} rounds, seeds {",".join(map(str, config.seeds))}'
       + _aggregator_note(settings),
       '',
-      '| algorithm | final test accuracy | best | '
+      '| algorithm | final test accuracy | selected | '
       + ''.join(f'round {r} | ' for r in report_rounds)
       + f'rounds to {target} | MB up | MB down | training s |'
       + (' epsilon |' if private else ''),

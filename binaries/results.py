@@ -292,8 +292,9 @@ def main(argv):
         'mean +- std over seeds (`algorithm[clients]`: the mean over all '
         'client models, for algorithms whose clients keep their own):\n\n'
         + _overview(summaries) +
-        '\nEach setting\'s table: final and best test accuracy (mean +- std '
-        'over seeds), accuracy at fixed rounds, rounds to the target '
+        '\nEach setting\'s table: final and selected test accuracy (the '
+        'round with the best accuracy on the labelled validation split, '
+        'reported on test; mean +- std over seeds), accuracy at fixed rounds, rounds to the target '
         'accuracy, MB communicated and training seconds (these depend on '
         'what else ran on the machine: speed is measured in '
         'docs/PERFORMANCE.md).\n\n'

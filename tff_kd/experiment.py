@@ -18,7 +18,8 @@ The process answers the protocol of `tff_kd.process`: `client_input(client
 id, dataset)` is what its `next` takes per client, `client_data_type` the
 type of a client's dataset, and `evaluation_models(state)` the models each
 evaluation tests on the task's test set, `evaluation/<name>/<metric>` (means
-over a list of models). Every tff_kd process answers it: the processes over
+over a list of models), and on its labelled validation split when it has one,
+`evaluation/<name>/validation_<metric>`. Every tff_kd process answers it: the processes over
 model prototypes (FedDF, FedAUX) report `evaluation/test_<name>/*` per
 prototype beside `evaluation/test/*` (the first prototype's); the processes
 whose clients keep their own models (FD, DS-FL, FedAD) report
@@ -53,6 +54,9 @@ from tff_kd import privacy
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
 CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
+# Metrics of the validation split carry this prefix beside the test set's:
+# evaluation/<name>/validation_accuracy.
+VALIDATION_PREFIX = 'validation_'
 BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
 BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
 NON_FINITE_KEY = 'client_work/non_finite_clients'
@@ -349,6 +353,38 @@ def client_dataset(
     return task.client_dataset(client_id, round_num)
   return task.datasets.train_preprocess_fn(
       task.datasets.train_data.create_tf_dataset_for_client(client_id))
+
+
+def validation_dataset(
+    task: tff.simulation.baselines.BaselineTask) -> Optional[tf.data.Dataset]:
+  """The task's labelled validation split, batched; None when it has none.
+
+  Every evaluation reports each model's accuracy and loss on it beside the
+  test set's (`evaluation/<name>/validation_accuracy`), so that a round can be
+  selected on validation and reported on test.
+  """
+  data = task.datasets.validation_data
+  if data is None:
+    return None
+  if isinstance(data, tff.simulation.datasets.ClientData):
+    data = data.create_tf_dataset_from_all_clients()
+  if data.cardinality() == 0:
+    return None
+  return task.datasets.eval_preprocess_fn(data)
+
+
+def selected_accuracy(test: Mapping[int, float],
+                      validation: Mapping[int, float]) -> Optional[float]:
+  """The test accuracy of the round with the best validation accuracy.
+
+  Model selection on the labelled validation split, never on test: the first
+  evaluated round (> 0) whose validation accuracy is the highest. None when
+  the run has no validation split.
+  """
+  rounds = [r for r in validation if r > 0 and r in test]
+  if not rounds:
+    return None
+  return test[max(rounds, key=lambda r: (validation[r], -r))]
 
 
 def _check_data_fits_process(process, task) -> None:
@@ -796,6 +832,7 @@ def _train(process, task, paths, manager, hparams, sample, *,
 
   evaluators = {}  # model_fn -> its evaluator
   test_data = task.datasets.get_centralized_test_data()
+  validation_data = validation_dataset(task)
 
   evaluated = {}  # 'round': the round evaluated next; 'finite': the last
   # round whose evaluation was finite.
@@ -811,6 +848,12 @@ def _train(process, task, paths, manager, hparams, sample, *,
     if dataset is None:
       return collections.OrderedDict()
     metrics = _evaluate(process, state, dataset, evaluators)
+    if validation_data is not None:
+      validation = _evaluate(process, state, validation_data, evaluators)
+      for name, values in validation.items():
+        metrics[name] = collections.OrderedDict(metrics[name]) | {
+            f'{VALIDATION_PREFIX}{key}': value
+            for key, value in values.items() if key != 'num_examples'}
     # Here, before the round's metrics are released and its state saved: a
     # model whose weights are finite but whose outputs overflow (NaN loss).
     round_num = evaluated['round']

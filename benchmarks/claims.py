@@ -1,0 +1,416 @@
+r"""The papers' headline claims, each tested offline by one rule; writes docs/CLAIMS.md.
+
+  python -m benchmarks.claims --root_output_dir=DIR --jobs=2   # runs, then the page
+  python -m benchmarks.claims                                  # the page alone
+
+With --root_output_dir, every run a claim needs that the store
+(docs/claims/curves.csv) does not hold yet is made with `binaries.train
+--resume` under DIR, --jobs at a time, and each finished run's curves are
+appended to the store: per evaluated round the test and validation accuracy
+of the model a claim is about and the MB communicated so far, with the commit
+that ran it. The page is then written from the store alone, so it can be
+regenerated without rerunning anything.
+
+One rule for every claim: the difference the claim is about, A - B, is taken
+per seed (a seed fixes the split, the initialization and the client sampling
+of both runs, so the runs are paired), and the claim holds when the 95%
+t-interval of its mean over the seeds lies on the claim's side of zero. The
+accuracy compared is the *selected* one: the test accuracy of the round whose
+validation accuracy is the best (`tff_kd.experiment.selected_accuracy`); the
+final round's difference is printed beside it.
+"""
+
+from collections.abc import Mapping, Sequence
+import concurrent.futures
+import csv
+import dataclasses
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+from scipy import stats
+
+from tasks import data
+from tff_kd import experiment
+from tff_kd import privacy
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_REPO = os.path.dirname(_HERE)
+
+ROOT_OUTPUT_DIR = flags.DEFINE_string(
+    'root_output_dir', None, 'Where the runs go (resumable); unset: write '
+    'the page from the store alone.')
+JOBS = flags.DEFINE_integer('jobs', 1, 'Runs at a time.')
+SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Seeds.')
+ONLY = flags.DEFINE_list(
+    'only', [], 'Run only these settings or variants (all when empty).')
+STORE = flags.DEFINE_string(
+    'store', os.path.join(_REPO, 'docs', 'claims', 'curves.csv'),
+    'The stored curves.')
+PAGE = flags.DEFINE_string(
+    'page', os.path.join(_REPO, 'docs', 'CLAIMS.md'), 'The page written.')
+
+ROUNDS = 100
+# The offline settings: MNIST-1D (40-d signals, 10 classes; 4,000 training
+# signals over 20 clients), the papers' partitions transposed, and public or
+# auxiliary inputs for the distillation algorithms (--distill_data): the
+# first PUBLIC_SIZE training signals of `mnist1d_85k`, a second MNIST-1D draw
+# (seed 0) that the clients never see, written to ROOT/PUBLIC_FILE.
+PUBLIC_SIZE = 5_000
+PUBLIC_FILE = 'public_mnist1d_85k_5k.npz'
+COMMON = dict(task='mnist1d', num_clients=20, clients_per_round=10,
+              rounds=ROUNDS, rounds_per_eval=1, rounds_per_checkpoint=10)
+SETTINGS = {
+    'label_skew': dict(COMMON, partition='dirichlet', alpha=0.1),
+    'shards': dict(COMMON, partition='shards', classes_per_client=2),
+}
+SETTING_TEXT = {
+    'label_skew': 'Dirichlet alpha = 0.1 label skew (FedGen\'s MNIST setting'
+                  ': 20 users, 10 per round; FedDF\'s and FedGKD\'s alpha)',
+    'shards': 'two classes per client (FedNTD\'s and DS-FL\'s shards, FD\'s '
+              'non-IID devices)',
+}
+_DISTILLATION = ('feddf', 'fedaux', 'dsfl', 'fedad')
+
+# Variant: (algorithm, its flags beyond the setting's), cheapest first (the
+# order the runs are made in).
+VARIANTS = {
+    'fedavg': ('fedavg', {}),
+    'fedgkd': ('fedgkd', {}),
+    'fedntd': ('fedntd', {}),
+    'fedssd': ('fedssd', {}),
+    'fedgen': ('fedgen', {}),
+    'dsfl': ('dsfl', {}),
+    'feddf': ('feddf', {}),
+    'fedaux': ('fedaux', {}),
+    'fd': ('fd', {}),
+    'fd_alone': ('fd', {'fd_beta': 0.0}),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  paper: str
+  claim: str
+  reference: str  # Its figure, with the protocol that produced it.
+  setting: str
+  a: str  # Variants: the claim is A > B.
+  b: str
+  at_communication: bool = False  # B taken at A's total MB communicated.
+
+
+CLAIMS = (
+    Claim('FedGen', 'above FedAvg under label skew',
+          'MNIST, Dirichlet 0.1, 20 users, 200 rounds: 95.68 +- 0.20 vs '
+          '90.71 +- 1.17 (mean over 3 seeds of each seed\'s top-5 test '
+          'rounds, the repository\'s plot_utils.py)',
+          'label_skew', 'fedgen', 'fedavg'),
+    Claim('FedDF', 'above FedAvg',
+          'CIFAR-10, ResNet-8, Dirichlet 1 and 0.1, 100 rounds, '
+          'distilled on CIFAR-100 or STL-10 inputs (figures not quoted: '
+          'their protocol was not checked)',
+          'label_skew', 'feddf', 'fedavg'),
+    Claim('FedAUX', 'above FedDF',
+          'CIFAR-10 with auxiliary CIFAR-100 or STL-10, Dirichlet 0.01, '
+          'SimCLR-pretrained backbone (figures not quoted: protocol not '
+          'checked)',
+          'label_skew', 'fedaux', 'feddf'),
+    Claim('FedGKD', 'above FedAvg', 'CIFAR-10 and CIFAR-100 under '
+          'Dirichlet label skew (figures not quoted: protocol not checked)',
+          'label_skew', 'fedgkd', 'fedavg'),
+    Claim('FedNTD', 'above FedAvg under label skew',
+          'CIFAR-10, Dirichlet label skew, 100 clients, 10% per round '
+          '(figures not quoted: protocol not checked)', 'label_skew',
+          'fedntd', 'fedavg'),
+    Claim('FedNTD', 'above FedAvg with two classes per client',
+          'CIFAR-10, 2 shards per client (figures not quoted: protocol '
+          'not checked)',
+          'shards', 'fedntd', 'fedavg'),
+    Claim('FedNTD', 'above distillation on every class (not-true classes '
+          'only)', 'its ablation against KD on all classes',
+          'shards', 'fedntd', 'fedgkd'),
+    Claim('FedSSD', 'above FedAvg', 'non-IID label skew (its paper could '
+          'not be read offline: abstract only)', 'label_skew', 'fedssd',
+          'fedavg'),
+    Claim('FedSSD', 'above plain self-distillation (FedGKD)',
+          'above the self-distillation regularizers (abstract)',
+          'label_skew', 'fedssd', 'fedgkd'),
+    Claim('FedSSD', 'above not-true distillation (FedNTD)',
+          'above the self-distillation regularizers (abstract)',
+          'label_skew', 'fedssd', 'fedntd'),
+    Claim('DS-FL', 'above FedAvg at the same communication',
+          'MNIST, 2 labels per client, open unlabeled data: comparable '
+          'accuracy at up to 99% less communication', 'shards', 'dsfl',
+          'fedavg', at_communication=True),
+    Claim('FD', 'above its clients trained alone (beta = 0)',
+          'MNIST, non-IID devices: FD\'s clients above standalone '
+          'training',
+          'shards', 'fd', 'fd_alone'),
+)
+
+FIELDS = ('setting', 'variant', 'seed', 'round', 'test_accuracy',
+          'validation_accuracy', 'mb', 'commit')
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(
+        ['git', 'rev-parse', '--short', 'HEAD'], cwd=_REPO, check=True,
+        capture_output=True, text=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def run_flags(setting: str, variant: str, seed: int, root: str) -> list[str]:
+  """The `binaries.train` flags of one run."""
+  algorithm, extra = VARIANTS[variant]
+  values = dict(SETTINGS[setting], algorithm=algorithm, seed=seed, **extra)
+  if algorithm in _DISTILLATION:
+    values['distill_data'] = f'npz:{os.path.join(root, PUBLIC_FILE)}'
+  return [f'--{k}={v}' for k, v in sorted(values.items())]
+
+
+def write_public(root: str) -> None:
+  """ROOT/PUBLIC_FILE: the distillation algorithms' public inputs."""
+  path = os.path.join(root, PUBLIC_FILE)
+  if os.path.exists(path):
+    return
+  arrays = data.load_arrays('mnist1d_85k')
+  np.savez(path + '.tmp.npz', x_train=arrays.x_train[:PUBLIC_SIZE],
+           y_train=arrays.y_train[:PUBLIC_SIZE], x_test=arrays.x_test,
+           y_test=arrays.y_test)
+  os.replace(path + '.tmp.npz', path)
+
+
+def command(setting: str, variant: str, seed: int, root: str) -> list[str]:
+  return ([sys.executable, '-m', 'binaries.train']
+          + run_flags(setting, variant, seed, root)
+          + [f'--root_output_dir={root}', '--resume',
+             f'--experiment_name={setting}_{variant}_seed{seed}'])
+
+
+def curves(rows: Sequence[Mapping[str, str]]) -> list[dict]:
+  """A run's evaluated rounds: test and validation accuracy, MB so far."""
+  validation_key = (f'evaluation/test/{experiment.VALIDATION_PREFIX}'
+                    'accuracy')
+  mb, out = 0.0, []
+  for row in rows:
+    if row.get(experiment.BYTES_UPLOADED_KEY):
+      mb += (privacy.bytes_uploaded(row, experiment.BYTES_UPLOADED_KEY)
+             + float(row[experiment.BYTES_DOWNLOADED_KEY])) / 1e6
+    if row.get(experiment.ACCURACY_KEY):
+      out.append(dict(round=int(row['round_num']),
+                      test_accuracy=float(row[experiment.ACCURACY_KEY]),
+                      validation_accuracy=float(row[validation_key]),
+                      mb=round(mb, 4)))
+  return out
+
+
+def read_store(path: str) -> dict:
+  """(setting, variant, seed) -> its rows, from the store."""
+  runs = {}
+  if os.path.exists(path):
+    with open(path, newline='') as f:
+      for row in csv.DictReader(f):
+        key = (row['setting'], row['variant'], int(row['seed']))
+        runs.setdefault(key, []).append(row)
+  return runs
+
+
+def _run(setting, variant, seed, root):
+  name = f'{setting}_{variant}_seed{seed}'
+  log = os.path.join(root, f'{name}.log')
+  with open(log, 'w') as f:
+    done = subprocess.run(command(setting, variant, seed, root), cwd=_REPO,
+                          stdout=f, stderr=subprocess.STDOUT)
+  if done.returncode:
+    raise RuntimeError(f'Run {name} failed (exit {done.returncode}); see '
+                       f'{log}.')
+  return experiment.read_metrics(
+      experiment.output_paths(root, name)['metrics_csv'])
+
+
+def run_missing(root: str, seeds: Sequence[int], only: Sequence[str],
+                store: str, jobs: int) -> None:
+  """Makes the runs the claims need that the store lacks; stores each."""
+  needed = sorted({(c.setting, v, s) for c in CLAIMS for v in (c.a, c.b)
+                   for s in seeds})
+  stored = read_store(store)
+  missing = sorted(
+      (k for k in needed if k not in stored
+       and (not only or k[0] in only or k[1] in only)),
+      key=lambda k: (list(VARIANTS).index(k[1]), k[2], k[0]))
+  print(f'{len(missing)} runs to make ({len(needed) - len(missing)} '
+        'stored).', flush=True)
+  os.makedirs(root, exist_ok=True)
+  write_public(root)
+  commit = _commit()
+  new_file = not os.path.exists(store)
+  os.makedirs(os.path.dirname(store), exist_ok=True)
+  with concurrent.futures.ThreadPoolExecutor(jobs) as pool, \
+      open(store, 'a', newline='') as f:
+    writer = csv.DictWriter(f, FIELDS)
+    if new_file:
+      writer.writeheader()
+    futures = {pool.submit(_run, *key, root): key for key in missing}
+    for future in concurrent.futures.as_completed(futures):
+      setting, variant, seed = futures[future]
+      try:
+        rows = future.result()
+      except RuntimeError as e:  # The others go on; a rerun retries it.
+        print(e, flush=True)
+        continue
+      for point in curves(rows):
+        writer.writerow(dict(point, setting=setting, variant=variant,
+                             seed=seed, commit=commit))
+      f.flush()
+      print(f'stored {setting} {variant} seed {seed}', flush=True)
+
+
+def _curve(rows, key):
+  return {int(r['round']): float(r[key]) for r in rows}
+
+
+def selected(rows, max_mb=None) -> float:
+  """The selected test accuracy, over the rounds within `max_mb`."""
+  rows = [r for r in rows if max_mb is None or float(r['mb']) <= max_mb]
+  value = experiment.selected_accuracy(_curve(rows, 'test_accuracy'),
+                                    _curve(rows, 'validation_accuracy'))
+  if value is None:
+    return _curve(rows, 'test_accuracy')[0]  # Only round 0 fits the budget.
+  return value
+
+
+def final(rows) -> float:
+  return float(max(rows, key=lambda r: int(r['round']))['test_accuracy'])
+
+
+def interval(differences) -> tuple[float, float, float]:
+  """Mean and 95% t-interval of paired differences."""
+  d = np.asarray(differences, float)
+  half = (stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+          if len(d) > 1 else np.inf)
+  return d.mean(), d.mean() - half, d.mean() + half
+
+
+def _pct(x) -> str:
+  return f'{100 * x:+.1f}'
+
+
+def claim_row(claim: Claim, runs: Mapping) -> str:
+  seeds = sorted({s for (st, v, s) in runs if st == claim.setting
+                  and v == claim.a}
+                 & {s for (st, v, s) in runs if st == claim.setting
+                    and v == claim.b})
+  if len(seeds) < 2:
+    return (f'| {claim.paper} | {claim.claim} | {claim.reference} | '
+            f'{claim.setting} | {claim.a} vs {claim.b}: runs missing '
+            f'({len(seeds)} paired seeds) | | | not measured |')
+  a_runs = [runs[claim.setting, claim.a, s] for s in seeds]
+  b_runs = [runs[claim.setting, claim.b, s] for s in seeds]
+  a = [selected(r) for r in a_runs]
+  if claim.at_communication:
+    budgets = [max(float(x['mb']) for x in r) for r in a_runs]
+    b = [selected(r, mb) for r, mb in zip(b_runs, budgets)]
+    b_final = [final([x for x in r if float(x['mb']) <= mb] or r[:1])
+               for r, mb in zip(b_runs, budgets)]
+    what = f' (B at A\'s {np.mean(budgets):.1f} MB)'
+  else:
+    b = [selected(r) for r in b_runs]
+    b_final = [final(r) for r in b_runs]
+    what = ''
+  mean, low, high = interval(np.subtract(a, b))
+  f_mean, f_low, f_high = interval(
+      np.subtract([final(r) for r in a_runs], b_final))
+  verdict = ('holds' if low > 0 else
+             'does not hold (the opposite holds)' if high < 0 else
+             'does not hold')
+  return (f'| {claim.paper} | {claim.claim} | {claim.reference} | '
+          f'{claim.setting} | {claim.a} {np.mean(a):.3f} vs {claim.b} '
+          f'{np.mean(b):.3f}{what}, {len(seeds)} seeds | '
+          f'{_pct(mean)} [{_pct(low)}, {_pct(high)}] | '
+          f'{_pct(f_mean)} [{_pct(f_low)}, {_pct(f_high)}] | {verdict} |')
+
+
+def setting_table(setting: str, runs: Mapping) -> str:
+  lines = ['| variant | runs | final test accuracy | selected | MB |',
+           '|---|---|---|---|---|']
+  for variant in VARIANTS:
+    seeds = sorted(s for (st, v, s) in runs if st == setting and v == variant)
+    if not seeds:
+      continue
+    rs = [runs[setting, variant, s] for s in seeds]
+    fin = np.array([final(r) for r in rs])
+    sel = np.array([selected(r) for r in rs])
+    mb = np.mean([max(float(x['mb']) for x in r) for r in rs])
+    lines.append(f'| {variant} | {len(seeds)} | {fin.mean():.3f} +- '
+                 f'{fin.std():.3f} | {sel.mean():.3f} +- {sel.std():.3f} | '
+                 f'{mb:.1f} |')
+  return '\n'.join(lines)
+
+
+def write_page(store: str, page: str) -> None:
+  runs = read_store(store)
+  commits = sorted({r['commit'] for rows in runs.values() for r in rows})
+  flags_of = {s: ' '.join(f'--{k}={v}' for k, v in sorted(values.items()))
+              for s, values in SETTINGS.items()}
+  lines = [
+      '# The papers\' claims, tested offline',
+      '',
+      'Generated by `python -m benchmarks.claims` from the stored curves '
+      '(docs/claims/curves.csv); the runs were made by `python -m '
+      'benchmarks.claims --root_output_dir=DIR --jobs=2` at commit(s) '
+      f'{", ".join(commits) or "none"}, each a `binaries.train` run with the '
+      'flags below (the algorithm\'s own settings at their defaults; '
+      f'`--distill_data=npz:DIR/{PUBLIC_FILE}` (the first '
+      f'{PUBLIC_SIZE:,} training signals of `mnist1d_85k`, a second '
+      'MNIST-1D draw the clients never see) for the distillation '
+      'algorithms).',
+      '',
+      '**Rule, for every row.** The difference the claim is about, A - B, '
+      'per seed (paired: a seed fixes the split, the initialization and the '
+      'client sampling of both), in accuracy points; the claim **holds** '
+      'when the 95% t-interval of its mean over the seeds lies above zero. '
+      'The accuracy is the *selected* one: the test accuracy of the round '
+      'with the best accuracy on the labelled validation split (never the '
+      'maximum over test rounds). The final round\'s difference is given '
+      'beside it. The references\' figures are quoted with their own '
+      'protocols and settings, which differ from ours: they say what the '
+      'paper claims, not what we should reproduce.',
+      '',
+      '| paper | claim | reference figure (its protocol) | setting | ours '
+      '(selected) | A - B selected [95% CI] | A - B final [95% CI] | '
+      'verdict |',
+      '|---|---|---|---|---|---|---|---|',
+  ] + [claim_row(c, runs) for c in CLAIMS] + ['', '## Settings', '']
+  for setting in SETTINGS:
+    lines += [f'### {setting}', '',
+              f'{SETTING_TEXT[setting]}: `{flags_of[setting]}`, every other '
+              'flag at its default.', '', setting_table(setting, runs), '']
+  os.makedirs(os.path.dirname(page), exist_ok=True)
+  with open(page, 'w') as f:
+    f.write('\n'.join(lines))
+  print(f'Wrote {page}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  unknown = sorted(set(ONLY.value) - set(SETTINGS) - set(VARIANTS))
+  if unknown:
+    raise app.UsageError(f'--only names unknown settings or variants '
+                         f'{unknown}; choose from {sorted(SETTINGS)} and '
+                         f'{sorted(VARIANTS)}.')
+  if JOBS.value < 1:
+    raise app.UsageError(f'--jobs must be >= 1; got {JOBS.value}.')
+  if ROOT_OUTPUT_DIR.value:
+    run_missing(ROOT_OUTPUT_DIR.value, [int(s) for s in SEEDS.value],
+                ONLY.value, STORE.value, JOBS.value)
+  write_page(STORE.value, PAGE.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
