@@ -76,6 +76,7 @@ from binaries import registry
 import tasks
 from tff_kd import algorithms
 from tff_kd import local_training
+from tff_kd import optimizers
 from tff_kd import runtime
 from tff_kd import server_distillation
 
@@ -1121,7 +1122,9 @@ def main(argv):
   steps = {}
   with runtime.LocalRuntime(**_worker_settings()):
     steps['ours'] = _process_step_fn(registry.get('fedavg').build(
-        task, client_learning_rate=_LR, server_learning_rate=1.0,
+        task,
+        client_optimizer=optimizers.OptimizerConfig(learning_rate=_LR),
+        server_optimizer=optimizers.OptimizerConfig(learning_rate=1.0),
         clients_per_round=10), datasets)
     for name, loop in (('tff', 'DATASET_REDUCE'),
                        ('tff_iterator', 'DATASET_ITERATOR')):
@@ -1133,7 +1136,9 @@ def main(argv):
     for name in BENCH_ALGORITHMS.value:
       algorithm = registry.get(name)
       process = algorithm.build(
-          task, client_learning_rate=_LR, server_learning_rate=1.0,
+          task,
+          client_optimizer=optimizers.OptimizerConfig(learning_rate=_LR),
+          server_optimizer=optimizers.OptimizerConfig(learning_rate=1.0),
           clients_per_round=10,
           **{k: h.default for k, h in algorithm.hparams.items()})
       # The protocol of tff_kd.process; TFF's processes take the dataset.

@@ -32,6 +32,7 @@ import tensorflow_federated as tff
 from binaries import registry
 import tasks
 from tff_kd import experiment
+from tff_kd import optimizers
 from tff_kd import privacy
 from tff_kd import runtime
 
@@ -96,12 +97,48 @@ CLIENT_DROPOUT = flags.DEFINE_float(
 )
 LOCAL_EPOCHS = flags.DEFINE_integer('local_epochs', 5, 'Local epochs E.')
 BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Client batch size B.')
+# Optimizers (tff_kd.optimizers), named as google-research/federated's
+# trainers name them: --{client,server}_optimizer, --*_learning_rate and each
+# optimizer's own --{client,server}_{optimizer}_{hparam}.
+CLIENT_OPTIMIZER = flags.DEFINE_enum(
+    'client_optimizer', 'sgd', list(optimizers.NAMES),
+    'Client optimizer (its state restarts every round).')
 CLIENT_LEARNING_RATE = flags.DEFINE_float(
-    'client_learning_rate', 0.1, 'Client SGD learning rate.'
+    'client_learning_rate', 0.1, 'Client learning rate.'
 )
+CLIENT_WEIGHT_DECAY = flags.DEFINE_float(
+    'client_weight_decay', 0.0, 'Client L2 weight decay added to the '
+    'gradients (PyTorch\'s weight_decay).')
+CLIENT_LEARNING_RATE_DECAY = flags.DEFINE_float(
+    'client_learning_rate_decay', 1.0, 'Factor of the client learning rate '
+    'per round (PyTorch\'s ExponentialLR stepped once a round).')
+SERVER_OPTIMIZER = flags.DEFINE_enum(
+    'server_optimizer', 'sgd', list(optimizers.NAMES),
+    'Server optimizer on the averaged update (adam: FedAdam, yogi: FedYogi).')
 SERVER_LEARNING_RATE = flags.DEFINE_float(
-    'server_learning_rate', 1.0, 'Server SGD learning rate (1 = FedAvg).'
+    'server_learning_rate', 1.0, 'Server learning rate (sgd at 1 = FedAvg).'
 )
+# --{prefix}_{optimizer}_{hparam} -> (prefix, optimizer, hparam).
+OPTIMIZER_HPARAM_FLAGS = {}
+for _prefix in ('client', 'server'):
+  for _optimizer, _defaults in optimizers.HPARAMS.items():
+    for _key, _default in _defaults.items():
+      _flag = f'{_prefix}_{_optimizer}_{_key}'
+      OPTIMIZER_HPARAM_FLAGS[_flag] = (_prefix, _optimizer, _key)
+      flags.DEFINE_float(_flag, _default,
+                         f'{_prefix.capitalize()} {_optimizer}: {_key}.')
+      flags.register_validator(
+          _flag,
+          (lambda v: v is not None and math.isfinite(v) and v > 0)
+          if _key == 'epsilon' else (lambda v: v is not None and 0 <= v < 1),
+          f'--{_flag} must be '
+          + ('finite and > 0.' if _key == 'epsilon' else 'in [0, 1).'))
+flags.register_validator(
+    'client_weight_decay', lambda v: v is not None and 0 <= v < 1,
+    '--client_weight_decay must be in [0, 1).')
+flags.register_validator(
+    'client_learning_rate_decay', lambda v: v is not None and 0 < v <= 1,
+    '--client_learning_rate_decay must be in (0, 1].')
 ROUNDS = flags.DEFINE_integer('rounds', 30, 'Training rounds.')
 ROUNDS_PER_EVAL = flags.DEFINE_integer(
     'rounds_per_eval', 1, 'Evaluate on the test set every this many rounds.'
@@ -357,6 +394,10 @@ RUNTIME_FLAGS = ('workers', 'local_workers', 'clients_per_group',
                  'root_output_dir', 'resume', 'debug')
 
 
+def _optimizer_hparam_defaults() -> dict[str, float]:
+  return {name: flags.FLAGS[name].default for name in OPTIMIZER_HPARAM_FLAGS}
+
+
 def _algorithm_hparam_defaults() -> dict[str, Any]:
   return {name: flag.default for name, flag in ALGORITHM_HPARAM_FLAGS.items()}
 
@@ -389,7 +430,11 @@ class Settings:
   client_dropout: float = CLIENT_DROPOUT.default
   local_epochs: int = LOCAL_EPOCHS.default
   batch_size: int = BATCH_SIZE.default
+  client_optimizer: str = CLIENT_OPTIMIZER.default
   client_learning_rate: float = CLIENT_LEARNING_RATE.default
+  client_weight_decay: float = CLIENT_WEIGHT_DECAY.default
+  client_learning_rate_decay: float = CLIENT_LEARNING_RATE_DECAY.default
+  server_optimizer: str = SERVER_OPTIMIZER.default
   server_learning_rate: float = SERVER_LEARNING_RATE.default
   rounds: int = ROUNDS.default
   rounds_per_eval: int = ROUNDS_PER_EVAL.default
@@ -413,6 +458,10 @@ class Settings:
   # Each algorithm's own hyperparameters, by flag name.
   algorithm_hparams: Mapping[str, Any] = dataclasses.field(
       default_factory=_algorithm_hparam_defaults)
+  # Each optimizer's own hyperparameters, by flag name
+  # (OPTIMIZER_HPARAM_FLAGS).
+  optimizer_hparams: Mapping[str, float] = dataclasses.field(
+      default_factory=_optimizer_hparam_defaults)
 
   @classmethod
   def from_flags(cls) -> 'Settings':
@@ -420,7 +469,7 @@ class Settings:
     values = {
         field.name: flags.FLAGS[field.name].value
         for field in dataclasses.fields(cls)
-        if field.name != 'algorithm_hparams'
+        if field.name not in _MAPPINGS
     }
     values['dp_clip'] = canonical_dp_clip(values['dp_clip'])
     values['task'] = tasks.canonical_task_name(values['task'])
@@ -429,7 +478,28 @@ class Settings:
            for name, value in values.items()},
         algorithm_hparams={name: flag.value
                            for name, flag in ALGORITHM_HPARAM_FLAGS.items()},
+        optimizer_hparams={name: flags.FLAGS[name].value
+                           for name in OPTIMIZER_HPARAM_FLAGS},
     )
+
+
+_MAPPINGS = ('algorithm_hparams', 'optimizer_hparams')
+
+
+def optimizer_config(settings: Settings,
+                     prefix: str) -> optimizers.OptimizerConfig:
+  """The client's or server's `tff_kd.optimizers.OptimizerConfig`."""
+  name = getattr(settings, f'{prefix}_optimizer')
+  client = prefix == 'client'
+  return optimizers.OptimizerConfig(
+      name=name,
+      learning_rate=getattr(settings, f'{prefix}_learning_rate'),
+      hparams={key: settings.optimizer_hparams[flag]
+               for flag, (p, o, key) in OPTIMIZER_HPARAM_FLAGS.items()
+               if p == prefix and o == name},
+      weight_decay=settings.client_weight_decay if client else 0.0,
+      learning_rate_decay=(settings.client_learning_rate_decay if client
+                           else 1.0))
 
 
 def canonical_dp_clip(value: str) -> str:
@@ -527,6 +597,12 @@ def check_algorithm_flags(algorithms) -> None:
     raise flags.ValidationError(
         '--local_workers starts workers on this machine; the run has '
         '--workers, which are already serving. Give one of them.')
+  for name, (prefix, optimizer, _) in OPTIMIZER_HPARAM_FLAGS.items():
+    chosen = flags.FLAGS[f'{prefix}_optimizer'].value
+    if name in present and chosen != optimizer:
+      raise flags.ValidationError(
+          f'--{name} is a setting of --{prefix}_optimizer={optimizer}; the '
+          f'run has --{prefix}_optimizer={chosen}.')
   aggregator = flags.FLAGS['aggregator'].value
   for owner, names in AGGREGATOR_FLAGS.items():
     for name in names:
@@ -623,8 +699,8 @@ def build_process(settings: Settings, task, algorithm: registry.Algorithm):
     raise flags.ValidationError(str(e)) from e
   return algorithm.build(
       task,
-      client_learning_rate=settings.client_learning_rate,
-      server_learning_rate=settings.server_learning_rate,
+      client_optimizer=optimizer_config(settings, 'client'),
+      server_optimizer=optimizer_config(settings, 'server'),
       clients_per_round=settings.clients_per_round,
       model_aggregator=parts.model_aggregator,
       fusion_aggregator=parts.fusion_aggregator,
@@ -657,6 +733,8 @@ def _unused_settings(settings: Settings) -> tuple[str, ...]:
     unused += SPLIT_FLAGS
   if settings.task not in tasks.FEDERATED_TASKS:
     unused.append('use_synthetic_data')
+  unused += [flag for flag, (prefix, name, _) in OPTIMIZER_HPARAM_FLAGS.items()
+             if getattr(settings, f'{prefix}_optimizer') != name]
   return tuple(unused)
 
 
@@ -685,8 +763,11 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
   values = {
       field.name: getattr(settings, field.name)
       for field in dataclasses.fields(settings)
-      if field.name not in RUNTIME_FLAGS + ('algorithm_hparams',) + unused
+      if field.name not in RUNTIME_FLAGS + _MAPPINGS + unused
   }
+  values.update((name, value)
+                for name, value in settings.optimizer_hparams.items()
+                if name not in unused)
   values['algorithm'] = algorithm.name
   values.update(algorithm_hparams(settings, algorithm))
   if task is not None:
@@ -699,6 +780,7 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
         recorded = json.load(f)
       defaults = {field.name: field.default
                   for field in dataclasses.fields(settings)}
+      defaults.update(_optimizer_hparam_defaults())
       defaults.update((name, hparam.default)
                       for name, hparam in algorithm.hparams.items())
       for name in [n for n in values if n not in recorded]:

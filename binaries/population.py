@@ -201,6 +201,7 @@ def _run_child(spec):
   from binaries import registry
   import tasks
   from tff_kd import experiment
+  from tff_kd import optimizers
   from tff_kd import runtime
   from tff_kd.algorithms import fedavg
   # pylint: enable=g-import-not-at-top
@@ -231,7 +232,9 @@ def _run_child(spec):
           model_aggregator=tff.aggregators.UnweightedMeanFactory())
     else:
       process = algorithm.build(
-          task, client_learning_rate=0.1, server_learning_rate=1.0,
+          task,
+          client_optimizer=optimizers.OptimizerConfig(learning_rate=0.1),
+          server_optimizer=optimizers.OptimizerConfig(learning_rate=1.0),
           clients_per_round=spec['clients_per_round'],
           **{k: h.default for k, h in algorithm.hparams.items()})
     kwargs = {}

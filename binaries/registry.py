@@ -7,9 +7,9 @@ sits beside the binaries, not in the library: it knows our tasks
 the server splits, prototypes and distillation inputs) and turns them into
 the explicit arguments of the library's `tff_kd.algorithms.build_*`
 functions.
-Each entry's `build(task, *, client_learning_rate, server_learning_rate,
-clients_per_round, model_aggregator=None, fusion_aggregator=None, **hparams)`
-returns a `tff.learning.templates.LearningProcess` for the task, or for the
+Each entry's `build(task, *, client_optimizer, server_optimizer,
+clients_per_round, model_aggregator=None, fusion_aggregator=None, **hparams)` (the
+optimizers: `tff_kd.optimizers.OptimizerConfig`s) returns a `tff.learning.templates.LearningProcess` for the task, or for the
 algorithms whose clients keep their own models (FD, DS-FL, FedAD) a
 `tff_kd.stateful_clients.StatefulClientsProcess`. `model_aggregator` and
 `fusion_aggregator` (a mapping knowledge field -> factory; None: the
@@ -35,6 +35,7 @@ import tensorflow_federated as tff
 import tasks
 
 from tff_kd import aggregators
+from tff_kd import optimizers
 from tff_kd import privacy
 from tff_kd import server_distillation
 from tff_kd.algorithms import dsfl
@@ -77,34 +78,27 @@ class Algorithm:
       lambda hparams: False)
 
 
-def _optimizers(client_learning_rate, server_learning_rate):
-  return (
-      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-      tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate),
-  )
-
-
 def _build_fedavg(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     model_aggregator=None, fusion_aggregator=None,
 ):
   del clients_per_round
   _no_fusion('fedavg', fusion_aggregator)
   return fedavg.build_fedavg(
-      task.model_fn, *_optimizers(client_learning_rate, server_learning_rate),
+      task.model_fn, client_optimizer.build(), server_optimizer.build(),
       model_aggregator=model_aggregator,
   )
 
 
 def _build_fedntd(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     ntd_beta, ntd_temperature, model_aggregator=None, fusion_aggregator=None,
 ):
   del clients_per_round
   _no_fusion('fedntd', fusion_aggregator)
   return fedntd.build_fedntd(
       task.model_fn,
-      *_optimizers(client_learning_rate, server_learning_rate),
+      client_optimizer.build(), server_optimizer.build(),
       beta=ntd_beta,
       temperature=ntd_temperature,
       model_aggregator=model_aggregator,
@@ -112,7 +106,7 @@ def _build_fedntd(
 
 
 def _build_fedgkd(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     gkd_buffer_size, gkd_gamma, gkd_temperature, model_aggregator=None,
     fusion_aggregator=None,
 ):
@@ -120,7 +114,7 @@ def _build_fedgkd(
   _no_fusion('fedgkd', fusion_aggregator)
   return fedgkd.build_fedgkd(
       task.model_fn,
-      *_optimizers(client_learning_rate, server_learning_rate),
+      client_optimizer.build(), server_optimizer.build(),
       buffer_size=gkd_buffer_size,
       gamma=gkd_gamma,
       temperature=gkd_temperature,
@@ -129,7 +123,7 @@ def _build_fedgkd(
 
 
 def _build_fedssd(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     ssd_kd_weight, ssd_temperature, model_aggregator=None,
     fusion_aggregator=None,
 ):
@@ -141,7 +135,7 @@ def _build_fedssd(
         f'split, and task {task.name!r} has none.')
   return fedssd.build_fedssd(
       task.model_fn,
-      *_optimizers(client_learning_rate, server_learning_rate),
+      client_optimizer.build(), server_optimizer.build(),
       validation_x=task.validation[0],
       validation_y=task.validation[1],
       num_classes=task.num_classes,
@@ -152,16 +146,17 @@ def _build_fedssd(
 
 
 def _build_fedgen(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     gen_alpha, gen_beta, gen_steps, model_aggregator=None,
     fusion_aggregator=None,
 ):
   return fedgen.build_fedgen(
       task.model_fn,
-      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_optimizer.build(),
       num_classes=task.num_classes,
       clients_per_round=clients_per_round,
-      server_learning_rate=server_learning_rate,
+      server_learning_rate=_server_sgd_learning_rate('fedgen',
+                                                     server_optimizer),
       alpha=gen_alpha,
       beta=gen_beta,
       generator_steps=gen_steps,
@@ -176,13 +171,26 @@ def _prototype_model_fns(task):
   return {name: task.model_fn_for(name) for name in task.prototypes}
 
 
-def _check_server_learning_rate(name, server_learning_rate):
-  if server_learning_rate != 1.0:
+def _check_no_server_optimizer(name, server_optimizer):
+  if not (server_optimizer.is_plain_sgd
+          and server_optimizer.learning_rate == 1.0):
     raise ValueError(
         f'{name} has no server optimizer (it averages models or exchanges'
-        ' outputs);'
-        f' --server_learning_rate must be 1, got {server_learning_rate}.'
+        ' outputs); --server_optimizer must be sgd without momentum at '
+        f'--server_learning_rate=1, got {server_optimizer.name} '
+        f'{server_optimizer.all_hparams()} at '
+        f'{server_optimizer.learning_rate}.'
     )
+
+
+def _server_sgd_learning_rate(name, server_optimizer):
+  """The learning rate of a server that applies its update by plain SGD."""
+  if not server_optimizer.is_plain_sgd:
+    raise ValueError(
+        f'{name} applies the averaged update by plain SGD; '
+        f'--server_optimizer must be sgd without momentum, got '
+        f'{server_optimizer.name} {server_optimizer.all_hparams()}.')
+  return server_optimizer.learning_rate
 
 
 def _distillation_kwargs(distill_steps, distill_batch_size,
@@ -207,16 +215,16 @@ def _server_distillation(distill_steps, distill_batch_size,
 
 
 def _build_fd(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     fd_beta, fd_temperature, fd_exclude_own, model_aggregator=None,
     fusion_aggregator=None,
 ):
   del clients_per_round
   _no_models('fd', model_aggregator)
-  _check_server_learning_rate('fd', server_learning_rate)
+  _check_no_server_optimizer('fd', server_optimizer)
   return fd.build_fd(
       _prototype_model_fns(task),
-      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_optimizer.build(),
       client_prototypes=task.client_prototypes,
       beta=fd_beta, temperature=fd_temperature, exclude_own=fd_exclude_own,
       fusion_aggregator=_fusion(fusion_aggregator),
@@ -224,7 +232,7 @@ def _build_fd(
 
 
 def _build_dsfl(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, dsfl_aggregation, dsfl_era_temperature, dsfl_subset_size,
     dsfl_distill_epochs, dsfl_distill_batch_size, dsfl_distill_learning_rate,
     dsfl_server_model, dsfl_validation, model_aggregator=None,
@@ -232,13 +240,13 @@ def _build_dsfl(
 ):
   del clients_per_round
   _no_models('dsfl', model_aggregator)
-  _check_server_learning_rate('dsfl', server_learning_rate)
+  _check_no_server_optimizer('dsfl', server_optimizer)
   # ERA sharpens what the soft labels' aggregator (mean, DP, secure,
   # compressed) fused; SA is that aggregator alone.
   fused = (fusion_aggregator or {}).get('soft_labels')
   return dsfl.build_dsfl(
       _prototype_model_fns(task),
-      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_optimizer.build(),
       client_prototypes=task.client_prototypes,
       public_inputs=_distillation_inputs(task, distill_data),
       subset_size=dsfl_subset_size,
@@ -258,16 +266,16 @@ def _build_dsfl(
 
 
 def _build_fedad(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, fedad_beta, fedad_validation, model_aggregator=None,
     fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
   _no_models('fedad', model_aggregator)
-  _check_server_learning_rate('fedad', server_learning_rate)
+  _check_no_server_optimizer('fedad', server_optimizer)
   return fedad.build_fedad(
       _prototype_model_fns(task),
-      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_optimizer.build(),
       client_prototypes=task.client_prototypes,
       public_inputs=_distillation_inputs(task, distill_data),
       attention_weight=fedad_beta,
@@ -279,15 +287,15 @@ def _build_fedad(
 
 
 def _build_feddf(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, feddf_validation, model_aggregator=None,
     fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
-  _check_server_learning_rate('feddf', server_learning_rate)
+  _check_no_server_optimizer('feddf', server_optimizer)
   return feddf.build_feddf(
       _prototype_model_fns(task),
-      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_optimizer.build(),
       # Data-free: fresh noise for every batch, as FedDF's code.
       distillation_inputs=(feddf.NOISE if distill_data == 'noise'
                            else _distillation_inputs(task, distill_data)),
@@ -301,14 +309,14 @@ def _build_feddf(
 
 
 def _build_fedaux(
-    task, *, client_learning_rate, server_learning_rate, clients_per_round,
+    task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, aux_negative_fraction, aux_distill_epochs,
     aux_distill_batch_size, aux_distill_learning_rate, aux_validation,
     aux_dp_epsilon, aux_dp_delta, model_aggregator=None,
     fusion_aggregator=None,
 ):
   del clients_per_round
-  _check_server_learning_rate('fedaux', server_learning_rate)
+  _check_no_server_optimizer('fedaux', server_optimizer)
   inputs = _distillation_inputs(task, distill_data)
   order = np.random.default_rng([task.seed, 4]).permutation(
       len(inputs))
@@ -321,7 +329,7 @@ def _build_fedaux(
         'distill on: lower it, or give more server data.')
   return feddf.build_fedaux(
       _prototype_model_fns(task),
-      tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+      client_optimizer.build(),
       distillation_inputs=inputs[np.sort(order[num_negative:])],
       negative_inputs=inputs[np.sort(order[:num_negative])],
       validation=_validation(task, aux_validation),

@@ -7,7 +7,9 @@ FedGen's regularizer schedule): its state is the round.
 `build_client_work` wraps `local_training.build_client_update` in a
 `tff.learning.templates.ClientWorkProcess`. Its state is the client
 optimizer's hyperparameters (as in TFF's model-delta client work), so a
-program can change the learning rate between rounds.
+program can change the learning rate between rounds; a client optimizer with
+a per-round decay (`tff_kd.optimizers.RoundDecay`) has its learning rate
+multiplied by the decay after every round.
 
 Type signature of `next`:
 `(<S@SERVER, W@CLIENTS, {B*}@CLIENTS> -> <state=S@SERVER,
@@ -32,6 +34,7 @@ import tensorflow_federated as tff
 from tff_kd import communication
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import optimizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +139,11 @@ def build_client_work(
     return hparams
 
   input_type = broadcast_type(weights_type, distillation)
+  decay = optimizers.round_decay(client_optimizer)
+
+  @tff.tensorflow.computation(hparams_type)
+  def next_hparams(hparams):
+    return optimizers.decayed(hparams, decay, 1)
 
   @tff.tensorflow.computation(hparams_type, input_type, data_type)
   def client_update(hparams, broadcast, dataset):
@@ -180,6 +188,8 @@ def build_client_work(
             communication=bytes_fn(non_finite),
         )
     )
+    if decay != 1:
+      state = tff.federated_map(next_hparams, state)
     return tff.templates.MeasuredProcessOutput(state, result, measurements)
 
   return tff.learning.templates.ClientWorkProcess(

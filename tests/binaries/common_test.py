@@ -19,13 +19,39 @@ class SettingsTest(tf.test.TestCase):
     defined = {flag.name for flag in
                FLAGS.flags_by_module_dict()[common.__name__]}
     fields = {f.name for f in dataclasses.fields(common.Settings)}
-    self.assertEqual(fields - {'algorithm_hparams'},
-                     defined - set(common.ALGORITHM_HPARAM_FLAGS))
+    self.assertEqual(fields - {'algorithm_hparams', 'optimizer_hparams'},
+                     defined - set(common.ALGORITHM_HPARAM_FLAGS)
+                     - set(common.OPTIMIZER_HPARAM_FLAGS))
     self.assertContainsSubset(common.RUNTIME_FLAGS, fields)
     with flagsaver.flagsaver():
       self.assertEqual(common.Settings(), common.Settings.from_flags())
     self.assertEqual(set(common.Settings().algorithm_hparams),
                      set(common.ALGORITHM_HPARAM_FLAGS))
+    self.assertEqual(set(common.Settings().optimizer_hparams),
+                     set(common.OPTIMIZER_HPARAM_FLAGS))
+
+  def test_optimizer_config_takes_the_chosen_optimizers_flags(self):
+    with flagsaver.flagsaver(client_optimizer='adam', client_adam_beta_1=0.5,
+                             client_learning_rate=0.01,
+                             client_weight_decay=1e-5,
+                             client_learning_rate_decay=0.99,
+                             server_optimizer='yogi',
+                             server_learning_rate=0.03):
+      settings = common.Settings.from_flags()
+    client = common.optimizer_config(settings, 'client')
+    self.assertEqual((client.name, client.learning_rate, client.weight_decay,
+                      client.learning_rate_decay), ('adam', 0.01, 1e-5, 0.99))
+    self.assertEqual(client.all_hparams(),
+                     dict(beta_1=0.5, beta_2=0.999, epsilon=1e-7))
+    server = common.optimizer_config(settings, 'server')
+    self.assertEqual((server.name, server.learning_rate, server.weight_decay,
+                      server.learning_rate_decay), ('yogi', 0.03, 0.0, 1.0))
+    hparams = common.run_hparams(settings, registry.get('fedavg'))
+    self.assertEqual(hparams['client_adam_beta_1'], 0.5)
+    self.assertIn('server_yogi_epsilon', hparams)
+    # The other optimizers' settings are not the run's.
+    self.assertNotIn('client_sgd_momentum', hparams)
+    self.assertNotIn('server_adam_beta_1', hparams)
 
   def test_from_flags_reads_every_flag(self):
     with flagsaver.flagsaver(alpha=0.3, prototypes=['mlp', 'cnn'], seed=7,
@@ -49,12 +75,14 @@ class SettingsTest(tf.test.TestCase):
     top = set(hparams) - {experiment.RUNTIME_KEY}
     self.assertEqual(
         top, {f.name for f in dataclasses.fields(settings)}
-        - set(common.RUNTIME_FLAGS) - {'algorithm_hparams'}
+        - set(common.RUNTIME_FLAGS) - {'algorithm_hparams',
+                                       'optimizer_hparams'}
         # Not recorded: what the run does not use (no DP, no compression,
         # not one of TFF's datasets).
         - set(common.AGGREGATOR_FLAGS['dp'])
         - set(common.AGGREGATOR_FLAGS['compression']) - {'use_synthetic_data'}
-        | {'algorithm', 'ntd_beta', 'ntd_temperature'})
+        | {'algorithm', 'ntd_beta', 'ntd_temperature',
+           'client_sgd_momentum', 'server_sgd_momentum'})
     self.assertEqual(hparams['alpha'], 0.3)
     self.assertEqual(hparams['algorithm'], 'fedntd')
 

@@ -124,7 +124,10 @@ class HparamsTest(tf.test.TestCase):
     # the digest of the data the run trained on.
     unused = set(common.AGGREGATOR_FLAGS['dp']
                  + common.AGGREGATOR_FLAGS['compression']
-                 + ('use_synthetic_data',))
+                 + ('use_synthetic_data',)) | {
+                     flag for flag, (_, optimizer, _) in
+                     common.OPTIMIZER_HPARAM_FLAGS.items()
+                     if optimizer != 'sgd'}
     self.assertEqual(set(hparams) - {experiment.RUNTIME_KEY},
                      (defined - other_algorithms - runtime - unused)
                      | {'data_digest'})
@@ -160,7 +163,7 @@ class HparamsTest(tf.test.TestCase):
     self.assertIsNotNone(finished(settings))
     for field in dataclasses.fields(settings):
       name = field.name
-      if name == 'algorithm_hparams':
+      if name in ('algorithm_hparams', 'optimizer_hparams'):
         continue
       changed = dataclasses.replace(
           settings, **{name: _another(getattr(settings, name))})
@@ -169,6 +172,14 @@ class HparamsTest(tf.test.TestCase):
         self.assertIsNotNone(finished(changed), name)
       else:
         self.assertIsNone(finished(changed), name)
+    for name in ('client_sgd_momentum', 'server_sgd_momentum'):
+      self.assertIsNone(finished(dataclasses.replace(
+          settings, optimizer_hparams=dict(settings.optimizer_hparams,
+                                           **{name: 0.5}))), name)
+    # Another optimizer's settings are not the run's.
+    self.assertIsNotNone(finished(dataclasses.replace(
+        settings, optimizer_hparams=dict(settings.optimizer_hparams,
+                                         client_adam_beta_1=0.5))))
     for name in algorithm.hparams:
       self.assertIsNone(finished(dataclasses.replace(
           settings, algorithm_hparams=dict(
@@ -299,6 +310,23 @@ class BadFlagsTest(tf.test.TestCase):
       with self.assertRaisesRegex(error, pattern):
         train.main(argv[:1])
     self.assertFalse(os.path.exists(os.path.join(root, 'results')))
+
+  def test_optimizer_flags_that_do_not_apply(self):
+    self._assert_refused(
+        '--client_adam_beta_1 is a setting of --client_optimizer=adam; the '
+        'run has --client_optimizer=sgd', '--client_adam_beta_1=0.5')
+    self._assert_refused(
+        'fd has no server optimizer.*got adam', '--algorithm=fd',
+        '--server_optimizer=adam', '--server_learning_rate=0.01',
+        error=ValueError)
+    self._assert_refused(
+        "FD's client work has no per-round learning-rate decay.*"
+        'learning_rate_decay=0.99', '--algorithm=fd',
+        '--client_learning_rate_decay=0.99', error=ValueError)
+    self._assert_rejected('--client_sgd_momentum must be in',
+                          client_sgd_momentum=1.0)
+    self._assert_rejected('--client_learning_rate_decay must be in',
+                          client_learning_rate_decay=0.0)
 
   def test_dp_flags_of_what_the_algorithm_does_not_send(self):
     self._assert_refused(

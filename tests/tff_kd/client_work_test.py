@@ -12,6 +12,7 @@ import tensorflow_federated as tff
 
 import tiny
 from tff_kd import client_work
+from tff_kd import optimizers
 
 _F, _L = tiny.NUM_FEATURES, tiny.NUM_CLASSES
 _TRAINABLE = tff.StructType([tff.TensorType(np.float32, [_F, _L]),
@@ -188,6 +189,16 @@ class ClientWorkExecutionTest(tf.test.TestCase):
     self.assertAllClose(process.get_hparams(state)['learning_rate'], 0.03)
     self._check_updates(process.next(state, self.weights, self.datasets),
                         lr=0.03)
+
+  def test_round_decay_trains_each_round_at_the_decayed_rate(self):
+    decayed = optimizers.RoundDecay(tiny.sgd(0.1), 0.5)
+    process = client_work.build_client_work(tiny.model_fn, decayed)
+    state = process.initialize()
+    first = process.next(state, self.weights, self.datasets)
+    self._check_updates(first, lr=0.1)
+    self.assertAllClose(first.state['learning_rate'], 0.05)
+    self._check_updates(process.next(first.state, self.weights,
+                                     self.datasets), lr=0.05)
 
   def test_teacher_and_extra_come_from_the_broadcast(self):
     distillation = client_work.Distillation(

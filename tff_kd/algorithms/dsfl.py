@@ -41,6 +41,7 @@ import tensorflow_federated as tff
 
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import optimizers
 from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import entropy_reduction
@@ -114,6 +115,7 @@ def build_dsfl(
   num_public = len(public_x)
   m = min(subset_size, num_public)
   validation = model_parts.check_validation(validation)
+  optimizers.check_no_round_decay(client_optimizer_fn, 'DS-FL')
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )

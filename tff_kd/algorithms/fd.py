@@ -46,6 +46,7 @@ import tensorflow_federated as tff
 from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
+from tff_kd import optimizers
 from tff_kd import stateful_clients
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
@@ -89,6 +90,7 @@ def build_fd(
   probes = model_parts.probe_prototypes(prototype_model_fns)
   names = list(probes)
   num_classes = probes[names[0]]['num_classes']
+  optimizers.check_no_round_decay(client_optimizer_fn, 'FD')
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )

@@ -41,6 +41,7 @@ import tensorflow_federated as tff
 
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import optimizers
 from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import knowledge
@@ -101,6 +102,7 @@ def build_fedad(
       public_inputs, probes[names[0]]['input_shape'], 'public_inputs')
   num_public = len(public_x)
   validation = model_parts.check_validation(validation)
+  optimizers.check_no_round_decay(client_optimizer_fn, 'FedAD')
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )

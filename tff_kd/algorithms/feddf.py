@@ -104,6 +104,7 @@ from tff_kd import communication
 from tff_kd import finalizers
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import optimizers
 from tff_kd import process as process_lib
 from tff_kd import server_distillation
 from tff_kd.aggregators import knowledge
@@ -327,6 +328,7 @@ def _build(
         config.steps, config.batch_size, input_shape)
 
   validation = model_parts.check_validation(validation)
+  optimizers.check_no_round_decay(client_optimizer_fn, 'FedDF/FedAUX')
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )

@@ -53,6 +53,7 @@ from tff_kd import finalizers
 from tff_kd import generator as generator_lib
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import optimizers
 from tff_kd import process as process_lib
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import stack
@@ -93,7 +94,8 @@ def build_fedgen(
   Args:
     model_fn: no-arg function returning a Keras-backed `VariableModel` with a
       Dense layer named `head` (see `tff_kd.model_parts`); logits out.
-    client_optimizer_fn: client `tff.learning.optimizers.Optimizer`.
+    client_optimizer_fn: client `tff.learning.optimizers.Optimizer` (a
+      `tff_kd.optimizers.RoundDecay` decays its rate per round).
     num_classes: C.
     clients_per_round: the most clients a round may have (the capacity of the
       collected heads).
@@ -152,6 +154,8 @@ def build_fedgen(
   client_hparams = client_optimizer_fn.get_hparams(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
+  decay = optimizers.round_decay(client_optimizer_fn)
+
   @tff.tensorflow.computation()
   def initial_weights():
     return collections.OrderedDict(
@@ -185,7 +189,9 @@ def build_fedgen(
       # Counts start at 1 per label (the official `clean_up_counts`) and add
       # the labels of every batch trained on (`update_label_counts`).
       delta, weight, is_finite, metrics, counts = update(
-          broadcast['model'], dataset, client_hparams, extra=broadcast,
+          broadcast['model'], dataset,
+          optimizers.decayed(client_hparams, decay, round_num),
+          extra=broadcast,
           observed=tf.ones([num_classes]),
       )
       # A client without a usable update (non-finite, or no examples)

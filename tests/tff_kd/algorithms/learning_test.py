@@ -19,6 +19,7 @@ import tensorflow_federated as tff
 from binaries import registry
 import tasks
 from tff_kd import experiment
+from tff_kd import optimizers
 
 
 _LEAST_FINAL_ACCURACY = {'fd': 0.25, 'dsfl': 0.6, 'fedad': 0.5}
@@ -40,7 +41,9 @@ class LearnsOnDigitsTest(tf.test.TestCase, parameterized.TestCase):
     )
     algorithm = registry.get(name)
     process = algorithm.build(
-        task, client_learning_rate=0.1, server_learning_rate=1.0,
+        task,
+        client_optimizer=optimizers.OptimizerConfig(learning_rate=0.1),
+        server_optimizer=optimizers.OptimizerConfig(learning_rate=1.0),
         clients_per_round=10,
         **{k: h.default for k, h in algorithm.hparams.items()},
     )
