@@ -35,6 +35,7 @@ import tensorflow_federated as tff
 import tasks
 
 from tff_kd import aggregators
+from tff_kd import generator as generator_lib
 from tff_kd import optimizers
 from tff_kd import privacy
 from tff_kd import server_distillation
@@ -147,7 +148,7 @@ def _build_fedssd(
 
 def _build_fedgen(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    gen_alpha, gen_beta, gen_steps, model_aggregator=None,
+    gen_alpha, gen_beta, gen_steps, gen_teacher_loss, model_aggregator=None,
     fusion_aggregator=None,
 ):
   return fedgen.build_fedgen(
@@ -160,6 +161,7 @@ def _build_fedgen(
       alpha=gen_alpha,
       beta=gen_beta,
       generator_steps=gen_steps,
+      teacher_loss=gen_teacher_loss,
       seed=task.seed,
       model_aggregator=model_aggregator,
       fusion_aggregator=_fusion(fusion_aggregator),
@@ -514,6 +516,12 @@ ALGORITHMS: dict[str, Algorithm] = {
                                    ' 0.01).', **_AT_LEAST_0),
                 'gen_steps': Hparam(50, 'FedGen: generator steps per round.',
                                     **_count(1, 100_000)),
+                'gen_teacher_loss': Hparam(
+                    'per_sample', 'FedGen: the generator\'s teacher loss, '
+                    'per_sample (the paper) or official (the official '
+                    'code\'s broadcast: mean weight x mean CE per client).',
+                    lambda v: v in generator_lib.TEACHER_LOSSES,
+                    f'one of {", ".join(generator_lib.TEACHER_LOSSES)}'),
             },
         ),
         Algorithm(

@@ -135,7 +135,7 @@ def build_generator_finalizer(
     learning_rate: the generator's initial learning rate, decayed by
       `lr_decay` per round.
     **train_kwargs: `generator.train_generator`'s settings (steps,
-      batch_size, noise_dim, weight_decay, diversity_weight).
+      batch_size, noise_dim, weight_decay, diversity_weight, teacher_loss).
   """
   specs = tuple(tf.TensorSpec(t.shape, t.dtype)
                 for t in weights_type.generator['params'])

@@ -152,15 +152,25 @@ def sample_labels(counts: tf.Tensor, size: int, seed) -> tf.Tensor:
                  tf.int32)
 
 
+# How the teacher loss weighs each sample by its label's client share.
+TEACHER_LOSSES = ('per_sample', 'official')
+
+
 def ensemble_loss(
     generator, heads_kernel, heads_bias, counts, labels, noise,
-    diversity_weight,
+    diversity_weight, teacher_loss='per_sample',
 ) -> tf.Tensor:
   """The generator's objective against the sampled clients' heads.
 
   sum_k mean_b w[k, y_b] CE(head_k(G(z_b, y_b)), y_b) + eta * diversity, with
-  G in training mode. The official code's adversarial student term has
-  weight `ensemble_beta` = 0 in all its configurations and is left out.
+  G in training mode (`teacher_loss='per_sample'`, the paper's Eq. 4). With
+  `teacher_loss='official'` the teacher term is the official code's:
+  `torch.mean(CE * weight)` multiplies the [B] losses by a [B, 1] weight,
+  which broadcasts to [B, B], so client k's term is mean_b w[k, y_b] *
+  mean_b CE_kb: every head is pushed to classify every sampled label,
+  scaled by the client's mean share. The official code's adversarial student
+  term has weight `ensemble_beta` = 0 in all its configurations and is left
+  out.
 
   Args:
     generator: generator state.
@@ -171,7 +181,11 @@ def ensemble_loss(
     labels: [B] int32 sampled labels.
     noise: [B, noise_dim].
     diversity_weight: eta.
+    teacher_loss: one of `TEACHER_LOSSES`.
   """
+  if teacher_loss not in TEACHER_LOSSES:
+    raise ValueError(f'teacher_loss must be one of {TEACHER_LOSSES}; got '
+                     f'{teacher_loss!r}.')
   num_classes = tf.shape(counts)[1]
   features = generate(
       generator, noise, tf.one_hot(labels, num_classes), training=True
@@ -182,14 +196,19 @@ def ensemble_loss(
       labels=tf.broadcast_to(labels, tf.shape(logits)[:2]), logits=logits
   )
   weights = tf.gather(label_weights(counts), labels, axis=1)  # [K, B]
-  teacher_loss = tf.reduce_sum(tf.reduce_mean(weights * cross_entropy, axis=1))
-  return teacher_loss + diversity_weight * diversity_loss(noise, features)
+  if teacher_loss == 'per_sample':
+    teacher = tf.reduce_mean(weights * cross_entropy, axis=1)
+  else:
+    teacher = (tf.reduce_mean(weights, axis=1)
+               * tf.reduce_mean(cross_entropy, axis=1))
+  return (tf.reduce_sum(teacher)
+          + diversity_weight * diversity_loss(noise, features))
 
 
 def train_generator(
     generator, optimizer, optimizer_state, heads_kernel, heads_bias, counts,
     *, steps: int, batch_size: int, noise_dim: int, weight_decay: float,
-    diversity_weight: float, seed,
+    diversity_weight: float, seed, teacher_loss: str = 'per_sample',
 ):
   """`steps` optimizer steps on `ensemble_loss`; labels from `sample_labels`.
 
@@ -210,7 +229,7 @@ def train_generator(
     with tf.GradientTape() as tape:
       tape.watch(params)
       loss = ensemble_loss(generator, heads_kernel, heads_bias, counts, labels,
-                           noise, diversity_weight)
+                           noise, diversity_weight, teacher_loss)
     gradients = tape.gradient(loss, params)
     # Coupled L2 weight decay, as torch.optim.Adam(weight_decay=...).
     gradients = [g + weight_decay * w for g, w in zip(gradients, params)]

@@ -135,19 +135,30 @@ class GeneratorTest(tf.test.TestCase):
     features = _np_generate(self.generator, self.noise, self.labels, 3,
                             training=True)
     share = counts / counts.sum(0, keepdims=True)
-    teacher = 0.0
+    teacher = official = 0.0
     for k in range(3):
       probs = _np_softmax(features @ kernels[k] + biases[k])
       ce = -np.log(probs[np.arange(6), self.labels])
       teacher += np.mean(share[k, self.labels] * ce)
+      # The official torch.mean(ce[B] * weight[B, 1]): a [B, B] product.
+      official += np.mean(ce[None, :] * share[k, self.labels][:, None])
     noise_d = ((self.noise[:, None] - self.noise[None]) ** 2).mean(-1)
     feature_d = np.abs(features[:, None] - features[None]).mean(-1)
-    expected = teacher + 0.5 * np.exp(-(noise_d * feature_d).mean())
+    diversity = 0.5 * np.exp(-(noise_d * feature_d).mean())
     self.assertAllClose(
         generator.ensemble_loss(self.generator, kernels, biases, counts,
                                 self.labels, self.noise, 0.5),
-        expected, rtol=1e-4,
+        teacher + diversity, rtol=1e-4,
     )
+    self.assertAllClose(
+        generator.ensemble_loss(self.generator, kernels, biases, counts,
+                                self.labels, self.noise, 0.5, 'official'),
+        official + diversity, rtol=1e-4,
+    )
+    self.assertNotAllClose(teacher, official)
+    with self.assertRaisesRegex(ValueError, 'teacher_loss.*mean'):
+      generator.ensemble_loss(self.generator, kernels, biases, counts,
+                              self.labels, self.noise, 0.5, 'mean')
 
   def test_training_lowers_the_loss_and_heads_recognize_the_samples(self):
     rng = np.random.default_rng(3)

@@ -82,6 +82,7 @@ def build_fedgen(
     generator_weight_decay: float = 1e-2,
     generator_lr_decay: float = 0.98,
     diversity_weight: float = 1.0,
+    teacher_loss: str = 'per_sample',
     alpha: float = 10.0,
     beta: float = 10.0,
     regularizer_decay: float = 0.98,
@@ -109,6 +110,8 @@ def build_fedgen(
     generator_weight_decay: Adam (coupled L2) weight decay (1e-2).
     generator_lr_decay: per-round decay of the generator learning rate (0.98).
     diversity_weight: eta of the diversity loss (1).
+    teacher_loss: `per_sample` (the paper's Eq. 4) or `official` (the
+      official code's broadcast product; `generator.ensemble_loss`).
     alpha: initial weight of the clients' generated-sample CE (10).
     beta: initial weight of the clients' latent KL (10 for MNIST).
     regularizer_decay: per-round decay of alpha and beta (0.98).
@@ -135,6 +138,9 @@ def build_fedgen(
                       ('generator_weight_decay', generator_weight_decay)):
     if value < 0:
       raise ValueError(f'{name} must be >= 0; got {value}.')
+  if teacher_loss not in generator_lib.TEACHER_LOSSES:
+    raise ValueError(f'teacher_loss must be one of '
+                     f'{generator_lib.TEACHER_LOSSES}; got {teacher_loss!r}.')
   if generator_batch_size < 2:
     raise ValueError('generator_batch_size must be >= 2 (BatchNorm); got '
                      f'{generator_batch_size}.')
@@ -237,7 +243,7 @@ def build_fedgen(
       learning_rate=generator_learning_rate, lr_decay=generator_lr_decay,
       steps=generator_steps, batch_size=generator_batch_size,
       noise_dim=noise_dim, weight_decay=generator_weight_decay,
-      diversity_weight=diversity_weight)
+      diversity_weight=diversity_weight, teacher_loss=teacher_loss)
   return process_lib.LearningProcess(
       tff.learning.templates.compose_learning_process(
           initial_weights,
