@@ -42,7 +42,7 @@ bench: $(VENV)/installed $(BENCH_DIR)/installed
 	@# .venv: take them out again (requirements.lock pins typing_extensions).
 	$(PY) -m pip uninstall --quiet --yes torch sympy mpmath 2>/dev/null || true
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock
-	$(PY) -m binaries.benchmark --output=docs/PERFORMANCE.md --torch_path=$(BENCH_DIR)
+	$(PY) -m benchmarks.benchmark --output=docs/PERFORMANCE.md --torch_path=$(BENCH_DIR)
 
 clean-venv:
 	rm -rf $(VENV) $(BENCH_DIR)

@@ -4,7 +4,7 @@ r"""A campaign of bad inputs and faults against the binaries, as a new user woul
 
 Not part of the test suite (it starts one Python process per case, about 10 minutes on 2
 cores). Each case runs `binaries.train` (or `binaries.compare`, `binaries.results`,
-`binaries.population`) on a tiny digits run with some bad input, and is classified:
+`benchmarks.population`) on a tiny digits run with some bad input, and is classified:
 - clear error: a non-zero exit, no traceback, and the message names what was wrong (the
   flag, file or value the case expects);
 - correct: the case expects success (or a specific behaviour) and got it;
@@ -487,7 +487,7 @@ def _cases() -> list[Case]:
   cases.append(Case('results: a tiny page', [], None, binary='results',
                     check=lambda workdir, r: os.path.isfile(
                         os.path.join(workdir, 'RESULTS.md'))))
-  # binaries.population: every flag checked before the first run is measured.
+  # benchmarks.population: every flag checked before the first run is measured.
   no_results = lambda workdir, r: not os.path.exists(
       os.path.join(workdir, 'population.json'))
   for name, args, expect in [

@@ -51,7 +51,7 @@ def dataset_reduce(dataset, initial_state, reduce_fn):
   `Dataset.reduce`, which instantiates `reduce_fn` as a new function every
   time it runs: ~50 ms per call for a training step of the digits `cnn`,
   five times the compute of a client's 7 batches (measured by
-  `binaries.benchmark`'s plain loop: 0.59 s per round with `Dataset.reduce`).
+  `benchmarks.benchmark`'s plain loop: 0.59 s per round with `Dataset.reduce`).
 
   The loop iterates `dataset` with tf.data's default graph optimizations and
   its autotuning turned off (`experimental_optimization.
@@ -63,7 +63,7 @@ def dataset_reduce(dataset, initial_state, reduce_fn):
   without speeding any up. In the study for issue 19 a client's update (1-14
   batches of 16, the PyTorch peers' CNN, 2 loaded cores) took 1.4-3.7x as
   long with them as without, and a FedAvg round of the peers' workload on
-  the TFF worker 0.61-0.73x as long without them; `binaries.benchmark`
+  the TFF worker 0.61-0.73x as long without them; `benchmarks.benchmark`
   times both in each run (docs/PERFORMANCE.md). The elements and their order
   do not change, only how the pipeline runs: FedAvg (1 and 3 local epochs),
   FD, FedDF, DS-FL and FedGKD gave bit-identical checkpoints and metrics

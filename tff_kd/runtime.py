@@ -51,7 +51,7 @@ limit, so a round's clients train concurrently, sharing the cores). On the
 small clients faster in every run (intra-op and inter-op threads 1: 0.89x,
 1.03x and 2.0x the default's round in three runs), and
 `max_concurrent_computation_calls=1` (clients one after the other) made it
-1.08-1.4x slower; `binaries.benchmark` measures them (`--worker_settings`).
+1.08-1.4x slower; `benchmarks.benchmark` measures them (`--worker_settings`).
 The concurrency settings keep a round's numbers bit for bit; the intra-op
 thread count decides how some kernels split their float sums, so a count
 other than another run's changes the last bits (FedAvg weights, intra-op

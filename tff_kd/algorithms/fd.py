@@ -202,9 +202,20 @@ def build_fd(
     new_state = collections.OrderedDict(
         probs=fused['logits'], reports=fused['weights'],
         round=state['round'] + 1)
+    # What the teacher carries: per reported label y, the entropy of g[y]
+    # (0: one-hot, no dark knowledge) and g[y][y], averaged over the labels.
+    reported = tf.cast(fused['weights'] > 0.5, tf.float32)
+    probs = fused['logits']
+    entropy = -tf.reduce_sum(
+        probs * tf.math.log(tf.maximum(probs, 1e-12)), axis=1)
+    def mean_reported(values):
+      return tf.math.divide_no_nan(tf.reduce_sum(values * reported),
+                                   tf.reduce_sum(reported))
     return new_state, collections.OrderedDict(
-        labels_reported=tf.reduce_sum(
-            tf.cast(fused['weights'] > 0.5, tf.int32)))
+        labels_reported=tf.reduce_sum(tf.cast(reported, tf.int32)),
+        knowledge_entropy=mean_reported(entropy),
+        knowledge_true_label_probability=mean_reported(
+            tf.linalg.diag_part(probs)))
 
   return stateful_clients.build_stateful_clients_process(
       prototype_model_fns, client_prototypes, initial_server_state,

@@ -79,6 +79,13 @@ class FDTest(tf.test.TestCase):
         n for _, n in stats)[:, None]
     self.assertNotAllClose(state['server']['probs'], count_weighted)
     self.assertEqual(output.metrics['server']['labels_reported'], L)
+    fused = total / np.maximum(reports, 1)[:, None]
+    entropy = -(fused * np.log(np.maximum(fused, 1e-12))).sum(1)
+    self.assertAllClose(output.metrics['server']['knowledge_entropy'],
+                        entropy[reports > 0].mean(), rtol=1e-5)
+    self.assertAllClose(
+        output.metrics['server']['knowledge_true_label_probability'],
+        np.diag(fused)[reports > 0].mean(), rtol=1e-5)
     self.assertEqual(output.metrics['fusion']['per_label']['fused_clients'], 3)
 
     # Round 2, clients a and b: each distills toward the others' outputs.

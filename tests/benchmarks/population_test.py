@@ -22,7 +22,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 
 def _population(*args, env=None):
   result = subprocess.run(
-      [sys.executable, '-m', 'binaries.population', *args],
+      [sys.executable, '-m', 'benchmarks.population', *args],
       capture_output=True, text=True, check=False, cwd=_REPO, timeout=600,
       env=env)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -60,7 +60,7 @@ class PopulationTest(tf.test.TestCase):
                             for n in (2, 4)})
     with open(page) as f:
       text = f.read()
-    for line in ['# Population scale', 'binaries.population --task=digits',
+    for line in ['# Population scale', 'benchmarks.population --task=digits',
                  '## Memory against the population (2 clients per round',
                  '| fd | 6 | ', '## Memory against the clients per round',
                  '| fedavg | worker | groups of 2 | 4 | ']:
@@ -82,7 +82,7 @@ class BadFlagsTest(tf.test.TestCase):
     output = os.path.join(workdir, 'population.json')
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, '-m', 'binaries.population', '--task=digits',
+        [sys.executable, '-m', 'benchmarks.population', '--task=digits',
          '--populations=6', '--algorithms=fedavg', '--clients_per_round=2',
          '--rounds=1', '--sweep=2,4', '--sweep_algorithms=fedavg',
          '--sweep_population=6', '--measurements=1', f'--output={output}',

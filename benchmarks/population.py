@@ -1,6 +1,6 @@
 r"""Population scale: memory, checkpoints and round time against the clients.
 
-  python -m binaries.population --output=/tmp/population.json \
+  python -m benchmarks.population --output=/tmp/population.json \
     --markdown=/tmp/population.md [--populations=100,1000,3400] \
     [--algorithms=fedavg,fd,dsfl] [--clients_per_round=50] [--rounds=3] \
     [--sweep=10,100,500] [--sweep_algorithms=fedavg,fd]
@@ -68,7 +68,7 @@ from absl import app
 from absl import flags
 import psutil
 
-from binaries import memory
+from benchmarks import memory
 
 OUTPUT = flags.DEFINE_string('output', None, 'JSON file of the results.')
 MARKDOWN = flags.DEFINE_string('markdown', None, 'The page of them '
@@ -96,7 +96,7 @@ MEASUREMENTS = flags.DEFINE_list('measurements', ['1', '2', '3'],
                                  'Which measurements to run.')
 TREE = flags.DEFINE_string(
     'tree', None, 'Run the measurements with the code of this checkout '
-    '(e.g. an earlier commit, with this file, binaries/memory.py and its '
+    '(e.g. an earlier commit, with this file, benchmarks/memory.py and its '
     'task copied in); default: this one.')
 CHILD_TIMEOUT = flags.DEFINE_integer(
     'child_timeout', 3600, 'Seconds after which a run is stopped (reported '
@@ -294,7 +294,7 @@ def _measure(spec):
   with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile(
       'w+') as err:
     child = subprocess.Popen(
-        [sys.executable, '-m', 'binaries.population',
+        [sys.executable, '-m', 'benchmarks.population',
          f'--child={json.dumps(spec)}'],
         stdout=out, stderr=err, text=True, cwd=TREE.value,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
@@ -427,7 +427,7 @@ def _markdown(results, before, model_mb, results_path):
       f'({model_mb:.2f} MB of float32 weights), 1 local epoch, batch 16, a '
       'checkpoint every round. Every run is a process of its own (its peak '
       'memory is its own): resident memory of the trainer and of its TFF '
-      'workers sampled every 20 ms while it trains (`binaries.memory`), '
+      'workers sampled every 20 ms while it trains (`benchmarks.memory`), '
       '`ru_maxrss` over the whole trainer process, each checkpoint\'s '
       'seconds and bytes from `run_experiment(on_checkpoint=...)` (program '
       'state plus the client store\'s commit and the rows written since '
@@ -676,7 +676,7 @@ def _check_flags():
       os.path.join(TREE.value, 'binaries', 'population.py')):
     raise flags.ValidationError(
         f'--tree={TREE.value!r} is not a checkout holding '
-        'binaries/population.py (copy this file, binaries/memory.py and the '
+        'benchmarks/population.py (copy this file, benchmarks/memory.py and the '
         'task in).')
   if TASK.value not in tasks.OUR_TASKS:  # It splits them into populations.
     raise flags.ValidationError(
@@ -727,7 +727,7 @@ def main(argv):
         TASK.value, largest,
         f'--task={TASK.value} (--populations, --sweep_population)'))
     results = dict(
-        command=' '.join(['python -m binaries.population'] + sys.argv[1:]),
+        command=' '.join(['python -m benchmarks.population'] + sys.argv[1:]),
         commit=_commit(TREE.value),
         cores=os.cpu_count(), task=TASK.value,
         sweep_population=SWEEP_POPULATION.value, rounds=ROUNDS.value,

@@ -1,6 +1,6 @@
 r"""Measures round times: against PyTorch, TFF overhead, every algorithm.
 
-  python -m binaries.benchmark --output=docs/PERFORMANCE.md \
+  python -m benchmarks.benchmark --output=docs/PERFORMANCE.md \
     [--torch_path=.venv-bench]
 
 (`make bench` installs torch into .venv-bench, then runs that.) All figures
@@ -17,7 +17,7 @@ Workload but in section 1: digits, 10 clients of ~67 examples
    over 20 clients by Dirichlet(0.1) label skew, 10 clients a round (the
    same seeded schedule on every side), 1 epoch of full batches of 16, SGD
    at 0.05, the peers' CNN (33,802 parameters). Interleaved: a plain
-   PyTorch FedAvg (`binaries.torch_reference`, in a Python process of its
+   PyTorch FedAvg (`benchmarks.torch_reference`, in a Python process of its
    own driven round by round over a pipe: torch and TF 2.14 cannot share a
    process, see that module; skipped, with a line saying so, when
    --torch_path holds no torch); our `tff_kd.algorithms.build_fedavg` on
@@ -38,7 +38,7 @@ Workload but in section 1: digits, 10 clients of ~67 examples
 3. each registered algorithm, relative to our FedAvg.
 4. server distillation (FedDF's loop, `tff_kd.server_distillation`):
    examples per second as a `tf.function` and run eagerly.
-Population scale (memory against the clients) is `binaries.population`'s
+Population scale (memory against the clients) is `benchmarks.population`'s
 page, docs/POPULATION.md, linked from this one.
 
 Our TFF workers run with the --worker_* flags (`tff_kd.runtime.LocalRuntime`
@@ -416,10 +416,10 @@ class _NumpyUnpickler(pickle.Unpickler):
 
 
 class TorchProcess:
-  """`python -m binaries.torch_reference serve`, driven over a pipe.
+  """`python -m benchmarks.torch_reference serve`, driven over a pipe.
 
   The same interpreter, with `torch_path` first on PYTHONPATH; torch is
-  never imported in this process (see `binaries.torch_reference`). Use as a
+  never imported in this process (see `benchmarks.torch_reference`). Use as a
   context manager or call `close()`. Raises RuntimeError, with the child's
   traceback or the end of its stderr, when it fails.
   """
@@ -427,7 +427,7 @@ class TorchProcess:
   def __init__(self, torch_path: str):
     self._stderr = tempfile.TemporaryFile()
     self._process = subprocess.Popen(
-        [sys.executable, '-m', 'binaries.torch_reference', 'serve'],
+        [sys.executable, '-m', 'benchmarks.torch_reference', 'serve'],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
         env=_torch_environment(torch_path), cwd=_REPO_ROOT,
     )
@@ -686,7 +686,7 @@ def _against_pytorch(warmup, timed, torch_path):
   ]
   if has_torch:
     lines.append(row('plain PyTorch, in its own process '
-                     '(`binaries/torch_reference.py`)', 'torch'))
+                     '(`benchmarks/torch_reference.py`)', 'torch'))
   lines += [
       row('`tff_kd` `build_fedavg`, TFF C++ worker', 'ours'),
       row('the same before the tf.data fix (`dataset_reduce` without its '
@@ -931,11 +931,11 @@ def _whole_processes(rounds, repeats, torch_path, skip_torch):
     for k, (x, y) in enumerate(workload.clients()):
       arrays[f'x{k}'], arrays[f'y{k}'] = x, y
     np.savez(data, **arrays)
-    ours_command = [sys.executable, '-m', 'binaries.benchmark',
+    ours_command = [sys.executable, '-m', 'benchmarks.benchmark',
                     '--process_child=ours', f'--process_rounds={rounds}'
                    ] + _worker_flags()
     torch_command = [
-        sys.executable, '-m', 'binaries.torch_reference', 'run',
+        sys.executable, '-m', 'benchmarks.torch_reference', 'run',
         f'--data={data}', f'--epochs={_PEER_EPOCHS}',
         f'--batch_size={_PEER_BATCH}', f'--learning_rate={_LR}', '--seed=0',
         f'--threads={TORCH_THREADS.value}']
@@ -979,10 +979,10 @@ def _whole_processes(rounds, repeats, torch_path, skip_torch):
       f'## Whole process: {rounds} rounds',
       '',
       f'Each side a fresh Python process, run {repeats} times, alternated '
-      '(medians): ours (`python -m binaries.benchmark --process_child=ours`:'
+      '(medians): ours (`python -m benchmarks.benchmark --process_child=ours`:'
       ' what `binaries.train` does for this workload, without evaluation '
       'and checkpoints: imports, worker, data split, `build_fedavg`, the '
-      f'rounds) and PyTorch\'s (`python -m binaries.torch_reference run`: '
+      f'rounds) and PyTorch\'s (`python -m benchmarks.torch_reference run`: '
       'imports, the clients\' data from an .npz written from the same split, '
       'as PFLlib\'s generators write them before training, the rounds). '
       'Wall time measured by this process, phases by the child.',
@@ -1152,7 +1152,7 @@ def main(argv):
   per_algorithm = {name: medians[f'algorithm {name}']
                    for name in BENCH_ALGORITHMS.value}
 
-  command = ' '.join(['python -m binaries.benchmark'] + sys.argv[1:])
+  command = ' '.join(['python -m benchmarks.benchmark'] + sys.argv[1:])
   load_at_end = _load()
   loads = [float(x) for x in (load_at_start + ' ' + load_at_end).split()]
   cores = os.cpu_count()
@@ -1225,7 +1225,7 @@ def main(argv):
       'Memory (trainer, worker, client store on disk) against the total '
       'number of clients and the clients per round, checkpoints, round time '
       'on 1 and 2 workers: [POPULATION.md](POPULATION.md), written by '
-      '`python -m binaries.population`.',
+      '`python -m benchmarks.population`.',
   ]
   report = '\n'.join(lines) + '\n'
   os.makedirs(os.path.dirname(OUTPUT.value) or '.', exist_ok=True)

@@ -19,7 +19,7 @@ from absl.testing import flagsaver
 import numpy as np
 import tensorflow as tf
 
-from binaries import benchmark
+from benchmarks import benchmark
 
 _TORCH_PATH = flags.FLAGS['torch_path'].default
 _NO_TORCH = benchmark.torch_unavailable(_TORCH_PATH)
@@ -137,7 +137,7 @@ class TorchProcessTest(tf.test.TestCase):
       arrays[f'x{k}'], arrays[f'y{k}'] = x, y
     np.savez(data, **arrays)
     result = subprocess.run(
-        [sys.executable, '-m', 'binaries.torch_reference', 'run',
+        [sys.executable, '-m', 'benchmarks.torch_reference', 'run',
          f'--data={data}', '--epochs=1', '--batch_size=16',
          '--learning_rate=0.05', '--threads=1'],
         env=benchmark._torch_environment(_TORCH_PATH),  # pylint: disable=protected-access

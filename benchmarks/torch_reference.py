@@ -1,4 +1,4 @@
-r"""Plain PyTorch FedAvg: the reference `binaries.benchmark` times ours against.
+r"""Plain PyTorch FedAvg: the reference `benchmarks.benchmark` times ours against.
 
 No FL library, only torch: the PyTorch peers' CNN (Conv2D 32 3x3 same + ReLU
 + MaxPool 2, Dense 64 ReLU, Dense 10: 33,802 parameters on 8x8x1 digits);
@@ -21,8 +21,8 @@ typing_extensions then shadows `.venv`'s in this process only). It imports
 nothing but numpy and torch (argparse, not absl), so its start-up is
 torch's. Two commands:
 
-  python -m binaries.torch_reference serve
-  python -m binaries.torch_reference run --data=CLIENTS.npz --epochs=1 \
+  python -m benchmarks.torch_reference serve
+  python -m benchmarks.torch_reference run --data=CLIENTS.npz --epochs=1 \
     --batch_size=16 --learning_rate=0.05 [--seed=0 --threads=0 \
     --launched_at=EPOCH_SECONDS]
 
@@ -224,8 +224,8 @@ def run(args) -> dict:
 
 def main(argv) -> None:
   parser = argparse.ArgumentParser(
-      prog='python -m binaries.torch_reference',
-      description='Plain PyTorch FedAvg, the reference of binaries.benchmark.')
+      prog='python -m benchmarks.torch_reference',
+      description='Plain PyTorch FedAvg, the reference of benchmarks.benchmark.')
   commands = parser.add_subparsers(dest='command', required=True)
   commands.add_parser('serve', help='Answer the benchmark over stdin/stdout.')
   whole = commands.add_parser('run', help='Train every round of an .npz.')
