@@ -76,6 +76,26 @@ class ReadmeExampleTest(tf.test.TestCase):
                      rows[-1]['evaluation/test/accuracy'])
 
 
+class TffBaselineTest(tf.test.TestCase):
+
+  def test_the_block_trains_fedavg_on_tffs_task(self):
+    blocks = [code for language, code in _blocks("## TFF's baseline tasks")
+              if language == 'python']
+    self.assertLen(blocks, 1)
+    root = self.create_tempdir().full_path
+    self.assertEqual(blocks[0].count("'/tmp/tff_baseline'"), 1)
+    code = blocks[0].replace("'/tmp/tff_baseline'", repr(root))
+    namespace = {}
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+      exec(compile(code, _README, 'exec'), namespace)  # pylint: disable=exec-used
+    rows = namespace['rows']
+    self.assertEqual([r['round_num'] for r in rows], ['0', '1'])
+    self.assertGreater(
+        float(rows[-1]['client_work/communication/bytes_uploaded']), 0)
+    self.assertEqual(stdout.getvalue().splitlines()[-1],
+                     rows[-1]['evaluation/test/accuracy'])
+
+
 class YourDataTest(tf.test.TestCase):
   """Every block of "Your data", in order: the Python ones share a
   namespace (the second continues the first), the shell ones run in a

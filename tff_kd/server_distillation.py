@@ -29,9 +29,11 @@ rest to match its reference:
 The Adam state starts afresh at every call (FedAUX's code keeps one Adam
 optimizer across rounds; FedDF's creates one per round).
 
-The whole loop is one `tf.function` (a `tf.while_loop`, no Python per step),
-so it runs where TF places it: on a GPU when one is present. Minibatches and
-permutations come from a stateless seed, so a run is reproducible.
+The whole loop is one `tf.function` (a `tf.while_loop`, no Python per step).
+The algorithms call it inside their TFF finalizers, so it runs on the TFF
+worker, which TFF 0.87 builds without CUDA: on its CPU (TFF issues #4600,
+#3709). Minibatches and permutations come from a stateless seed, so a run is
+reproducible.
 """
 
 import collections
