@@ -1,9 +1,11 @@
 """Runs a learning process on a task, with checkpoints, metrics and resume.
 
-The loop is `tff.simulation.run_training_process` with `tff.program` managers,
-all under one root directory:
+The loop (`_train`) is written out on `tff.program`'s public API: the process's
+rounds, its checks and evaluations, TFF's CSV and TensorBoard release managers
+and our atomic checkpoints (`CheckpointManager`, over TFF's
+`FileProgramStateManager`), all under one root directory:
 
-  ROOT/checkpoints/NAME/program_state_R/      FileProgramStateManager
+  ROOT/checkpoints/NAME/program_state_R/      CheckpointManager
   ROOT/checkpoints/NAME/client_store/         clients' states (FD, DS-FL, ...)
   ROOT/checkpoints/NAME/client_data/          clients' examples, for workers
                                               (while the run runs)
@@ -42,7 +44,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -51,6 +53,7 @@ import tensorflow_federated as tff
 from tff_kd import client_store as client_store_lib
 from tff_kd import evaluation
 from tff_kd import privacy
+from tff_kd import process as process_lib
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
 CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
@@ -80,15 +83,17 @@ def _run_sync(coroutine):
     loop.close()
 
 
-class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
-  """`FileProgramStateManager` with atomic saves and a clear load error.
+class CheckpointManager(tff.program.ProgramStateManager):
+  """A run's checkpoints, `ROOT/program_state_R`, written atomically.
 
-  A version is written under a temporary name and renamed when complete, so a
-  run killed mid-save leaves the previous checkpoint as the latest. A version
-  that cannot be read (truncated or corrupted on disk) raises an error naming
-  its directory. With `every`, only versions 0, multiples of `every` and
-  `last` are written (the training loop may offer every round): the last
-  round is always checkpointed.
+  Each version is saved by TFF's `tff.program.FileProgramStateManager` into a
+  scratch root beside the checkpoints and renamed into place when complete,
+  so a run killed mid-save leaves the previous checkpoint as the latest; the
+  last `keep_total` versions are kept. A version that cannot be read
+  (truncated or corrupted on disk) raises an error naming its directory, and
+  an entry named as a version that no save wrote is refused. With `every`,
+  only versions 0, multiples of `every` and `last` are written (the loop
+  offers every round): the last round is always checkpointed.
 
   With a `client_store` (`tff_kd.client_store`), the state's `clients` view is
   committed to the store as the same version before the program state is
@@ -98,14 +103,16 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
   that agree: a store version without its checkpoint is discarded on load.
   """
 
-  _TMP = '.partial_'
+  PREFIX = 'program_state_'
+  _SCRATCH = '.partial'
 
-  def __init__(self, root_dir: str, *, every: int = 1,
+  def __init__(self, root_dir: str, *, keep_total: int = 2, every: int = 1,
                last: Optional[int] = None,
-               client_store: Optional[client_store_lib.ClientStore] = None,
-               **kwargs):
-    super().__init__(root_dir=root_dir, **kwargs)
-    self._saving = None
+               client_store: Optional[client_store_lib.ClientStore] = None):
+    self._root = root_dir
+    self._reader = tff.program.FileProgramStateManager(
+        root_dir, prefix=self.PREFIX)
+    self._keep_total = keep_total
     self._every = every
     self._last = last
     self.client_store = client_store
@@ -118,18 +125,20 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     self.on_checkpoint = None
     self._rows_saved = 0
 
+  def path(self, version: int) -> str:
+    return os.path.join(self._root, f'{self.PREFIX}{version}')
+
   async def get_versions(self) -> Optional[list[int]]:
     """The saved versions; raises if an entry named as one holds none.
 
     TFF counts every entry `program_state_R` as version R, even an empty file
     or directory (our saves rename a complete one into place, so such an
     entry was not written by a save). Taken as the latest, it would make a
-    resumed run claim R rounds it never trained, and the old-version cleanup
-    would remove the real checkpoints in its favour.
+    resumed run claim R rounds it never trained.
     """
-    versions = await super().get_versions()
+    versions = await self._reader.get_versions()
     for version in versions or ():
-      path = super()._get_path_for_version(version)
+      path = self.path(version)
       if not tf.saved_model.contains_saved_model(path):
         kind = ('an empty directory' if tf.io.gfile.isdir(path)
                 and not tf.io.gfile.listdir(path) else
@@ -141,35 +150,28 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
             'resumes from the latest valid checkpoint beside it.')
     return versions
 
-  def _get_path_for_version(self, version: int) -> str:
-    path = super()._get_path_for_version(version)
-    if version == self._saving:
-      head, tail = os.path.split(path)
-      return os.path.join(head, self._TMP + tail)
-    return path
-
   async def save(self, program_state, version: int) -> None:
     if version % self._every and version != self._last:
       return
     start = time.perf_counter()
-    final = super()._get_path_for_version(version)
     commit_bytes = 0
     if self.client_store is not None:
       commit_bytes = self.client_store.commit(version, program_state['clients'])
       program_state = _with_clients(
           program_state,
           collections.OrderedDict(store_version=np.int64(version)))
-    self._saving = version
-    try:
-      partial = self._get_path_for_version(version)
-      if tf.io.gfile.exists(partial):  # Left by a run killed mid-save.
-        tf.io.gfile.rmtree(partial)
-      await super().save(program_state, version)
-    finally:
-      self._saving = None
-    tf.io.gfile.rename(partial, final)
+    scratch = os.path.join(self._root, self._SCRATCH)
+    if tf.io.gfile.exists(scratch):  # Left by a run killed mid-save.
+      tf.io.gfile.rmtree(scratch)
+    await tff.program.FileProgramStateManager(
+        scratch, prefix=self.PREFIX).save(program_state, version)
+    final = self.path(version)
+    tf.io.gfile.rename(os.path.join(scratch, f'{self.PREFIX}{version}'),
+                       final)
+    tf.io.gfile.rmtree(scratch)
     self.last_saved = version
-    await self._remove_old_program_state()  # Now that `final` counts.
+    for old in sorted(await self.get_versions())[:-self._keep_total]:
+      tf.io.gfile.rmtree(self.path(old))  # Now that `final` counts.
     rows_bytes = 0
     if self.client_store is not None:
       rows_bytes = self.client_store.bytes_written - self._rows_saved
@@ -186,23 +188,22 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
       structure = _with_clients(
           structure, collections.OrderedDict(store_version=np.int64(0)))
     try:
-      state = await super().load(version, structure)
+      state = await self._reader.load(version, structure)
     except tff.program.ProgramStateNotFoundError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      path = self._get_path_for_version(version)
       raise RuntimeError(
-          f'Checkpoint {path} cannot be read ({type(e).__name__}: {e}). '
-          'The run\'s settings match it (they were checked first), so it is '
-          'truncated or corrupt: remove that directory to resume from the '
-          'checkpoint before it.'
+          f'Checkpoint {self.path(version)} cannot be read ({type(e).__name__}'
+          f': {e}). The run\'s settings match it (they were checked first), '
+          'so it is truncated or corrupt: remove that directory to resume '
+          'from the checkpoint before it.'
       ) from e
     if self.client_store is not None:
       stored = int(np.asarray(state['clients']['store_version']))
       if stored != version:
         raise RuntimeError(
-            f'Checkpoint {self._get_path_for_version(version)} records client '
-            f'store version {stored}, not {version}.')
+            f'Checkpoint {self.path(version)} records client store version '
+            f'{stored}, not {version}.')
       state = _with_clients(state, self.client_store.restore(version))
     return state
 
@@ -304,9 +305,30 @@ def client_sampler(
   return sample
 
 
+@runtime_checkable
+class ClientDataTask(Protocol):
+  """A task that builds its clients' data itself (`tasks.Task`): a client's
+  dataset of a round, shuffled by (seed, round, client), and the files and
+  computation that build it on the workers. Any other `BaselineTask` (TFF's)
+  gives its `train_preprocess_fn` of the client's data, built by the trainer.
+  """
+
+  def client_dataset(self, client_id: str, round_num: int) -> tf.data.Dataset:
+    ...
+
+  def client_data_key(self, client_id: str, round_num: int,
+                      dropped: bool = False) -> Any:
+    ...
+
+  def client_data_computation(self, directory: str) -> tff.Computation:
+    ...
+
+
 class _TffProcess:
-  """The protocol (module docstring) for a process that does not answer it:
-  a TFF `LearningProcess` over the task's datasets and model."""
+  """`process_lib.ProgramProcess` for a TFF `LearningProcess` that does not
+  answer it, over the task's datasets and model."""
+
+  client_prototypes = None
 
   def __init__(self, process, model_fn):
     self.initialize = process.initialize
@@ -332,10 +354,14 @@ class _TffProcess:
     return collections.OrderedDict(
         test=[(self._model_fn, self._process.get_model_weights(state))])
 
+  @staticmethod
+  def open_client_store(directory):
+    del directory
 
-def _protocol(process, task):
-  """`process`, or an adapter answering the protocol (module docstring)."""
-  if hasattr(process, 'evaluation_models'):
+
+def _protocol(process, task) -> process_lib.ProgramProcess:
+  """`process`, or an adapter answering `process_lib.ProgramProcess`."""
+  if isinstance(process, process_lib.ProgramProcess):
     return process
   return _TffProcess(process, task.model_fn)
 
@@ -349,7 +375,7 @@ def client_dataset(
   `tasks.Task`, shuffled by (seed, round, client)) gives it; any other
   `BaselineTask` (TFF's) its `train_preprocess_fn` of the client's data.
   """
-  if hasattr(task, 'client_dataset'):
+  if isinstance(task, ClientDataTask):
     return task.client_dataset(client_id, round_num)
   return task.datasets.train_preprocess_fn(
       task.datasets.train_data.create_tf_dataset_for_client(client_id))
@@ -397,7 +423,7 @@ def _check_data_fits_process(process, task) -> None:
         f'The task\'s client data have elements {data_type} but the model '
         f'takes {client_type.element}: the task and the model_fn do not '
         'match.')
-  assignment = getattr(process, 'client_prototypes', None)
+  assignment = process.client_prototypes
   if assignment is not None:
     missing = sorted(set(task.datasets.train_data.client_ids) - set(assignment))
     if missing:
@@ -762,8 +788,7 @@ def run_experiment(
         'records are not overwritten. Choose another experiment name.')
   process = _protocol(process, task)
   _check_data_fits_process(process, task)
-  keyed = (data_on_workers and hasattr(process, 'with_client_data')
-           and hasattr(task, 'client_data_computation'))
+  keyed = data_on_workers and isinstance(task, ClientDataTask)
   client_ids = list(task.datasets.train_data.client_ids)
   sample = client_sampler(client_ids, clients_per_round, seed)
   hparams = dict(hparams or {})
@@ -778,18 +803,16 @@ def run_experiment(
   manager = None
   store = None
   try:
-    manager = AtomicFileProgramStateManager(
-        root_dir=paths['checkpoints'], keep_total=2, keep_first=False,
-        every=rounds_per_checkpoint, last=total_rounds)
+    manager = CheckpointManager(
+        paths['checkpoints'], every=rounds_per_checkpoint, last=total_rounds)
     if resume:
       _check_resumable(paths, experiment_name, hparams, total_rounds,
                        manager.last_saved)
     if keyed:  # The clients' files, for the workers to read.
       process = process.with_client_data(
           task.client_data_computation(paths['client_data']))
-    if hasattr(process, 'open_client_store'):
-      store = process.open_client_store(paths['client_store'])
-      manager.client_store = store
+    store = process.open_client_store(paths['client_store'])
+    manager.client_store = store
     manager.on_checkpoint = on_checkpoint
     _train(process, task, paths, manager, hparams, sample,
            seed=seed, total_rounds=total_rounds,
@@ -811,111 +834,134 @@ def run_experiment(
 def _train(process, task, paths, manager, hparams, sample, *,
            seed, total_rounds, rounds_per_eval, print_fn, client_dropout,
            client_store=None, keyed=False):
-  """`run_training_process` with our managers, selection and checks."""
+  """The program loop: round 0 evaluated and saved, then each round trained,
+  checked, evaluated when due, released and saved.
+
+  As `tff.simulation.run_training_process` (its metric keys), written out:
+  the round is known where it is needed, the evaluation runs when due (every
+  `rounds_per_eval` rounds and the last), and the checks sit between a
+  round's result and its release.
+  """
   dropped = {}  # round -> (clients dropped out, clients sampled)
+  with tf.io.gfile.GFile(paths['hparams'], 'w') as f:
+    json.dump(hparams, f, indent=2, sort_keys=True, default=str)
+  releases = [
+      tff.program.CSVFileReleaseManager(
+          file_path=paths['metrics_csv'], key_fieldname='round_num'),
+      tff.program.TensorBoardReleaseManager(summary_dir=paths['logdir']),
+      ProgressReleaseManager(total_rounds, print_fn, dropped),
+  ]
+  evaluate = _Evaluation(process, task, manager)
 
-  def training_selection_fn(round_num):
-    clients = sample(round_num)
-    drops = np.random.default_rng([seed, round_num, 7]).random(len(clients))
-    drops = drops < client_dropout
-    dropped[round_num] = (int(drops.sum()), len(clients))
-    inputs = []
-    for c, drop in zip(clients, drops):
-      if keyed:  # Built on the worker.
-        inputs.append(process.client_input(c, task.client_data_key(
-            c, round_num, dropped=bool(drop))))
-      else:
-        dataset = client_dataset(task, c, round_num)
-        inputs.append(process.client_input(
-            c, dataset.take(0) if drop else dataset))
-    return inputs
+  async def release_all(metrics, round_num):
+    await asyncio.gather(*[m.release(metrics, key=round_num)
+                           for m in releases])
 
-  evaluators = {}  # model_fn -> its evaluator
-  test_data = task.datasets.get_centralized_test_data()
-  validation_data = validation_dataset(task)
+  def release(metrics, round_num):
+    _run_sync(release_all(metrics, round_num))
 
-  evaluated = {}  # 'round': the round evaluated next; 'finite': the last
-  # round whose evaluation was finite.
-
-  def evaluation_selection_fn(round_num):
-    evaluated['round'] = round_num
-    # Every `rounds_per_eval` rounds, and the last round always.
+  initial = (process.initialize() if client_store is None
+             else process.initialize(client_store=client_store))
+  state, last = _run_sync(manager.load_latest(initial))
+  if state is None:  # A fresh run: round 0 is the initial model.
+    state, last = initial, 0
+    release(evaluate(state, 0), 0)
+    _run_sync(manager.save(state, 0))
+  for round_num in range(last + 1, total_rounds + 1):
+    start = time.time()
+    inputs = _round_inputs(process, task, sample, round_num, seed=seed,
+                           client_dropout=client_dropout, keyed=keyed,
+                           dropped=dropped)
+    output = process.next(state, inputs)
+    _check_round(state, output.state, output.metrics, round_num,
+                 dropped[round_num], f'round {manager.last_saved}')
+    metrics = collections.OrderedDict(output.metrics)
+    metrics[tff.simulation.TRAINING_TIME_KEY] = time.time() - start
+    metrics[tff.simulation.ROUND_NUMBER_KEY] = round_num
+    state = output.state
     if round_num % rounds_per_eval == 0 or round_num == total_rounds:
-      return test_data
-    return None
+      metrics.update(evaluate(state, round_num))
+    release(metrics, round_num)
+    _run_sync(manager.save(state, round_num))
 
-  def evaluation_fn(state, dataset):
-    if dataset is None:
-      return collections.OrderedDict()
-    metrics = _evaluate(process, state, dataset, evaluators)
-    if validation_data is not None:
-      validation = _evaluate(process, state, validation_data, evaluators)
+
+def _round_inputs(process, task, sample, round_num, *, seed, client_dropout,
+                  keyed, dropped):
+  """What `process.next` takes for the round's sampled clients.
+
+  A client drops out with probability `client_dropout`, seeded by (seed,
+  round): it trains on nothing. Records (dropped, sampled) in `dropped`.
+  """
+  clients = sample(round_num)
+  drops = np.random.default_rng([seed, round_num, 7]).random(len(clients))
+  drops = drops < client_dropout
+  dropped[round_num] = (int(drops.sum()), len(clients))
+  inputs = []
+  for c, drop in zip(clients, drops):
+    if keyed:  # Built on the worker.
+      inputs.append(process.client_input(c, task.client_data_key(
+          c, round_num, dropped=bool(drop))))
+    else:
+      dataset = client_dataset(task, c, round_num)
+      inputs.append(process.client_input(
+          c, dataset.take(0) if drop else dataset))
+  return inputs
+
+
+def _check_round(before, after, metrics, round_num, dropped, last_checkpoint):
+  """Raises, before a round is released or saved, if it made the model
+  non-finite: a weight of the state, or every client's update, or the
+  training loss of clients that trained."""
+  _check_finite(before, after, round_num, last_checkpoint)
+  metrics = flatten(metrics)
+  drops, sampled = dropped
+  non_finite = int(metrics.get(NON_FINITE_KEY, 0))
+  if non_finite and non_finite == sampled - drops:
+    raise FloatingPointError(
+        f'Round {round_num}: every client that trained ({non_finite}/'
+        f'{non_finite}) sent a non-finite update (NaN or Inf), so the '
+        'local training diverges; the run stops here and keeps its last '
+        f'checkpoint ({last_checkpoint}). Lower the client learning rate '
+        'or the distillation weights.')
+  trained = sampled - drops - non_finite > 0
+  bad = _non_finite_loss(metrics, _TRAINING_LOSS, trained)
+  if bad is not None:
+    raise _non_finite_error(round_num, bad, last_checkpoint)
+
+
+class _Evaluation:
+  """`evaluation_models(state)` on the test set (and the validation split),
+  as `evaluation/...` metrics; a non-finite test loss stops the run."""
+
+  def __init__(self, process, task, manager):
+    self._process = process
+    self._manager = manager
+    self._test = task.datasets.get_centralized_test_data()
+    self._validation = validation_dataset(task)
+    self._evaluators = {}  # model_fn -> its evaluator
+    self._finite = None  # The last round whose evaluation was finite.
+
+  def __call__(self, state, round_num):
+    start = time.time()
+    metrics = _evaluate(self._process, state, self._test, self._evaluators)
+    if self._validation is not None:
+      validation = _evaluate(self._process, state, self._validation,
+                             self._evaluators)
       for name, values in validation.items():
         metrics[name] = collections.OrderedDict(metrics[name]) | {
             f'{VALIDATION_PREFIX}{key}': value
             for key, value in values.items() if key != 'num_examples'}
-    # Here, before the round's metrics are released and its state saved: a
-    # model whose weights are finite but whose outputs overflow (NaN loss).
-    round_num = evaluated['round']
+    # A model whose weights are finite but whose outputs overflow (NaN loss).
     bad = _non_finite_loss(flatten(metrics, 'evaluation/'), _EVALUATION_LOSS)
     if bad is not None:
-      checkpoint = f'round {manager.last_saved}'
-      if evaluated.get('finite', round_num) < (manager.last_saved or 0):
+      checkpoint = f'round {self._manager.last_saved}'
+      if self._finite is not None and self._finite < (
+          self._manager.last_saved or 0):
         checkpoint += (f'; the last evaluation with finite losses was of '
-                       f'round {evaluated["finite"]}')
+                       f'round {self._finite}')
       raise _non_finite_error(round_num, bad, checkpoint)
-    evaluated['finite'] = round_num
-    return metrics
-
-  class FiniteProcess:
-    """`process`, whose `next` refuses to return a non-finite state."""
-
-    @staticmethod
-    def initialize():
-      if client_store is None:
-        return process.initialize()
-      return process.initialize(client_store=client_store)
-
-    @staticmethod
-    def next(state, client_data):
-      output = process.next(state, client_data)
-      round_num = max(dropped)
-      last_checkpoint = f'round {manager.last_saved}'
-      _check_finite(state, output.state, round_num, last_checkpoint)
-      metrics = flatten(output.metrics)
-      drops, sampled = dropped[round_num]
-      non_finite = int(metrics.get(NON_FINITE_KEY, 0))
-      if non_finite and non_finite == sampled - drops:
-        raise FloatingPointError(
-            f'Round {round_num}: every client that trained ({non_finite}/'
-            f'{non_finite}) sent a non-finite update (NaN or Inf), so the '
-            'local training diverges; the run stops here and keeps its last '
-            f'checkpoint ({last_checkpoint}). Lower the client learning rate '
-            'or the distillation weights.')
-      trained = sampled - drops - non_finite > 0
-      bad = _non_finite_loss(metrics, _TRAINING_LOSS, trained)
-      if bad is not None:
-        raise _non_finite_error(round_num, bad, last_checkpoint)
-      return output
-
-  with tf.io.gfile.GFile(paths['hparams'], 'w') as f:
-    json.dump(hparams, f, indent=2, sort_keys=True, default=str)
-
-  metrics_managers = [
-      tff.program.CSVFileReleaseManager(
-          file_path=paths['metrics_csv'], key_fieldname='round_num'
-      ),
-      tff.program.TensorBoardReleaseManager(summary_dir=paths['logdir']),
-      ProgressReleaseManager(total_rounds, print_fn, dropped),
-  ]
-  tff.simulation.run_training_process(
-      training_process=FiniteProcess,
-      training_selection_fn=training_selection_fn,
-      total_rounds=total_rounds,
-      evaluation_fn=evaluation_fn,
-      evaluation_selection_fn=evaluation_selection_fn,
-      rounds_per_evaluation=1,
-      program_state_manager=manager,
-      rounds_per_saving_program_state=1,
-      metrics_managers=metrics_managers,
-  )
+    self._finite = round_num
+    metrics[tff.simulation.EVALUATION_TIME_KEY] = time.time() - start
+    return collections.OrderedDict(
+        (tff.simulation.EVALUATION_METRICS_PREFIX + key, value)
+        for key, value in metrics.items())

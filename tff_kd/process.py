@@ -1,26 +1,27 @@
 """The learning processes of tff_kd: TFF's, plus what a program needs to know.
 
-`tff_kd.experiment` runs any process that answers a small protocol:
+`tff_kd.experiment` runs any process that answers `ProgramProcess`, a
+protocol declared here once:
 
+- `initialize()` and `next(state, client_inputs)`, as TFF's processes;
 - `client_input(client_id, dataset)`: what `next` takes for one client;
 - `client_data_type`: the type of one client's dataset;
+- `client_prototypes`: client id -> prototype name, or None (one model);
 - `evaluation_models(state)`: `OrderedDict(name -> [(model_fn, ModelWeights),
   ...])`, the models to evaluate (metrics averaged over a list; a sequence
   whose models are loaded when reached);
-
-and, optionally:
-
 - `with_client_data(data_computation)`: the same process with each client's
   dataset built where the computation runs, by TFF's mechanism
   (`tff.simulation.compose_dataset_computation_with_learning_process`, a
   `ClientData`'s `dataset_computation`): `next` takes per client the
   computation's parameter (`client_input(client_id, key)`), e.g. a task's
   `client_data_key`, not a dataset serialized by the trainer;
-- `open_client_store(directory)` and `initialize(client_store=store)`: client
-  states kept in a disk-backed `tff_kd.client_store.ClientStore`, which the
-  program commits with its checkpoints.
+- `open_client_store(directory)`: None, or, for client states kept in a
+  disk-backed `tff_kd.client_store.ClientStore` (which the program commits
+  with its checkpoints), the store, then passed as
+  `initialize(client_store=store)`.
 
-`LearningProcess` is a `tff.learning.templates.LearningProcess` (usable
+`GlobalModelsProcess` is a `tff.learning.templates.LearningProcess` (usable
 wherever TFF's is) that answers it for the processes that train global models
 (FedAvg, the client-side KD algorithms, FedDF, FedAUX, FedGen): it knows its
 models' `model_fn`s, so it is evaluated with its own model whatever the task's
@@ -37,7 +38,7 @@ for the processes whose clients keep their own models.
 
 import collections
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
@@ -76,7 +77,34 @@ def _compose_prototype_data(data_computation, process, names):
       set_hparams_fn=process.set_hparams)
 
 
-class LearningProcess(tff.learning.templates.LearningProcess):
+@runtime_checkable
+class ProgramProcess(Protocol):
+  """What `tff_kd.experiment` runs (module docstring)."""
+
+  client_data_type: tff.Type
+  client_prototypes: Optional[Mapping[str, str]]
+
+  def initialize(self, *args, **kwargs) -> Any:
+    ...
+
+  def next(self, state: Any, client_inputs: Any) -> Any:
+    ...
+
+  def client_input(self, client_id: str, dataset: Any) -> Any:
+    ...
+
+  def with_client_data(self,
+                       data_computation: tff.Computation) -> 'ProgramProcess':
+    ...
+
+  def evaluation_models(self, state: Any) -> Mapping[str, Any]:
+    ...
+
+  def open_client_store(self, directory: str) -> Any:
+    ...
+
+
+class GlobalModelsProcess(tff.learning.templates.LearningProcess):
   """A TFF `LearningProcess` that knows its models (module docstring)."""
 
   def __init__(
@@ -174,7 +202,7 @@ class LearningProcess(tff.learning.templates.LearningProcess):
         (n, dataset if n == own else dataset.take(0)) for n in self.prototypes)
 
   def with_client_data(
-      self, data_computation: tff.Computation) -> 'LearningProcess':
+      self, data_computation: tff.Computation) -> 'GlobalModelsProcess':
     """This process with each client's dataset built where it runs.
 
     The returned process's `next` takes, per client, the parameter of
@@ -203,11 +231,15 @@ class LearningProcess(tff.learning.templates.LearningProcess):
       composed = _compose_prototype_data(data_computation, self,
                                          list(tff.structure.name_list(data_type)))
       keyed_prototypes = True
-    new = LearningProcess(composed, self.prototype_model_fns,
+    new = GlobalModelsProcess(composed, self.prototype_model_fns,
                           client_prototypes=self.client_prototypes)
     new._dataset_type = dataset_type  # pylint: disable=protected-access
     new._keyed_prototypes = keyed_prototypes  # pylint: disable=protected-access
     return new
+
+  def open_client_store(self, directory: str) -> None:
+    """None: the clients keep no state between rounds."""
+    del directory
 
   def evaluation_models(self, state: Any) -> collections.OrderedDict:
     """`test`: the first prototype's model; `test_<name>` each with several."""

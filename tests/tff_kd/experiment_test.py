@@ -49,7 +49,7 @@ class CheckpointTest(tf.test.TestCase):
     self.assertCountEqual(os.listdir(checkpoints),
                           ['program_state_1', 'program_state_2'])
     # A save killed midway left a partial directory: it is not a version.
-    os.makedirs(os.path.join(checkpoints, '.partial_program_state_3'))
+    os.makedirs(os.path.join(checkpoints, '.partial', 'program_state_3'))
     latest = os.path.join(checkpoints, 'program_state_2')
     for dirpath, _, files in os.walk(latest):
       for name in files:
@@ -95,7 +95,7 @@ class CheckpointTest(tf.test.TestCase):
     states = []
     for root in roots:
       paths = experiment.output_paths(root, 'run')
-      manager = experiment.AtomicFileProgramStateManager(paths['checkpoints'])
+      manager = experiment.CheckpointManager(paths["checkpoints"])
       # Not asyncio.run: it would leave no event loop for the next test's
       # tff.simulation.run_training_process.
       loop = asyncio.new_event_loop()
@@ -298,6 +298,11 @@ class RunIntegrityTest(tf.test.TestCase):
         self.client_data_type = inner.client_data_type
         self.client_input = inner.client_input
         self.evaluation_models = inner.evaluation_models
+        self.client_prototypes = inner.client_prototypes
+        self.open_client_store = inner.open_client_store
+
+      def with_client_data(self, data_computation):
+        return NanTrainingLoss(self._inner.with_client_data(data_computation))
 
       def next(self, state, clients):
         output = self._inner.next(state, clients)

@@ -1,4 +1,4 @@
-"""tff_kd.process.LearningProcess: the experiment protocol (client_input,
+"""tff_kd.process.GlobalModelsProcess: the experiment protocol (client_input,
 client_data_type, evaluation_models), keyed global weights, clear errors."""
 
 import collections
@@ -95,7 +95,7 @@ class ProtocolTest(_TestCase):
   def test_one_model_client_input_is_the_dataset(self):
     dataset = _datasets()[0]
     process = _fedavg()
-    self.assertIsInstance(process, process_lib.LearningProcess)
+    self.assertIsInstance(process, process_lib.GlobalModelsProcess)
     self.assertIs(process.client_input('a', dataset), dataset)
     # The input a TFF process takes as is: a round runs on it.
     output = process.next(process.initialize(),
@@ -254,27 +254,27 @@ class ErrorsTest(tf.test.TestCase):
     with self.assertRaisesRegex(
         ValueError, re.escape("prototypes ['linear', 'mlp'] needs "
                               'client_prototypes')):
-      process_lib.LearningProcess(_feddf(), MODEL_FNS)
+      process_lib.GlobalModelsProcess(_feddf(), MODEL_FNS)
 
   def test_client_prototypes_naming_an_unknown_prototype(self):
     with self.assertRaisesRegex(
         ValueError, re.escape("prototypes ['cnn'] that the process does not "
                               "have (it has ['linear', 'mlp'])")):
-      process_lib.LearningProcess(
+      process_lib.GlobalModelsProcess(
           _feddf(), MODEL_FNS, client_prototypes={'a': 'linear', 'b': 'cnn'})
 
   def test_a_prototype_the_weights_do_not_have(self):
     with self.assertRaisesRegex(ValueError,
                                 re.escape("global model weights have no "
                                           "['cnn']")):
-      process_lib.LearningProcess(
+      process_lib.GlobalModelsProcess(
           _feddf(), collections.OrderedDict(linear=tiny.model_fn,
                                             cnn=tiny.mlp_model_fn),
           client_prototypes={'a': 'linear', 'b': 'cnn'})
 
   def test_no_prototypes(self):
     with self.assertRaisesRegex(ValueError, 'prototype_model_fns is empty'):
-      process_lib.LearningProcess(_fedavg(), {})
+      process_lib.GlobalModelsProcess(_fedavg(), {})
 
 
 if __name__ == '__main__':

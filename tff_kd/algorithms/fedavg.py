@@ -26,7 +26,7 @@ def build_fedavg(
     model_distributor: Optional[tff.learning.templates.DistributionProcess] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     distillation: Optional[client_work_lib.Distillation] = None,
-) -> process_lib.LearningProcess:
+) -> process_lib.GlobalModelsProcess:
   """Builds FedAvg as a composed `tff.learning.templates.LearningProcess`.
 
   The process is `compose_learning_process(initial weights, distributor,
@@ -51,7 +51,7 @@ def build_fedavg(
       distillation needs beside the model (teacher weights, extra payload).
 
   Returns:
-    A `tff_kd.process.LearningProcess` (TFF's, evaluated with `model_fn`'s
+    A `tff_kd.process.GlobalModelsProcess` (TFF's, evaluated with `model_fn`'s
     model by `tff_kd.experiment`) with `initialize`:
     `( -> S@SERVER)`, `next`: `(<S@SERVER, {B*}@CLIENTS> -> <S@SERVER,
     metrics@SERVER>)`, `get_model_weights` and `set_model_weights`.
@@ -88,7 +88,7 @@ def build_fedavg(
   finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
       server_optimizer_fn, model_weights_type
   )
-  return process_lib.LearningProcess(
+  return process_lib.GlobalModelsProcess(
       tff.learning.templates.compose_learning_process(
           initial_model_weights_fn,
           model_distributor,

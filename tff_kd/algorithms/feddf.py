@@ -52,7 +52,7 @@ client's upload, counted in the `communication` metrics.
 
 Heterogeneous prototypes in one TFF computation: each client's data is an
 `OrderedDict(prototype name -> dataset)` in which only its own prototype's
-dataset is non-empty (`client_input` of the `tff_kd.process.LearningProcess`
+dataset is non-empty (`client_input` of the `tff_kd.process.GlobalModelsProcess`
 builds it from `client_prototypes`); every client receives all prototypes' weights and
 trains only its own (empty datasets take no steps and get weight 0). The
 `communication` metrics count what a deployment would send: the client's own
@@ -132,7 +132,7 @@ def build_feddf(
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-) -> process_lib.LearningProcess:
+) -> process_lib.GlobalModelsProcess:
   """Builds FedDF.
 
   Args:
@@ -163,7 +163,7 @@ def build_feddf(
       weights=float32[R]>`; default `LogitFusionFactory()` (AVGLOGITS).
 
   Returns:
-    A `tff_kd.process.LearningProcess` (module docstring) whose `next` takes
+    A `tff_kd.process.GlobalModelsProcess` (module docstring) whose `next` takes
     `{OrderedDict(prototype -> B*)}@CLIENTS`.
   """
   noise = isinstance(distillation_inputs, str)
@@ -209,7 +209,7 @@ def build_fedaux(
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-) -> process_lib.LearningProcess:
+) -> process_lib.GlobalModelsProcess:
   """Builds FedAUX: FedDF with a certainty-weighted ensemble teacher.
 
   The defaults are the official code's (fl_devices.py, exec.sh).
@@ -499,7 +499,7 @@ def _build(
       prototype_model_fns, config, weights_type=weights_type,
       update_type=aggregator.next.type_signature.result.result.member,
       inputs_fn=distillation_set, validation=validation, seed=seed)
-  return process_lib.LearningProcess(
+  return process_lib.GlobalModelsProcess(
       tff.learning.templates.compose_learning_process(
           initial_weights,
           tff.learning.templates.build_broadcast_process(weights_type),

@@ -89,7 +89,7 @@ def build_fedgen(
     seed: int = 0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-) -> process_lib.LearningProcess:
+) -> process_lib.GlobalModelsProcess:
   """Builds FedGen.
 
   Args:
@@ -122,7 +122,7 @@ def build_fedgen(
       counts>`, for the generator; default `StackFactory(clients_per_round)`.
 
   Returns:
-    A `tff_kd.process.LearningProcess`: TFF's broadcast of `<model,
+    A `tff_kd.process.GlobalModelsProcess`: TFF's broadcast of `<model,
     generator>`, the client work (its state the round), `KnowledgeFactory`'s
     aggregation and `finalizers.build_generator_finalizer`, composed by
     `compose_learning_process`; `get_model_weights` gives the model's.
@@ -244,7 +244,7 @@ def build_fedgen(
       steps=generator_steps, batch_size=generator_batch_size,
       noise_dim=noise_dim, weight_decay=generator_weight_decay,
       diversity_weight=diversity_weight, teacher_loss=teacher_loss)
-  return process_lib.LearningProcess(
+  return process_lib.GlobalModelsProcess(
       tff.learning.templates.compose_learning_process(
           initial_weights,
           tff.learning.templates.build_broadcast_process(global_type),

@@ -124,7 +124,7 @@ def build_fedgkd(
     gamma: float = 0.1,
     temperature: float = 1.0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
-) -> process_lib.LearningProcess:
+) -> process_lib.GlobalModelsProcess:
   """Builds FedGKD; arguments as `build_fedavg`, plus:
 
   Args:

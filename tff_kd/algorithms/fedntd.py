@@ -28,7 +28,7 @@ def build_fedntd(
     beta: float = 1.0,
     temperature: float = 1.0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
-) -> process_lib.LearningProcess:
+) -> process_lib.GlobalModelsProcess:
   """Builds FedNTD; arguments as `build_fedavg`, plus beta and temperature.
 
   Args:
@@ -38,7 +38,7 @@ def build_fedntd(
     temperature: softmax temperature tau > 0.
 
   Returns:
-    A `tff_kd.process.LearningProcess`.
+    A `tff_kd.process.GlobalModelsProcess`.
   """
   if beta < 0:
     raise ValueError(f'beta must be >= 0; got {beta}.')

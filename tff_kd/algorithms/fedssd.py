@@ -111,7 +111,7 @@ def build_fedssd(
     kd_weight: float = 1.0,
     temperature: float = 1.0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
-) -> process_lib.LearningProcess:
+) -> process_lib.GlobalModelsProcess:
   """Builds FedSSD; arguments as `build_fedavg`, plus:
 
   Args:
