@@ -531,6 +531,27 @@ def tff_runtime(settings: Settings):
                               clients_per_group=settings.clients_per_group)
 
 
+# The shared flags a user needs: what --helpshort of train and compare shows.
+KEY_FLAGS = ('task', 'data_dir', 'model', 'partition', 'alpha', 'num_clients',
+             'clients_per_round', 'local_epochs', 'batch_size',
+             'client_optimizer', 'client_learning_rate', 'server_optimizer',
+             'server_learning_rate', 'rounds', 'seed', 'aggregator',
+             'root_output_dir', 'resume')
+
+
+def flagfile() -> str:
+  """The flags given on the command line, one per line, for --flagfile.
+
+  Every flag that was given (a flag file's included), except --resume:
+  replaying the file starts the same run (add --resume to continue it, or a
+  later --root_output_dir to run it elsewhere).
+  """
+  return ''.join(f'{flags.FLAGS[name].serialize()}\n'
+                 for name in sorted(flags.FLAGS)
+                 if flags.FLAGS[name].present
+                 and name not in ('resume', 'flagfile'))
+
+
 def run(main) -> None:
   """`app.run(main)`: errors as one line (exit 1), Ctrl-C as a clean stop."""
 

@@ -49,6 +49,8 @@ from binaries import registry
 from tff_kd import experiment
 from tff_kd import privacy
 
+for _name in common.KEY_FLAGS:
+  flags.declare_key_flag(_name)
 ALGORITHMS = flags.DEFINE_list(
     'algorithms', ['fedavg', 'fedntd'], 'Algorithms to compare, from: '
     + ', '.join(sorted(registry.ALGORITHMS))
@@ -516,6 +518,11 @@ def main(argv):
   config = Config.from_flags()
   common.check_algorithm_flags(
       [registry.get(name) for name in config.algorithms])
+  common.check_output_dir(config.settings.root_output_dir)
+  # The comparison's flags, to replay it with --flagfile.
+  with open(os.path.join(config.settings.root_output_dir, 'flags.txt'),
+            'w') as f:
+    f.write(common.flagfile())
   run_comparison(config)
 
 

@@ -6,8 +6,10 @@ r"""Trains one algorithm on one task: checkpoints, metrics CSV, TensorBoard.
     --root_output_dir=/tmp/tff_kd --experiment_name=fedavg_digits [--resume]
 
 Outputs under --root_output_dir (see tff_kd.experiment): checkpoints/NAME,
-results/NAME/experiment.metrics.csv and hparams.json (every flag; see
-`common.run_hparams`), logdir/NAME.
+results/NAME/experiment.metrics.csv, hparams.json (every flag; see
+`common.run_hparams`) and flags.txt (the flags given: `--flagfile=` replays
+the run), logdir/NAME. `--helpshort` shows the flags most runs set,
+`--helpfull` every flag.
 """
 
 from absl import app  # For app.UsageError.
@@ -20,6 +22,8 @@ from tff_kd import experiment
 ALGORITHM = flags.DEFINE_enum(
     'algorithm', 'fedavg', sorted(registry.ALGORITHMS), 'Algorithm to run.'
 )
+for _name in common.KEY_FLAGS:
+  flags.declare_key_flag(_name)
 EXPERIMENT_NAME = flags.DEFINE_string(
     'experiment_name', None,
     'Name of the run under --root_output_dir; default '
@@ -56,6 +60,7 @@ def main(argv):
             settings, algorithm, run_name=name, task=task,
             experiment_name=EXPERIMENT_NAME.value),
         client_dropout=settings.client_dropout,
+        flagfile=common.flagfile(),
     )
 
 

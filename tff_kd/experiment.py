@@ -283,6 +283,7 @@ def output_paths(root_output_dir: str, experiment_name: str) -> dict[str, str]:
       results=results,
       metrics_csv=os.path.join(results, 'experiment.metrics.csv'),
       hparams=os.path.join(results, 'hparams.json'),
+      flagfile=os.path.join(results, 'flags.txt'),
       logdir=os.path.join(root_output_dir, 'logdir', experiment_name),
   )
 
@@ -702,6 +703,7 @@ def run_experiment(
     client_dropout: float = 0.0,
     data_on_workers: bool = True,
     on_checkpoint: Optional[Callable[[Mapping[str, Any]], None]] = None,
+    flagfile: Optional[str] = None,
 ) -> list[dict[str, str]]:
   """Trains `process` on `task` and returns the last round's metrics.
 
@@ -759,6 +761,9 @@ def run_experiment(
       `seconds`, `program_state_bytes`, and, for client states in a store,
       `store_commit_bytes` (its commit file) and `store_rows_bytes` (the
       client states written since the checkpoint before); for measurements.
+    flagfile: the command line that started the run (a binary's flags, one
+      per line), written to `results/NAME/flags.txt` beside hparams.json, to
+      replay it with `--flagfile`.
 
   Returns:
     The rows of the metrics CSV (`read_metrics`), round 0 first.
@@ -814,6 +819,9 @@ def run_experiment(
     store = process.open_client_store(paths['client_store'])
     manager.client_store = store
     manager.on_checkpoint = on_checkpoint
+    if flagfile is not None:
+      with tf.io.gfile.GFile(paths['flagfile'], 'w') as f:
+        f.write(flagfile)
     _train(process, task, paths, manager, hparams, sample,
            seed=seed, total_rounds=total_rounds,
            rounds_per_eval=rounds_per_eval, print_fn=print_fn,

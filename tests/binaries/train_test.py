@@ -420,8 +420,41 @@ def _train_process(args, marker, *, at_a_terminal=False):
       env=dict(os.environ, TFF_KD_TEST_MARKER=marker))
 
 
+class FlagFileTest(tf.test.TestCase):
+
+  def test_a_run_writes_the_flags_it_was_given_and_they_replay_it(self):
+    root = self.create_tempdir().full_path
+    argv = ['train', f'--root_output_dir={root}', '--task=digits',
+            '--model=mlp', '--num_clients=4', '--clients_per_round=2',
+            '--rounds=1', '--algorithm=fedntd', '--ntd_beta=0.5',
+            '--experiment_name=run']
+    with flagsaver.flagsaver():
+      FLAGS(argv)
+      train.main(argv[:1])
+    path = os.path.join(root, 'results', 'run', 'flags.txt')
+    with open(path) as f:
+      self.assertCountEqual(f.read().splitlines(), argv[1:])
+    other = self.create_tempdir().full_path
+    with flagsaver.flagsaver():
+      FLAGS(['train', f'--flagfile={path}', f'--root_output_dir={other}'])
+      self.assertEqual(FLAGS.ntd_beta, 0.5)
+      self.assertEqual(FLAGS.algorithm, 'fedntd')
+      train.main(['train'])
+    first, replay = _rows(root, 'run'), _rows(other, 'run')
+    for a, b in zip(first, replay):
+      self.assertEqual({k: v for k, v in a.items() if 'time' not in k},
+                       {k: v for k, v in b.items() if 'time' not in k})
+
+
 class ProcessTest(tf.test.TestCase):
   """Whole processes: one-line errors, Ctrl-C, no leaked worker."""
+
+  def test_helpshort_lists_the_flags_most_runs_set(self):
+    child = _train_process(['--helpshort'], uuid.uuid4().hex)
+    stdout, _ = child.communicate(timeout=120)
+    for name in common.KEY_FLAGS + ('algorithm', 'experiment_name'):
+      self.assertIn(f'--{name}', stdout)
+    self.assertNotIn('--dp_clip', stdout)
 
   def test_an_error_is_one_line_without_traceback(self):
     split = os.path.join(self.create_tempdir().full_path, 'split.npy')
