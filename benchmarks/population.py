@@ -201,6 +201,7 @@ def _run_child(spec):
   from binaries import registry
   import tasks
   from tff_kd import experiment
+  from tff_kd import run_directory
   from tff_kd import optimizers
   from tff_kd import runtime
   from tff_kd.algorithms import fedavg
@@ -249,7 +250,7 @@ def _run_child(spec):
           root_output_dir=root, experiment_name='run',
           rounds_per_eval=spec['rounds'], print_fn=lambda line: None,
           **kwargs)
-  paths = experiment.output_paths(root, 'run')
+  paths = run_directory.output_paths(root, 'run')
   store = paths.get('client_store', '')
   if not kwargs:  # A version before on_checkpoint: the last checkpoint's size.
     last = os.path.join(paths['checkpoints'], f'program_state_{spec["rounds"]}')

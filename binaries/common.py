@@ -32,6 +32,7 @@ import tensorflow_federated as tff
 from binaries import registry
 import tasks
 from tff_kd import experiment
+from tff_kd import run_directory
 from tff_kd import optimizers
 from tff_kd import privacy
 from tff_kd import runtime
@@ -388,7 +389,7 @@ def _check_adaptive_clip(values):
 
 
 # The shared flags that say how a run is executed, not what it computes:
-# hparams.json records them under `experiment.RUNTIME_KEY`, which --resume
+# hparams.json records them under `run_directory.RUNTIME_KEY`, which --resume
 # never compares. Every other flag is run-defining (compared on --resume).
 RUNTIME_FLAGS = ('workers', 'local_workers', 'clients_per_group',
                  'root_output_dir', 'resume', 'debug')
@@ -769,7 +770,7 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
   `algorithm`, the algorithm's own flags (the flags of the other algorithms
   are not the run's: giving one is an error) and `data_digest`,
   `task.data_digest()`, so that changed inputs (a split file, an .npz, a
-  dataset) are not resumed. Under `experiment.RUNTIME_KEY`, recorded and never
+  dataset) are not resumed. Under `run_directory.RUNTIME_KEY`, recorded and never
   compared: `RUNTIME_FLAGS` and `runtime_flags`, the binary's own flags that
   change no number (train's --experiment_name, compare's --algorithms,
   --seeds, ...).
@@ -794,7 +795,7 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
   if task is not None:
     values['data_digest'] = task.data_digest()
   if settings.resume and run_name is not None:
-    path = experiment.output_paths(settings.root_output_dir,
+    path = run_directory.output_paths(settings.root_output_dir,
                                    run_name)['hparams']
     if os.path.exists(path):
       with open(path) as f:
@@ -810,7 +811,7 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
           del values[name]
       values.update((name, recorded[name]) for name in unused
                     if name in recorded)
-  values[experiment.RUNTIME_KEY] = dict(
+  values[run_directory.RUNTIME_KEY] = dict(
       {name: getattr(settings, name) for name in RUNTIME_FLAGS},
       **runtime_flags)
   return values

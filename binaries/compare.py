@@ -47,6 +47,7 @@ import tqdm
 from binaries import common
 from binaries import registry
 from tff_kd import experiment
+from tff_kd import run_directory
 from tff_kd import privacy
 
 for _name in common.KEY_FLAGS:
@@ -298,7 +299,7 @@ def run_comparison(config: Config) -> Summary:
     lock.release()
 
 
-def _lock(root: str) -> experiment.RunLock:
+def _lock(root: str) -> run_directory.RunLock:
   """Holds `root` for one comparison at a time.
 
   summary.csv, summary.md and the plots are the comparison's, not a run's:
@@ -307,7 +308,7 @@ def _lock(root: str) -> experiment.RunLock:
   second fails at once, before any run, naming the one that holds it.
   """
   try:
-    return experiment.RunLock(root, 'comparison')
+    return run_directory.RunLock(root, 'comparison')
   except RuntimeError:
     try:  # RunLock's file holds the holder's pid.
       with open(os.path.join(root, '.lock')) as f:
@@ -345,7 +346,7 @@ def _compare(config: Config, algorithms) -> Summary:
         # With --resume, a run that already trained every round with these
         # settings and data is read back, not built again.
         finished = {
-            a.name: experiment.finished_run(
+            a.name: run_directory.finished_run(
                 root, f'{a.name}_seed{seed}', settings.rounds,
                 hparams[a.name]) if settings.resume else None
             for a in algorithms}

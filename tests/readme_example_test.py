@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from binaries import common
 from binaries import train
-from tff_kd import experiment
+from tff_kd import run_directory
 
 FLAGS = flags.FLAGS
 
@@ -127,8 +127,8 @@ class YourDataTest(tf.test.TestCase):
           continue
         train.main(argv[:1])
         name = common.default_run_name(settings, FLAGS.algorithm)
-      runs.append(experiment.read_metrics(
-          experiment.output_paths(root, name)['metrics_csv']))
+      runs.append(run_directory.read_metrics(
+          run_directory.output_paths(root, name)['metrics_csv']))
     return runs
 
   def test_every_block_runs(self):

@@ -35,14 +35,10 @@ builders) is run on the task's datasets and evaluated with the task's
 
 import asyncio
 import collections
-import csv
 from collections.abc import Callable, Mapping
-import fcntl
 import json
 import hashlib
-import os
 import re
-import tempfile
 import time
 from typing import Any, Optional, Protocol, runtime_checkable
 
@@ -50,10 +46,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_kd import checkpoints
 from tff_kd import client_store as client_store_lib
 from tff_kd import evaluation
 from tff_kd import privacy
 from tff_kd import process as process_lib
+from tff_kd import run_directory
 
 ACCURACY_KEY = 'evaluation/test/accuracy'
 CLIENTS_ACCURACY_KEY = 'evaluation/clients/accuracy'
@@ -63,164 +61,8 @@ VALIDATION_PREFIX = 'validation_'
 BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
 BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
 NON_FINITE_KEY = 'client_work/non_finite_clients'
-# hparams that may change when a run is resumed; any other change is refused.
-RESUMABLE_HPARAMS = ('rounds', 'rounds_per_eval', 'rounds_per_checkpoint')
-# The key of hparams.json that records how the run was executed (workers,
-# addresses, ...): written, never compared on resume.
-RUNTIME_KEY = 'runtime'
-
-
 def prototype_accuracy_key(name: str) -> str:
   return f'evaluation/test_{name}/accuracy'
-
-
-def _run_sync(coroutine):
-  """Runs `coroutine` on a loop of its own (the current loop is untouched)."""
-  loop = asyncio.new_event_loop()
-  try:
-    return loop.run_until_complete(coroutine)
-  finally:
-    loop.close()
-
-
-class CheckpointManager(tff.program.ProgramStateManager):
-  """A run's checkpoints, `ROOT/program_state_R`, written atomically.
-
-  Each version is saved by TFF's `tff.program.FileProgramStateManager` into a
-  scratch root beside the checkpoints and renamed into place when complete,
-  so a run killed mid-save leaves the previous checkpoint as the latest; the
-  last `keep_total` versions are kept. A version that cannot be read
-  (truncated or corrupted on disk) raises an error naming its directory, and
-  an entry named as a version that no save wrote is refused. With `every`,
-  only versions 0, multiples of `every` and `last` are written (the loop
-  offers every round): the last round is always checkpointed.
-
-  With a `client_store` (`tff_kd.client_store`), the state's `clients` view is
-  committed to the store as the same version before the program state is
-  written, and the program state records only that version
-  (`clients=OrderedDict(store_version=v)`); `load` restores the store's
-  version v. A run killed at any moment thus leaves a checkpoint and a store
-  that agree: a store version without its checkpoint is discarded on load.
-  """
-
-  PREFIX = 'program_state_'
-  _SCRATCH = '.partial'
-
-  def __init__(self, root_dir: str, *, keep_total: int = 2, every: int = 1,
-               last: Optional[int] = None,
-               client_store: Optional[client_store_lib.ClientStore] = None):
-    self._root = root_dir
-    self._reader = tff.program.FileProgramStateManager(
-        root_dir, prefix=self.PREFIX)
-    self._keep_total = keep_total
-    self._every = every
-    self._last = last
-    self.client_store = client_store
-    versions = _run_sync(self.get_versions())
-    self.last_saved = max(versions) if versions else None
-    # Seconds and bytes of the last save: program state, store commit file
-    # and store rows written since the save before (by the rounds, as they
-    # return); `on_checkpoint` is called with them after each save.
-    self.last_save = {}
-    self.on_checkpoint = None
-    self._rows_saved = 0
-
-  def path(self, version: int) -> str:
-    return os.path.join(self._root, f'{self.PREFIX}{version}')
-
-  async def get_versions(self) -> Optional[list[int]]:
-    """The saved versions; raises if an entry named as one holds none.
-
-    TFF counts every entry `program_state_R` as version R, even an empty file
-    or directory (our saves rename a complete one into place, so such an
-    entry was not written by a save). Taken as the latest, it would make a
-    resumed run claim R rounds it never trained.
-    """
-    versions = await self._reader.get_versions()
-    for version in versions or ():
-      path = self.path(version)
-      if not tf.saved_model.contains_saved_model(path):
-        kind = ('an empty directory' if tf.io.gfile.isdir(path)
-                and not tf.io.gfile.listdir(path) else
-                'a directory without a saved program state'
-                if tf.io.gfile.isdir(path) else 'not a directory')
-        raise RuntimeError(
-            f'{path} is not a checkpoint ({kind}): no save wrote it, so '
-            f'round {version} was not trained. Remove it; the run then '
-            'resumes from the latest valid checkpoint beside it.')
-    return versions
-
-  async def save(self, program_state, version: int) -> None:
-    if version % self._every and version != self._last:
-      return
-    start = time.perf_counter()
-    commit_bytes = 0
-    if self.client_store is not None:
-      commit_bytes = self.client_store.commit(version, program_state['clients'])
-      program_state = _with_clients(
-          program_state,
-          collections.OrderedDict(store_version=np.int64(version)))
-    scratch = os.path.join(self._root, self._SCRATCH)
-    if tf.io.gfile.exists(scratch):  # Left by a run killed mid-save.
-      tf.io.gfile.rmtree(scratch)
-    await tff.program.FileProgramStateManager(
-        scratch, prefix=self.PREFIX).save(program_state, version)
-    final = self.path(version)
-    tf.io.gfile.rename(os.path.join(scratch, f'{self.PREFIX}{version}'),
-                       final)
-    tf.io.gfile.rmtree(scratch)
-    self.last_saved = version
-    for old in sorted(await self.get_versions())[:-self._keep_total]:
-      tf.io.gfile.rmtree(self.path(old))  # Now that `final` counts.
-    rows_bytes = 0
-    if self.client_store is not None:
-      rows_bytes = self.client_store.bytes_written - self._rows_saved
-      self._rows_saved = self.client_store.bytes_written
-    self.last_save = dict(
-        version=version, seconds=time.perf_counter() - start,
-        program_state_bytes=_directory_bytes(final),
-        store_commit_bytes=commit_bytes, store_rows_bytes=rows_bytes)
-    if self.on_checkpoint is not None:
-      self.on_checkpoint(dict(self.last_save))
-
-  async def load(self, version: int, structure):
-    if self.client_store is not None:
-      structure = _with_clients(
-          structure, collections.OrderedDict(store_version=np.int64(0)))
-    try:
-      state = await self._reader.load(version, structure)
-    except tff.program.ProgramStateNotFoundError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      raise RuntimeError(
-          f'Checkpoint {self.path(version)} cannot be read ({type(e).__name__}'
-          f': {e}). The run\'s settings match it (they were checked first), '
-          'so it is truncated or corrupt: remove that directory to resume '
-          'from the checkpoint before it.'
-      ) from e
-    if self.client_store is not None:
-      stored = int(np.asarray(state['clients']['store_version']))
-      if stored != version:
-        raise RuntimeError(
-            f'Checkpoint {self.path(version)} records client store version '
-            f'{stored}, not {version}.')
-      state = _with_clients(state, self.client_store.restore(version))
-    return state
-
-
-def _with_clients(state, clients):
-  """`state` (an `OrderedDict(server, fusion, clients)`) with `clients`."""
-  new = collections.OrderedDict(state)
-  new['clients'] = clients
-  return new
-
-
-def _directory_bytes(path: str) -> int:
-  total = 0
-  for root, _, files in os.walk(path):
-    for name in files:
-      total += os.path.getsize(os.path.join(root, name))
-  return total
 
 
 class ProgressReleaseManager(tff.program.ReleaseManager):
@@ -264,28 +106,6 @@ def flatten(metrics: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     else:
       flat[f'{prefix}{key}'] = value
   return flat
-
-
-def read_metrics(metrics_csv: str) -> list[dict[str, str]]:
-  """The rows of an experiment's metrics CSV, one per released round."""
-  with tf.io.gfile.GFile(metrics_csv, 'r') as f:
-    return list(csv.DictReader(f))
-
-
-def output_paths(root_output_dir: str, experiment_name: str) -> dict[str, str]:
-  """The files and directories of one experiment."""
-  results = os.path.join(root_output_dir, 'results', experiment_name)
-  checkpoints = os.path.join(root_output_dir, 'checkpoints', experiment_name)
-  return dict(
-      checkpoints=checkpoints,
-      client_store=os.path.join(checkpoints, 'client_store'),
-      client_data=os.path.join(checkpoints, 'client_data'),
-      results=results,
-      metrics_csv=os.path.join(results, 'experiment.metrics.csv'),
-      hparams=os.path.join(results, 'hparams.json'),
-      flagfile=os.path.join(results, 'flags.txt'),
-      logdir=os.path.join(root_output_dir, 'logdir', experiment_name),
-  )
 
 
 def client_sampler(
@@ -471,147 +291,6 @@ def _evaluate(process, state, dataset, evaluators):
   return metrics
 
 
-def _check_experiment_name(name: str) -> None:
-  if not name or name in ('.', '..') or '/' in name or os.sep in name:
-    raise ValueError(
-        'experiment_name must be a plain directory name under the root (no '
-        f'"/", not "." or ".."); got {name!r}.')
-
-
-def _json_normalized(values: Mapping[str, Any]) -> dict[str, Any]:
-  """`values` as hparams.json stores them (tuples become lists, ...)."""
-  return json.loads(json.dumps(dict(values), sort_keys=True, default=str))
-
-
-def _changed_settings(hparams_path, hparams):
-  """(saved, now, keys whose values differ outside `RESUMABLE_HPARAMS`)."""
-  with tf.io.gfile.GFile(hparams_path) as f:
-    saved = json.load(f)
-  now = _json_normalized(hparams)
-  changed = [k for k in sorted(set(saved) | set(now))
-             if k not in RESUMABLE_HPARAMS + (RUNTIME_KEY,)
-             and saved.get(k) != now.get(k)]
-  return saved, now, changed
-
-
-def _check_resumable(paths, name, hparams, total_rounds, latest_version):
-  """Raises unless the run on disk is this configuration and can continue."""
-  if tf.io.gfile.exists(paths['hparams']):
-    saved, now, changed = _changed_settings(paths['hparams'], hparams)
-    if changed:
-      raise ValueError(
-          f'Run {name!r} belongs to another configuration; nothing was '
-          'changed. Its saved settings differ in: '
-          + ', '.join(f'{k}={saved.get(k)!r} (now {now.get(k)!r})'
-                      for k in changed)
-          + f'. Resume with its settings (only {", ".join(RESUMABLE_HPARAMS)}'
-          ' may change) or choose another experiment name.')
-  if latest_version is not None and total_rounds < latest_version:
-    raise ValueError(
-        f'Run {name!r} has already trained {latest_version} rounds; the '
-        f'total of {total_rounds} rounds asked for is fewer. Resume with at '
-        f'least {latest_version} rounds.')
-
-
-def finished_run(
-    root_output_dir: str, experiment_name: str, total_rounds: int,
-    hparams: Mapping[str, Any],
-) -> Optional[list[dict[str, str]]]:
-  """The metrics rows of a run that trained `total_rounds` rounds with
-  `hparams` (as its hparams.json says, up to `RESUMABLE_HPARAMS`), else None.
-  """
-  paths = output_paths(root_output_dir, experiment_name)
-  if not (tf.io.gfile.exists(paths['hparams'])
-          and tf.io.gfile.exists(paths['metrics_csv'])):
-    return None
-  if _changed_settings(paths['hparams'], hparams)[2]:
-    return None
-  rows = read_metrics(paths['metrics_csv'])
-  if not rows or int(rows[-1]['round_num']) != total_rounds:
-    return None
-  return rows
-
-
-def _check_writable(paths: Mapping[str, str]) -> None:
-  """Raises, before any round, unless every output of the run can be written.
-
-  Otherwise a read-only directory or an immutable file shows only when first
-  written to: the metrics CSV after a round has trained, a checkpoint after
-  its round. Each directory is created and a file created in it and removed
-  (what the CSV manager's and the checkpoints' renames need); each existing
-  file is opened for appending, which writes nothing. The directories are
-  left created.
-  """
-  directories = [('results', 'metrics and hparams'),
-                  ('checkpoints', 'checkpoints'),
-                  ('logdir', 'TensorBoard logs')]
-  directories += [(key, what) for key, what in (
-      ('client_store', 'client states'), ('client_data', 'clients\' examples'))
-                  if os.path.isdir(paths[key])]
-  for key, what in directories:
-    path = paths[key]
-    try:
-      os.makedirs(path, exist_ok=True)
-      with tempfile.NamedTemporaryFile(dir=path, prefix='.writable_'):
-        pass
-    except OSError as e:
-      raise PermissionError(
-          f'{path} is not a writable directory ({e.strerror or e}); the run '
-          f'writes its {what} there. Make it writable or choose another '
-          'root_output_dir.') from e
-  for key in ('metrics_csv', 'hparams'):
-    path = paths[key]
-    if os.path.lexists(path):
-      try:
-        with open(path, 'a', encoding='utf-8'):
-          pass
-      except OSError as e:
-        raise PermissionError(
-            f'{path} is not writable ({e.strerror or e}), and the run '
-            'rewrites it (an immutable file: chattr -i). Make it writable or '
-            'choose another root_output_dir.') from e
-
-
-def _remove_outputs(paths: Mapping[str, str]) -> None:
-  """Removes what a fresh run created, as far as it can (an error leaves
-  the rest: the error that made the run stop is the one to report)."""
-  for key in ('checkpoints', 'results', 'logdir'):
-    try:
-      if tf.io.gfile.exists(paths[key]):
-        tf.io.gfile.rmtree(paths[key])
-    except (OSError, tf.errors.OpError):
-      pass
-
-
-class RunLock:
-  """An exclusive lock on a run's results directory (`fcntl.flock`).
-
-  A second process on the same run fails at once with an error naming the
-  process holding it. The lock goes with the process (a killed run leaves
-  none behind).
-  """
-
-  def __init__(self, results_dir: str, name: str):
-    path = os.path.join(results_dir, '.lock')
-    self._file = open(path, 'a+')  # pylint: disable=consider-using-with
-    try:
-      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      self._file.seek(0)
-      holder = self._file.read().strip() or 'unknown'
-      self._file.close()
-      raise RuntimeError(
-          f'Run {name!r} is in use by another process (pid {holder}); wait '
-          'for it to finish or choose another experiment name.') from None
-    self._file.seek(0)
-    self._file.truncate()
-    self._file.write(str(os.getpid()))
-    self._file.flush()
-
-  def release(self) -> None:
-    self._file.close()  # Closing releases the lock.
-
-
 def _non_finite_error(round_num: int, what: str,
                       last_checkpoint: str) -> FloatingPointError:
   """The one error of a run stopped because its model is no longer finite."""
@@ -672,8 +351,8 @@ def _check_finite(before: Any, after: Any, round_num: int,
     old, new = before['clients'], after['clients']
     pairs += [(f'state of client {c!r}', old[c], new[c])
               for c in new.changed_from(old)]
-    before = _with_clients(before, ())
-    after = _with_clients(after, ())
+    before = checkpoints.with_clients(before, ())
+    after = checkpoints.with_clients(after, ())
   pairs.append(('process state', before, after))
   for label, old_state, new_state in pairs:
     for old, new in zip(tf.nest.flatten(old_state),
@@ -775,10 +454,10 @@ def run_experiment(
   ):
     if value < 1:
       raise ValueError(f'{name} must be >= 1; got {value}.')
-  _check_experiment_name(experiment_name)
+  run_directory.check_experiment_name(experiment_name)
   if not 0 <= client_dropout < 1:
     raise ValueError(f'client_dropout must be in [0, 1); got {client_dropout}.')
-  paths = output_paths(root_output_dir, experiment_name)
+  paths = run_directory.output_paths(root_output_dir, experiment_name)
   existing = [paths[k] for k in ('checkpoints', 'results', 'logdir')
               if tf.io.gfile.exists(paths[k])]
   if existing and not resume:
@@ -799,19 +478,19 @@ def run_experiment(
   hparams = dict(hparams or {})
   fresh = not existing
   try:
-    _check_writable(paths)
+    run_directory.check_writable(paths)
   except BaseException:
     if fresh:
-      _remove_outputs(paths)
+      run_directory.remove_outputs(paths)
     raise
-  lock = RunLock(paths['results'], experiment_name)
+  lock = run_directory.RunLock(paths['results'], experiment_name)
   manager = None
   store = None
   try:
-    manager = CheckpointManager(
+    manager = checkpoints.CheckpointManager(
         paths['checkpoints'], every=rounds_per_checkpoint, last=total_rounds)
     if resume:
-      _check_resumable(paths, experiment_name, hparams, total_rounds,
+      run_directory.check_resumable(paths, experiment_name, hparams, total_rounds,
                        manager.last_saved)
     if keyed:  # The clients' files, for the workers to read.
       process = process.with_client_data(
@@ -828,7 +507,7 @@ def run_experiment(
            client_dropout=client_dropout, client_store=store, keyed=keyed)
   except BaseException:
     if fresh and (manager is None or manager.last_saved is None):
-      _remove_outputs(paths)
+      run_directory.remove_outputs(paths)
     raise
   finally:
     if store is not None:
@@ -836,7 +515,7 @@ def run_experiment(
     if keyed and tf.io.gfile.exists(paths['client_data']):
       tf.io.gfile.rmtree(paths['client_data'])  # Written at every start.
     lock.release()
-  return read_metrics(paths['metrics_csv'])
+  return run_directory.read_metrics(paths['metrics_csv'])
 
 
 def _train(process, task, paths, manager, hparams, sample, *,
@@ -866,15 +545,15 @@ def _train(process, task, paths, manager, hparams, sample, *,
                            for m in releases])
 
   def release(metrics, round_num):
-    _run_sync(release_all(metrics, round_num))
+    checkpoints.run_sync(release_all(metrics, round_num))
 
   initial = (process.initialize() if client_store is None
              else process.initialize(client_store=client_store))
-  state, last = _run_sync(manager.load_latest(initial))
+  state, last = checkpoints.run_sync(manager.load_latest(initial))
   if state is None:  # A fresh run: round 0 is the initial model.
     state, last = initial, 0
     release(evaluate(state, 0), 0)
-    _run_sync(manager.save(state, 0))
+    checkpoints.run_sync(manager.save(state, 0))
   for round_num in range(last + 1, total_rounds + 1):
     start = time.time()
     inputs = _round_inputs(process, task, sample, round_num, seed=seed,
@@ -890,7 +569,7 @@ def _train(process, task, paths, manager, hparams, sample, *,
     if round_num % rounds_per_eval == 0 or round_num == total_rounds:
       metrics.update(evaluate(state, round_num))
     release(metrics, round_num)
-    _run_sync(manager.save(state, round_num))
+    checkpoints.run_sync(manager.save(state, round_num))
 
 
 def _round_inputs(process, task, sample, round_num, *, seed, client_dropout,

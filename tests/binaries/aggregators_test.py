@@ -24,6 +24,7 @@ from binaries import registry
 from binaries import train
 import tasks
 from tff_kd import experiment
+from tff_kd import run_directory
 from tff_kd import privacy
 
 FLAGS = flags.FLAGS
@@ -166,7 +167,7 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
         experiment_name='dp', aggregator='dp', dp_noise_multiplier=2.0,
         dp_clip='1'):
       train.main(['train'])
-      with open(experiment.output_paths(root, 'dp')['hparams']) as f:
+      with open(run_directory.output_paths(root, 'dp')['hparams']) as f:
         hparams = json.load(f)
       self.assertEqual(
           {k: hparams[k] for k in ('aggregator', 'dp_noise_multiplier',
@@ -176,8 +177,8 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
       # Resumed, the accountant continues from the checkpointed round count.
       FLAGS.rounds, FLAGS.resume = 2, True
       train.main(['train'])
-      rows = experiment.read_metrics(
-          experiment.output_paths(root, 'dp')['metrics_csv'])
+      rows = run_directory.read_metrics(
+          run_directory.output_paths(root, 'dp')['metrics_csv'])
       self.assertEqual(
           [float(r['aggregator/privacy/epsilon']) for r in rows[1:]],
           list(privacy.epsilons(2.0, 0.5, 2, 0.25)))

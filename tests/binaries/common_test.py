@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from binaries import common
 from binaries import registry
-from tff_kd import experiment
+from tff_kd import run_directory
 
 FLAGS = flags.FLAGS
 
@@ -68,11 +68,11 @@ class SettingsTest(tf.test.TestCase):
     settings = common.Settings(alpha=0.3, workers=('h:1',))
     algorithm = registry.get('fedntd')
     hparams = common.run_hparams(settings, algorithm, experiment_name='x')
-    self.assertEqual(hparams[experiment.RUNTIME_KEY], dict(
+    self.assertEqual(hparams[run_directory.RUNTIME_KEY], dict(
         workers=('h:1',), local_workers=1, clients_per_group=None,
         root_output_dir='/tmp/tff_kd',
         resume=False, debug=False, experiment_name='x'))
-    top = set(hparams) - {experiment.RUNTIME_KEY}
+    top = set(hparams) - {run_directory.RUNTIME_KEY}
     self.assertEqual(
         top, {f.name for f in dataclasses.fields(settings)}
         - set(common.RUNTIME_FLAGS) - {'algorithm_hparams',

@@ -16,6 +16,7 @@ import tqdm
 from binaries import common
 from binaries import compare
 from tff_kd import experiment
+from tff_kd import run_directory
 
 FLAGS = flags.FLAGS
 
@@ -55,7 +56,7 @@ class CompareTest(tf.test.TestCase):
                                     root_output_dir=again)):
       compare.main(['compare'])
     for name in ('fedavg', 'fedntd'):
-      a, b = (experiment.read_metrics(experiment.output_paths(
+      a, b = (run_directory.read_metrics(run_directory.output_paths(
           r, f'{name}_seed1')['metrics_csv']) for r in (root, again))
       for row_a, row_b in zip(a, b):
         for key in row_a:
@@ -76,10 +77,10 @@ class CompareTest(tf.test.TestCase):
       table = f.read()
     self.assertIn('| fedavg |', table)
     self.assertIn('round 1', table)
-    fedavg = experiment.read_metrics(
-        experiment.output_paths(root, 'fedavg_seed0')['metrics_csv'])
-    seed1 = experiment.read_metrics(
-        experiment.output_paths(root, 'fedavg_seed1')['metrics_csv'])
+    fedavg = run_directory.read_metrics(
+        run_directory.output_paths(root, 'fedavg_seed0')['metrics_csv'])
+    seed1 = run_directory.read_metrics(
+        run_directory.output_paths(root, 'fedavg_seed1')['metrics_csv'])
     self.assertAlmostEqual(
         float(first[0]['final_accuracy_mean']),
         (float(fedavg[-1][experiment.ACCURACY_KEY])
@@ -97,8 +98,8 @@ class CompareTest(tf.test.TestCase):
     rows = _read_summary(root)
     self.assertEqual([r['algorithm'] for r in rows],
                      ['feddf[cnn]', 'feddf[mlp]'])
-    metrics = experiment.read_metrics(
-        experiment.output_paths(root, 'feddf_seed0')['metrics_csv'])
+    metrics = run_directory.read_metrics(
+        run_directory.output_paths(root, 'feddf_seed0')['metrics_csv'])
     self.assertEqual(  # mlp, the first prototype, is the task's model.
         metrics[-1][experiment.ACCURACY_KEY],
         metrics[-1][experiment.prototype_accuracy_key('mlp')])
@@ -146,11 +147,11 @@ class RunComparisonTest(tf.test.TestCase):
     with open(os.path.join(root, 'summary.md')) as f:
       self.assertEqual(summary.markdown, f.read())
     self.assertIn('seeds 1', summary.markdown)
-    hparams_path = experiment.output_paths(root, 'fedavg_seed1')['hparams']
+    hparams_path = run_directory.output_paths(root, 'fedavg_seed1')['hparams']
     with open(hparams_path) as f:
       hparams = json.load(f)
     self.assertEqual(hparams['seed'], 1)
-    self.assertEqual(hparams[experiment.RUNTIME_KEY], dict(
+    self.assertEqual(hparams[run_directory.RUNTIME_KEY], dict(
         workers=[], local_workers=1, clients_per_group=None,
         root_output_dir=root, resume=False,
         debug=False, algorithms=['fedavg'], seeds=[1], target_accuracy=0.5,
@@ -162,7 +163,7 @@ class RunComparisonTest(tf.test.TestCase):
         algorithms=['fedavg'], seeds=['1'], report_rounds=['1'],
         target_accuracy=0.5):
       compare.main(['compare'])
-    a, b = (experiment.read_metrics(experiment.output_paths(
+    a, b = (run_directory.read_metrics(run_directory.output_paths(
         r, 'fedavg_seed1')['metrics_csv']) for r in (root, by_flags))
     self.assertEqual(len(a), len(b))
     for row_a, row_b in zip(a, b):
@@ -174,11 +175,11 @@ class RunComparisonTest(tf.test.TestCase):
         for key in row_a:
           if 'seconds' not in key:
             self.assertEqual(row_a[key], row_b[key], key)
-    with open(experiment.output_paths(by_flags, 'fedavg_seed1')['hparams']) as f:
+    with open(run_directory.output_paths(by_flags, 'fedavg_seed1')['hparams']) as f:
       by_flags_hparams = json.load(f)
-    runtime = by_flags_hparams.pop(experiment.RUNTIME_KEY)
+    runtime = by_flags_hparams.pop(run_directory.RUNTIME_KEY)
     self.assertEqual(runtime['root_output_dir'], by_flags)
-    hparams.pop(experiment.RUNTIME_KEY)
+    hparams.pop(run_directory.RUNTIME_KEY)
     self.assertEqual(hparams, by_flags_hparams)
 
   def test_a_bad_configuration_is_refused(self):
@@ -224,7 +225,7 @@ class BadFlagsTest(tf.test.TestCase):
         compare.main(['compare'])
     self.assertFalse(os.path.exists(os.path.join(root, 'results')))
     # The failed comparison let go of the root.
-    experiment.RunLock(root, 'another comparison').release()
+    run_directory.RunLock(root, 'another comparison').release()
 
 
 class RootLockTest(tf.test.TestCase):
@@ -233,7 +234,7 @@ class RootLockTest(tf.test.TestCase):
     root = self.create_tempdir().full_path
     # The first comparison's lock, as its process holds it: flock locks of
     # two open files conflict within one process too.
-    held = experiment.RunLock(root, 'the first comparison')
+    held = run_directory.RunLock(root, 'the first comparison')
     try:
       with flagsaver.flagsaver(
           task='digits', model='mlp', num_clients=4, clients_per_round=2,

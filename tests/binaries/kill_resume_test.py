@@ -15,7 +15,7 @@ import tensorflow as tf
 import processes
 
 from tff_kd import client_store
-from tff_kd import experiment
+from tff_kd import run_directory
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 _FLAGS = ['--task=digits', '--model=mlp', '--num_clients=4',
@@ -59,8 +59,8 @@ class KillResumeTest(tf.test.TestCase, parameterized.TestCase):
     resumed.communicate(timeout=600)
     self.assertEqual(resumed.returncode, 0)
     rows = {
-        run: experiment.read_metrics(
-            experiment.output_paths(root, run)['metrics_csv'])
+        run: run_directory.read_metrics(
+            run_directory.output_paths(root, run)['metrics_csv'])
         for run in ('full', 'killed')
     }
     final = {run: [r for r in rows[run] if r['round_num'] == '4'][-1]
@@ -71,7 +71,7 @@ class KillResumeTest(tf.test.TestCase, parameterized.TestCase):
     if name == 'dsfl':  # Every client's state, from the client stores.
       states = {
           run: client_store.read_version(
-              experiment.output_paths(root, run)['client_store'], 4)
+              run_directory.output_paths(root, run)['client_store'], 4)
           for run in ('full', 'killed')}
       self.assertNotEmpty(states['full'])
       self.assertCountEqual(states['full'], states['killed'])

@@ -27,6 +27,7 @@ from binaries import registry
 from binaries import train
 import tasks
 from tff_kd import experiment
+from tff_kd import run_directory
 
 FLAGS = flags.FLAGS
 
@@ -48,10 +49,10 @@ def _train(root, *args):
     train.main(argv[:1])
     name = common.default_run_name(common.Settings.from_flags(),
                                    FLAGS.algorithm)
-  paths = experiment.output_paths(root, name)
+  paths = run_directory.output_paths(root, name)
   with open(paths['hparams']) as f:
     hparams = json.load(f)
-  return name, experiment.read_metrics(paths['metrics_csv']), hparams
+  return name, run_directory.read_metrics(paths['metrics_csv']), hparams
 
 
 def _digits_npz(path, **extra):

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from binaries import registry
 from binaries import results
-from tff_kd import experiment
+from tff_kd import run_directory
 
 FLAGS = flags.FLAGS
 
@@ -67,13 +67,13 @@ class ResultsTest(tf.test.TestCase):
       before = flag_state()
       results.main(['results'])
       self.assertEqual(flag_state(), before)
-    with open(experiment.output_paths(
+    with open(run_directory.output_paths(
         os.path.join(root, 'digits_iid'), 'fedavg_seed0')['hparams']) as f:
       hparams = json.load(f)
     self.assertEqual(hparams['task'], 'digits')
     self.assertEqual(hparams['partition'], 'iid')
     self.assertEqual(hparams['alpha'], 0.3)  # --alpha: an iid setting keeps it.
-    runtime = hparams[experiment.RUNTIME_KEY]
+    runtime = hparams[run_directory.RUNTIME_KEY]
     self.assertEqual(runtime['root_output_dir'],
                      os.path.join(root, 'digits_iid'))
     self.assertEqual((runtime['tasks'], runtime['alphas'], runtime['page']),

@@ -22,6 +22,7 @@ from binaries import registry
 from binaries import train
 import tasks
 from tff_kd import experiment
+from tff_kd import run_directory
 
 FLAGS = flags.FLAGS
 _ACC = experiment.ACCURACY_KEY
@@ -32,8 +33,8 @@ _SMALL = dict(
 
 
 def _rows(root, name):
-  return experiment.read_metrics(
-      experiment.output_paths(root, name)['metrics_csv']
+  return run_directory.read_metrics(
+      run_directory.output_paths(root, name)['metrics_csv']
   )
 
 
@@ -45,7 +46,7 @@ class TrainTest(tf.test.TestCase):
         rounds=2, root_output_dir=root, experiment_name='smoke', **_SMALL
     ):
       train.main(['train'])
-    paths = experiment.output_paths(root, 'smoke')
+    paths = run_directory.output_paths(root, 'smoke')
     rows = _rows(root, 'smoke')
     self.assertEqual([r['round_num'] for r in rows], ['0', '1', '2'])
     for key in [_ACC, 'evaluation/test/loss', 'training_time_in_seconds']:
@@ -107,7 +108,7 @@ class HparamsTest(tf.test.TestCase):
                              ntd_beta=0.5, local_epochs=1, **_SMALL):
       train.main(['train'])
       values = {name: FLAGS[name].value for name in FLAGS}
-    with open(experiment.output_paths(root, 'every_flag')['hparams']) as f:
+    with open(run_directory.output_paths(root, 'every_flag')['hparams']) as f:
       hparams = json.load(f)
     by_module = FLAGS.flags_by_module_dict()
     defined = {flag.name for module in ('binaries.common', 'binaries.train')
@@ -128,20 +129,20 @@ class HparamsTest(tf.test.TestCase):
                      flag for flag, (_, optimizer, _) in
                      common.OPTIMIZER_HPARAM_FLAGS.items()
                      if optimizer != 'sgd'}
-    self.assertEqual(set(hparams) - {experiment.RUNTIME_KEY},
+    self.assertEqual(set(hparams) - {run_directory.RUNTIME_KEY},
                      (defined - other_algorithms - runtime - unused)
                      | {'data_digest'})
-    self.assertEqual(set(hparams[experiment.RUNTIME_KEY]), runtime)
+    self.assertEqual(set(hparams[run_directory.RUNTIME_KEY]), runtime)
     with flagsaver.flagsaver(local_epochs=1, **_SMALL):
       self.assertEqual(hparams['data_digest'], common.create_task(
           common.Settings.from_flags()).data_digest())
     for name, value in hparams.items():
-      if name not in (experiment.RUNTIME_KEY, 'data_digest'):
+      if name not in (run_directory.RUNTIME_KEY, 'data_digest'):
         self.assertEqual(value, _json(values[name]), name)
-    for name, value in hparams[experiment.RUNTIME_KEY].items():
+    for name, value in hparams[run_directory.RUNTIME_KEY].items():
       self.assertEqual(value, _json(values[name]), name)
     self.assertEqual(hparams['ntd_beta'], 0.5)
-    self.assertEqual(hparams[experiment.RUNTIME_KEY]['experiment_name'],
+    self.assertEqual(hparams[run_directory.RUNTIME_KEY]['experiment_name'],
                      'every_flag')
 
   def test_resume_compares_every_run_defining_flag_and_no_runtime_one(self):
@@ -157,7 +158,7 @@ class HparamsTest(tf.test.TestCase):
         'compression'] + ('use_synthetic_data',)
 
     def finished(changed):
-      return experiment.finished_run(root, 'run', 1, common.run_hparams(
+      return run_directory.finished_run(root, 'run', 1, common.run_hparams(
           changed, algorithm, task=task, experiment_name='run'))
 
     self.assertIsNotNone(finished(settings))
@@ -168,7 +169,7 @@ class HparamsTest(tf.test.TestCase):
       changed = dataclasses.replace(
           settings, **{name: _another(getattr(settings, name))})
       if (name in common.RUNTIME_FLAGS + unused
-          or name in experiment.RESUMABLE_HPARAMS):
+          or name in run_directory.RESUMABLE_HPARAMS):
         self.assertIsNotNone(finished(changed), name)
       else:
         self.assertIsNone(finished(changed), name)
@@ -185,11 +186,11 @@ class HparamsTest(tf.test.TestCase):
           settings, algorithm_hparams=dict(
               settings.algorithm_hparams,
               **{name: _another(settings.algorithm_hparams[name])}))), name)
-    self.assertIsNone(experiment.finished_run(root, 'run', 1, common.run_hparams(
+    self.assertIsNone(run_directory.finished_run(root, 'run', 1, common.run_hparams(
         settings, registry.get('fedavg'), task=task, experiment_name='run')))
     # The same flags on other data.
     other_data = mock.Mock(data_digest=lambda: 'another digest')
-    self.assertIsNone(experiment.finished_run(root, 'run', 1, common.run_hparams(
+    self.assertIsNone(run_directory.finished_run(root, 'run', 1, common.run_hparams(
         settings, algorithm, task=other_data, experiment_name='run')))
 
   def test_a_run_recorded_before_the_runtime_entry_resumes(self):
@@ -198,7 +199,7 @@ class HparamsTest(tf.test.TestCase):
                              local_epochs=1, **_SMALL):
       FLAGS.rounds = 1
       train.main(['train'])
-      path = experiment.output_paths(root, 'old')['hparams']
+      path = run_directory.output_paths(root, 'old')['hparams']
       with open(path) as f:
         hparams = json.load(f)
       # The keys written before hparams.json recorded every flag; the flags
@@ -228,7 +229,7 @@ class HparamsTest(tf.test.TestCase):
       train.main(['train'])
     self.assertEqual(_rows(root, 'old')[-1]['round_num'], '2')
     with open(path) as f:
-      self.assertTrue(json.load(f)[experiment.RUNTIME_KEY]['debug'])
+      self.assertTrue(json.load(f)[run_directory.RUNTIME_KEY]['debug'])
 
 
 class BadFlagsTest(tf.test.TestCase):
@@ -382,7 +383,7 @@ class ChangedInputsTest(tf.test.TestCase):
     with flagsaver.flagsaver():
       FLAGS(argv + ['--rounds=1'])
       train.main(argv[:1])
-    with open(experiment.output_paths(root, 'run')['hparams']) as f:
+    with open(run_directory.output_paths(root, 'run')['hparams']) as f:
       digest = json.load(f)['data_digest']
     write(1)  # Client 0 now holds other examples.
     with flagsaver.flagsaver():
@@ -474,7 +475,7 @@ class ProcessTest(tf.test.TestCase):
             '--clients_per_round=2', '--rounds=400', '--rounds_per_eval=400',
             f'--root_output_dir={root}', '--experiment_name=run']
     child = _train_process(args, marker, at_a_terminal=True)
-    checkpoints = experiment.output_paths(root, 'run')['checkpoints']
+    checkpoints = run_directory.output_paths(root, 'run')['checkpoints']
     deadline = time.monotonic() + 240
     while not (os.path.isdir(checkpoints) and any(
         n.startswith('program_state_') for n in os.listdir(checkpoints))):

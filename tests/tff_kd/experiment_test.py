@@ -20,6 +20,8 @@ import tiny
 from tff_kd import algorithms
 from tff_kd import client_store
 from tff_kd import experiment
+from tff_kd import checkpoints
+from tff_kd import run_directory
 
 
 def _task():
@@ -45,12 +47,12 @@ class CheckpointTest(tf.test.TestCase):
     reference = self._run(process, task, self.create_tempdir().full_path, 3,
                           resume=False)
     self._run(process, task, root, 2, resume=False)
-    checkpoints = experiment.output_paths(root, 'run')['checkpoints']
-    self.assertCountEqual(os.listdir(checkpoints),
+    saved = run_directory.output_paths(root, 'run')['checkpoints']
+    self.assertCountEqual(os.listdir(saved),
                           ['program_state_1', 'program_state_2'])
     # A save killed midway left a partial directory: it is not a version.
-    os.makedirs(os.path.join(checkpoints, '.partial', 'program_state_3'))
-    latest = os.path.join(checkpoints, 'program_state_2')
+    os.makedirs(os.path.join(saved, '.partial', 'program_state_3'))
+    latest = os.path.join(saved, 'program_state_2')
     for dirpath, _, files in os.walk(latest):
       for name in files:
         with open(os.path.join(dirpath, name), 'r+b') as f:
@@ -62,7 +64,7 @@ class CheckpointTest(tf.test.TestCase):
     self.assertEqual(rows[-1]['round_num'], '3')
     self.assertEqual(rows[-1][experiment.ACCURACY_KEY],
                      reference[-1][experiment.ACCURACY_KEY])
-    self.assertCountEqual(os.listdir(checkpoints),
+    self.assertCountEqual(os.listdir(saved),
                           ['program_state_2', 'program_state_3'])
 
   def test_resume_restores_every_client_state_exactly(self):
@@ -77,25 +79,25 @@ class CheckpointTest(tf.test.TestCase):
     # Killed after the store committed round 2 but before its program state
     # was written: the resumed run continues from round 1, and the store's
     # version 2 is discarded.
-    checkpoints = experiment.output_paths(roots[1], 'run')['checkpoints']
-    tf.io.gfile.rmtree(os.path.join(checkpoints, 'program_state_2'))
+    saved = run_directory.output_paths(roots[1], 'run')['checkpoints']
+    tf.io.gfile.rmtree(os.path.join(saved, 'program_state_2'))
     resumed = self._run(process, task, roots[1], 3, resume=True)
     self.assertEqual(full[-1], {**resumed[-1], **{
         k: full[-1][k] for k in full[-1] if 'time' in k}})
     # The datasets built by the trainer, not on the worker: the same numbers.
-    checkpoints = []
+    saves = []
     trainer_data = self._run(process, task, self.create_tempdir().full_path,
                              3, resume=False, data_on_workers=False,
-                             on_checkpoint=checkpoints.append)
+                             on_checkpoint=saves.append)
     for a, b in zip(full, trainer_data):
       self.assertEqual(a, {**b, **{k: a[k] for k in a if 'time' in k}})
-    self.assertEqual([c['version'] for c in checkpoints], [0, 1, 2, 3])
+    self.assertEqual([c['version'] for c in saves], [0, 1, 2, 3])
     self.assertTrue(all(c['program_state_bytes'] > 0
-                        and c['store_commit_bytes'] > 0 for c in checkpoints))
+                        and c['store_commit_bytes'] > 0 for c in saves))
     states = []
     for root in roots:
-      paths = experiment.output_paths(root, 'run')
-      manager = experiment.CheckpointManager(paths["checkpoints"])
+      paths = run_directory.output_paths(root, 'run')
+      manager = checkpoints.CheckpointManager(paths["checkpoints"])
       # Not asyncio.run: it would leave no event loop for the next test's
       # tff.simulation.run_training_process.
       loop = asyncio.new_event_loop()
@@ -210,7 +212,7 @@ class RunIntegrityTest(tf.test.TestCase):
 
   def test_resume_with_other_settings_is_refused_and_changes_nothing(self):
     self._run(2)
-    paths = experiment.output_paths(self.root, 'run')
+    paths = run_directory.output_paths(self.root, 'run')
     with open(paths['hparams']) as f:
       before = f.read()
     with self.assertRaisesRegex(
@@ -220,7 +222,7 @@ class RunIntegrityTest(tf.test.TestCase):
       self._run(1, resume=True)
     with open(paths['hparams']) as f:
       self.assertEqual(f.read(), before)
-    self.assertLen(experiment.read_metrics(paths['metrics_csv']), 3)
+    self.assertLen(run_directory.read_metrics(paths['metrics_csv']), 3)
     rows = self._run(3, resume=True)  # More rounds may be asked for.
     self.assertEqual(rows[-1]['round_num'], '3')
     with open(paths['hparams']) as f:
@@ -228,12 +230,12 @@ class RunIntegrityTest(tf.test.TestCase):
 
   def test_a_run_without_its_checkpoints_is_not_overwritten(self):
     self._run(1)
-    paths = experiment.output_paths(self.root, 'run')
+    paths = run_directory.output_paths(self.root, 'run')
     tf.io.gfile.rmtree(paths['checkpoints'])
     for resume in (False, True):
       with self.assertRaisesRegex(FileExistsError, 'results/run exists'):
         self._run(1, resume=resume)
-    self.assertLen(experiment.read_metrics(paths['metrics_csv']), 2)
+    self.assertLen(run_directory.read_metrics(paths['metrics_csv']), 2)
 
   def test_names_that_leave_the_root_are_refused(self):
     for name in ('/abs', '../..', 'a/b', '..', ''):
@@ -243,19 +245,19 @@ class RunIntegrityTest(tf.test.TestCase):
             root_output_dir=self.root, experiment_name=name)
 
   def test_a_second_process_on_the_run_is_refused(self):
-    results = experiment.output_paths(self.root, 'run')['results']
+    results = run_directory.output_paths(self.root, 'run')['results']
     os.makedirs(results)
-    lock = experiment.RunLock(results, 'run')
+    lock = run_directory.RunLock(results, 'run')
     child = subprocess.run(
         [sys.executable, '-c',
-         'import sys; from tff_kd import experiment; '
-         'experiment.RunLock(sys.argv[1], "run")', results],
+         'import sys; from tff_kd import run_directory; '
+         'run_directory.RunLock(sys.argv[1], "run")', results],
         capture_output=True, text=True, check=False)
     lock.release()
     self.assertNotEqual(child.returncode, 0)
     self.assertIn(f'in use by another process (pid {os.getpid()})',
                   child.stderr)
-    experiment.RunLock(results, 'run').release()  # Free again.
+    run_directory.RunLock(results, 'run').release()  # Free again.
 
   def test_a_non_finite_model_stops_the_run_and_keeps_its_checkpoint(self):
     process = algorithms.build_fedavg(
@@ -265,8 +267,8 @@ class RunIntegrityTest(tf.test.TestCase):
     with self.assertRaisesRegex(FloatingPointError,
                                 r'Round 1 .*non-finite.*\(round 0\)'):
       self._run(3, process=process)
-    checkpoints = experiment.output_paths(self.root, 'run')['checkpoints']
-    self.assertEqual(os.listdir(checkpoints), ['program_state_0'])
+    saved = run_directory.output_paths(self.root, "run")["checkpoints"]
+    self.assertEqual(os.listdir(saved), ['program_state_0'])
 
   def test_a_model_whose_test_loss_is_not_finite_stops_the_run(self):
     # A server step so large that the weights stay finite (about 1e30) but
@@ -281,11 +283,11 @@ class RunIntegrityTest(tf.test.TestCase):
         r'evaluation/test/loss is nan; .*\(round 0\)\. Lower the learning '
         'rates'):
       self._run(3, process=process)
-    paths = experiment.output_paths(self.root, 'run')
+    paths = run_directory.output_paths(self.root, 'run')
     self.assertEqual(os.listdir(paths['checkpoints']), ['program_state_0'])
     # Round 1's metrics were not written.
     self.assertEqual([r['round_num'] for r in
-                      experiment.read_metrics(paths['metrics_csv'])], ['0'])
+                      run_directory.read_metrics(paths['metrics_csv'])], ['0'])
 
   def test_a_non_finite_training_loss_stops_the_run_unless_none_trained(self):
 
@@ -328,7 +330,7 @@ class RunIntegrityTest(tf.test.TestCase):
 
   def test_an_entry_that_is_no_checkpoint_is_named_not_counted(self):
     self._run(1)
-    paths = experiment.output_paths(self.root, 'run')
+    paths = run_directory.output_paths(self.root, 'run')
     bogus = os.path.join(paths['checkpoints'], 'program_state_99')
     for make, kind in ((lambda: open(bogus, 'w').close(), 'not a directory'),
                        (lambda: os.makedirs(bogus), 'an empty directory')):
@@ -340,7 +342,7 @@ class RunIntegrityTest(tf.test.TestCase):
       (shutil.rmtree if os.path.isdir(bogus) else os.remove)(bogus)
     self.assertCountEqual(os.listdir(paths['checkpoints']),
                           ['program_state_0', 'program_state_1'])
-    self.assertLen(experiment.read_metrics(paths['metrics_csv']), 2)
+    self.assertLen(run_directory.read_metrics(paths['metrics_csv']), 2)
 
   def test_an_output_that_cannot_be_written_is_an_error_before_training(self):
     # A fresh run whose log directory cannot be made (its parent is a file):
@@ -348,7 +350,7 @@ class RunIntegrityTest(tf.test.TestCase):
     os.makedirs(self.root, exist_ok=True)
     with open(os.path.join(self.root, 'logdir'), 'w') as f:
       f.write('not a directory')
-    paths = experiment.output_paths(self.root, 'run')
+    paths = run_directory.output_paths(self.root, 'run')
     with self.assertRaisesRegex(
         PermissionError, f'^{paths["logdir"]} is not a writable directory'):
       self._run(1)
@@ -384,10 +386,10 @@ class RunIntegrityTest(tf.test.TestCase):
         FloatingPointError, r'^Round 1: every client that trained \(2/2\) '
         r'sent a non-finite update .* keeps its last checkpoint \(round 0\)'):
       self._run(3, process=process)
-    paths = experiment.output_paths(self.root, 'run')
+    paths = run_directory.output_paths(self.root, 'run')
     self.assertEqual(os.listdir(paths['checkpoints']), ['program_state_0'])
     self.assertEqual([r['round_num'] for r in
-                      experiment.read_metrics(paths['metrics_csv'])], ['0'])
+                      run_directory.read_metrics(paths['metrics_csv'])], ['0'])
 
   def test_a_fresh_run_that_fails_early_can_be_started_again(self):
     # Round 0's evaluation fails, before the first checkpoint.
@@ -395,7 +397,7 @@ class RunIntegrityTest(tf.test.TestCase):
                            return_value=lambda weights, data: 1 / 0):
       with self.assertRaises(ZeroDivisionError):
         self._run(1)
-    paths = experiment.output_paths(self.root, 'run')
+    paths = run_directory.output_paths(self.root, 'run')
     for key in ('checkpoints', 'results', 'logdir'):
       self.assertFalse(os.path.exists(paths[key]), key)
     self._run(1)  # Not blocked by what the failed start left.
@@ -408,8 +410,8 @@ class RunIntegrityTest(tf.test.TestCase):
     evaluated = [r['round_num'] for r in rows
                  if r.get(experiment.ACCURACY_KEY)]
     self.assertEqual(evaluated, ['0', '3'])
-    checkpoints = experiment.output_paths(self.root, 'run')['checkpoints']
-    self.assertCountEqual(os.listdir(checkpoints),
+    saved = run_directory.output_paths(self.root, 'run')['checkpoints']
+    self.assertCountEqual(os.listdir(saved),
                           ['program_state_2', 'program_state_3'])
 
 
