@@ -41,18 +41,21 @@ from tff_kd import privacy
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_HERE)
 
-RUNS_DIR = flags.DEFINE_string(
-    'runs_dir', None, 'Where the runs go (resumable); unset: write the page '
-    'from the store alone.')
-JOBS = flags.DEFINE_integer('jobs', 1, 'Runs at a time.')
-SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Seeds.')
-ONLY = flags.DEFINE_list(
-    'only', [], 'Run only these settings or variants (all when empty).')
-STORE = flags.DEFINE_string(
-    'store', os.path.join(_REPO, 'docs', 'claims', 'curves.csv'),
-    'The stored curves.')
-PAGE = flags.DEFINE_string(
-    'page', os.path.join(_REPO, 'docs', 'CLAIMS.md'), 'The page written.')
+def _define_flags():
+  """The flags, defined when run as a program (importing defines none)."""
+  flags.DEFINE_string(
+      'runs_dir', None, 'Where the runs go (resumable); unset: write the '
+      'page from the store alone.')
+  flags.DEFINE_integer('jobs', 1, 'Runs at a time.')
+  flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Seeds.')
+  flags.DEFINE_list(
+      'only', [], 'Run only these settings or variants (all when empty).')
+  flags.DEFINE_string(
+      'store', os.path.join(_REPO, 'docs', 'claims', 'curves.csv'),
+      'The stored curves.')
+  flags.DEFINE_string(
+      'page', os.path.join(_REPO, 'docs', 'CLAIMS.md'), 'The page written.')
+
 
 ROUNDS = 100
 # The offline settings: MNIST-1D (40-d signals, 10 classes; 4,000 training
@@ -454,18 +457,20 @@ def write_page(store: str, page: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  unknown = sorted(set(ONLY.value) - set(SETTINGS) - set(VARIANTS))
+  values = flags.FLAGS
+  unknown = sorted(set(values.only) - set(SETTINGS) - set(VARIANTS))
   if unknown:
     raise app.UsageError(f'--only names unknown settings or variants '
                          f'{unknown}; choose from {sorted(SETTINGS)} and '
                          f'{sorted(VARIANTS)}.')
-  if JOBS.value < 1:
-    raise app.UsageError(f'--jobs must be >= 1; got {JOBS.value}.')
-  if RUNS_DIR.value:
-    run_missing(RUNS_DIR.value, [int(s) for s in SEEDS.value],
-                ONLY.value, STORE.value, JOBS.value)
-  write_page(STORE.value, PAGE.value)
+  if values.jobs < 1:
+    raise app.UsageError(f'--jobs must be >= 1; got {values.jobs}.')
+  if values.runs_dir:
+    run_missing(values.runs_dir, [int(s) for s in values.seeds],
+                values.only, values.store, values.jobs)
+  write_page(values.store, values.page)
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
