@@ -71,6 +71,7 @@ _TF_IMPORTED = time.time()
 import tensorflow_federated as tff
 
 _TFF_IMPORTED = time.time()
+import binaries
 from binaries import common
 from binaries import registry
 import tasks
@@ -1075,14 +1076,6 @@ def _process_step_fn(process, datasets):
   return step
 
 
-def _commit() -> str:
-  try:
-    return subprocess.run(
-        ['git', 'rev-parse', '--short', 'HEAD'], cwd=_REPO_ROOT, check=True,
-        capture_output=True, text=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
 
 def main(argv):
   if len(argv) > 1:
@@ -1166,7 +1159,7 @@ def main(argv):
   lines = [
       '# Performance',
       '',
-      f'Measured by `{command}` at commit {_commit()} (all figures from one '
+      f'Measured by `{command}` at commit {binaries.git_commit()} (all figures from one '
       f'run; medians over {timed} rounds after {warmup} warm-up rounds, the '
       'rounds compared in a table interleaved), on a machine with '
       f'{cores} cores and no GPU. Load average (1, 5, 15 min) at the start: '

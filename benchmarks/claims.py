@@ -33,6 +33,7 @@ from absl import flags
 import numpy as np
 from scipy import stats
 
+import binaries
 from tasks import data
 from tff_kd import experiment
 from tff_kd import run_directory
@@ -200,14 +201,6 @@ FIELDS = ('setting', 'variant', 'seed', 'round', 'test_accuracy',
           'validation_accuracy', 'mb', 'commit')
 
 
-def _commit() -> str:
-  try:
-    return subprocess.run(
-        ['git', 'rev-parse', '--short', 'HEAD'], cwd=_REPO, check=True,
-        capture_output=True, text=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
 
 def run_flags(setting: str, variant: str, seed: int, root: str) -> list[str]:
   """The `binaries.train` flags of one run."""
@@ -292,7 +285,7 @@ def run_missing(root: str, seeds: Sequence[int], only: Sequence[str],
         'stored).', flush=True)
   os.makedirs(root, exist_ok=True)
   write_public(root)
-  commit = _commit()
+  commit = binaries.git_commit()
   new_file = not os.path.exists(store)
   os.makedirs(os.path.dirname(store), exist_ok=True)
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool, \

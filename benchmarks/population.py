@@ -68,6 +68,7 @@ from absl import app
 from absl import flags
 import psutil
 
+import binaries
 from benchmarks import memory
 
 OUTPUT = flags.DEFINE_string('output', None, 'JSON file of the results.')
@@ -599,22 +600,6 @@ def _markdown(results, before, model_mb, results_path):
   return '\n\n'.join(parts) + '\n'
 
 
-def _commit(tree):
-  """The short commit of `tree` (None: this checkout), or 'unknown'.
-
-  A copy outside git (an unpacked archive) or a machine without git still
-  measures: the page then says the commit is unknown.
-  """
-  try:
-    return subprocess.run(
-        ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-        text=True, check=True,
-        cwd=tree or os.path.dirname(os.path.abspath(__file__)),
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
-
 def _check_writable(flag, path):
   """`path` can be written as a file: not a directory, its directory there."""
   directory = os.path.dirname(os.path.abspath(path))
@@ -729,7 +714,7 @@ def main(argv):
         f'--task={TASK.value} (--populations, --sweep_population)'))
     results = dict(
         command=' '.join(['python -m benchmarks.population'] + sys.argv[1:]),
-        commit=_commit(TREE.value),
+        commit=binaries.git_commit(TREE.value),
         cores=os.cpu_count(), task=TASK.value,
         sweep_population=SWEEP_POPULATION.value, rounds=ROUNDS.value,
         tree=TREE.value)

@@ -23,12 +23,12 @@ import dataclasses
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 
 from absl import app
 from absl import flags
 
+import binaries
 from binaries import common
 from binaries import compare
 from binaries import registry
@@ -185,16 +185,6 @@ def _check_split(settings: common.Settings, alpha: str) -> None:
         f'{settings.seed}): {e}') from None
 
 
-def _commit() -> str:
-  try:
-    return subprocess.run(
-        ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-        text=True, check=True, cwd=os.path.dirname(__file__),
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
-
 def _command(page: str, algorithms: list[str]) -> str:
   """The invocation: every flag of the binaries not at its default, and the
   algorithms run."""
@@ -286,7 +276,7 @@ def main(argv):
   with open(PAGE.value, 'w') as f:
     f.write(
         '# Results: every algorithm, every setting\n\n'
-        f'Generated at commit {_commit()} by\n\n'
+        f'Generated at commit {binaries.git_commit()} by\n\n'
         f'```\n{_command(PAGE.value, list(base.algorithms))}\n```\n\n'
         'Other flags at their defaults (see README). Final test accuracy, '
         'mean +- std over seeds (`algorithm[clients]`: the mean over all '
