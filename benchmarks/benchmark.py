@@ -1159,7 +1159,8 @@ def main(argv):
   lines = [
       '# Performance',
       '',
-      f'Measured by `{command}` at commit {binaries.git_commit()} (all figures from one '
+      f'Measured by `{command}` at commit {binaries.git_commit()} '
+      '(all figures from one '
       f'run; medians over {timed} rounds after {warmup} warm-up rounds, the '
       'rounds compared in a table interleaved), on a machine with '
       f'{cores} cores and no GPU. Load average (1, 5, 15 min) at the start: '

@@ -1,4 +1,4 @@
-r"""The papers' headline claims, each tested offline by one rule; writes docs/CLAIMS.md.
+r"""The papers' headline claims, tested offline by one rule: docs/CLAIMS.md.
 
   python -m benchmarks.claims --runs_dir=DIR --jobs=2   # runs, then the page
   python -m benchmarks.claims                                  # the page alone

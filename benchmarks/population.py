@@ -662,7 +662,8 @@ def _check_flags():
       os.path.join(TREE.value, 'binaries', 'population.py')):
     raise flags.ValidationError(
         f'--tree={TREE.value!r} is not a checkout holding '
-        'benchmarks/population.py (copy this file, benchmarks/memory.py and the '
+        'benchmarks/population.py (copy this file, benchmarks/memory.py and '
+        'the '
         'task in).')
   if TASK.value not in tasks.OUR_TASKS:  # It splits them into populations.
     raise flags.ValidationError(

@@ -1,4 +1,4 @@
-r"""Plain PyTorch FedAvg: the reference `benchmarks.benchmark` times ours against.
+r"""Plain PyTorch FedAvg: what `benchmarks.benchmark` times ours against.
 
 No FL library, only torch: the PyTorch peers' CNN (Conv2D 32 3x3 same + ReLU
 + MaxPool 2, Dense 64 ReLU, Dense 10: 33,802 parameters on 8x8x1 digits);
@@ -225,7 +225,8 @@ def run(args) -> dict:
 def main(argv) -> None:
   parser = argparse.ArgumentParser(
       prog='python -m benchmarks.torch_reference',
-      description='Plain PyTorch FedAvg, the reference of benchmarks.benchmark.')
+      description='Plain PyTorch FedAvg, the reference of '
+      'benchmarks.benchmark.')
   commands = parser.add_subparsers(dest='command', required=True)
   commands.add_parser('serve', help='Answer the benchmark over stdin/stdout.')
   whole = commands.add_parser('run', help='Train every round of an .npz.')

@@ -32,9 +32,9 @@ import tensorflow_federated as tff
 from binaries import registry
 import tasks
 from tff_kd import experiment
-from tff_kd import run_directory
 from tff_kd import optimizers
 from tff_kd import privacy
+from tff_kd import run_directory
 from tff_kd import runtime
 
 # Task and data.
@@ -128,12 +128,9 @@ for _prefix in ('client', 'server'):
       OPTIMIZER_HPARAM_FLAGS[_flag] = (_prefix, _optimizer, _key)
       flags.DEFINE_float(_flag, _default,
                          f'{_prefix.capitalize()} {_optimizer}: {_key}.')
-      flags.register_validator(
-          _flag,
-          (lambda v: v is not None and math.isfinite(v) and v > 0)
-          if _key == 'epsilon' else (lambda v: v is not None and 0 <= v < 1),
-          f'--{_flag} must be '
-          + ('finite and > 0.' if _key == 'epsilon' else 'in [0, 1).'))
+      _ok, _requirement = optimizers.hparam_range(_key)
+      flags.register_validator(_flag, _ok,
+                               f'--{_flag} must be {_requirement}.')
 flags.register_validator(
     'client_weight_decay', lambda v: v is not None and 0 <= v < 1,
     '--client_weight_decay must be in [0, 1).')
@@ -770,8 +767,8 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
   `algorithm`, the algorithm's own flags (the flags of the other algorithms
   are not the run's: giving one is an error) and `data_digest`,
   `task.data_digest()`, so that changed inputs (a split file, an .npz, a
-  dataset) are not resumed. Under `run_directory.RUNTIME_KEY`, recorded and never
-  compared: `RUNTIME_FLAGS` and `runtime_flags`, the binary's own flags that
+  dataset) are not resumed. Under `run_directory.RUNTIME_KEY`, recorded and
+  never compared: `RUNTIME_FLAGS` and `runtime_flags`, the binary's own flags that
   change no number (train's --experiment_name, compare's --algorithms,
   --seeds, ...).
 

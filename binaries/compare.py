@@ -8,8 +8,8 @@ same for every algorithm. Each run is an experiment named {algorithm}_seed{s}
 under DIR (see binaries/train.py for the layout); --resume continues them.
 Writes DIR/summary.csv and DIR/summary.md and prints the table: the final
 test accuracy and the selected one (the test accuracy of the round with the
-best accuracy on the labelled validation split; mean +- std over seeds), accuracy at --report_rounds, the
-mean first round reaching --target_accuracy, MB uploaded and downloaded over
+best accuracy on the labelled validation split; mean +- std over seeds),
+accuracy at --report_rounds, the mean first round reaching --target_accuracy, MB uploaded and downloaded over
 all rounds (all clients; from the TFF types of what travels), and the training
 seconds (sum of the rounds' training time, evaluation excluded); rows
 marked (L) used the server's labelled validation split; under
@@ -422,8 +422,8 @@ def _compare(config: Config, algorithms) -> Summary:
     # The last round is always evaluated; round 0 (the untrained model)
     # is neither selected nor counted as reaching the target.
     final = [curve[max(curve)] for curve in curves]
-    selected = [experiment.selected_accuracy(curve, validation) for curve, validation
-                in zip(curves, result['validation'])]
+    selected = [experiment.selected_accuracy(curve, validation)
+                for curve, validation in zip(curves, result['validation'])]
     if None in selected:
       selected = []
     at = [[curve.get(r, np.nan) for curve in curves] for r in report_rounds]

@@ -8,8 +8,9 @@ the server splits, prototypes and distillation inputs) and turns them into
 the explicit arguments of the library's `tff_kd.algorithms.build_*`
 functions.
 Each entry's `build(task, *, client_optimizer, server_optimizer,
-clients_per_round, model_aggregator=None, fusion_aggregator=None, **hparams)` (the
-optimizers: `tff_kd.optimizers.OptimizerConfig`s) returns a `tff.learning.templates.LearningProcess` for the task, or for the
+clients_per_round, model_aggregator=None, fusion_aggregator=None, **hparams)`
+(the optimizers: `tff_kd.optimizers.OptimizerConfig`s) returns a
+`tff.learning.templates.LearningProcess` for the task, or for the
 algorithms whose clients keep their own models (FD, DS-FL, FedAD) a
 `tff_kd.stateful_clients.StatefulClientsProcess`. `model_aggregator` and
 `fusion_aggregator` (a mapping knowledge field -> factory; None: the

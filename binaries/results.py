@@ -284,7 +284,8 @@ def main(argv):
         + _overview(summaries) +
         '\nEach setting\'s table: final and selected test accuracy (the '
         'round with the best accuracy on the labelled validation split, '
-        'reported on test; mean +- std over seeds), accuracy at fixed rounds, rounds to the target '
+        'reported on test; mean +- std over seeds), accuracy at fixed '
+        'rounds, rounds to the target '
         'accuracy, MB communicated and training seconds (these depend on '
         'what else ran on the machine: speed is measured in '
         'docs/PERFORMANCE.md).\n\n'

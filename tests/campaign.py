@@ -257,7 +257,8 @@ def _a_directory(flag):
   return lambda workdir: [f'--{flag}={workdir}']
 
 
-# Holds DIR/.lock as a running comparison does (`tff_kd.run_directory.RunLock`: flock, the
+# Holds DIR/.lock as a running comparison does
+# (`tff_kd.run_directory.RunLock`: flock, the
 # pid in the file) until the case's work directory is gone (at most 300 s).
 _HOLDER = r"""
 import fcntl, os, sys, time

@@ -21,8 +21,8 @@ id, dataset)` is what its `next` takes per client, `client_data_type` the
 type of a client's dataset, and `evaluation_models(state)` the models each
 evaluation tests on the task's test set, `evaluation/<name>/<metric>` (means
 over a list of models), and on its labelled validation split when it has one,
-`evaluation/<name>/validation_<metric>`. Every tff_kd process answers it: the processes over
-model prototypes (FedDF, FedAUX) report `evaluation/test_<name>/*` per
+`evaluation/<name>/validation_<metric>`. Every tff_kd process answers it: the
+processes over model prototypes (FedDF, FedAUX) report `evaluation/test_<name>/*` per
 prototype beside `evaluation/test/*` (the first prototype's); the processes
 whose clients keep their own models (FD, DS-FL, FedAD) report
 `evaluation/clients/*`, the mean over every client's model (and
@@ -61,6 +61,8 @@ VALIDATION_PREFIX = 'validation_'
 BYTES_UPLOADED_KEY = 'client_work/communication/bytes_uploaded'
 BYTES_DOWNLOADED_KEY = 'client_work/communication/bytes_downloaded'
 NON_FINITE_KEY = 'client_work/non_finite_clients'
+
+
 def prototype_accuracy_key(name: str) -> str:
   return f'evaluation/test_{name}/accuracy'
 
@@ -490,8 +492,8 @@ def run_experiment(
     manager = checkpoints.CheckpointManager(
         paths['checkpoints'], every=rounds_per_checkpoint, last=total_rounds)
     if resume:
-      run_directory.check_resumable(paths, experiment_name, hparams, total_rounds,
-                       manager.last_saved)
+      run_directory.check_resumable(paths, experiment_name, hparams,
+                                    total_rounds, manager.last_saved)
     if keyed:  # The clients' files, for the workers to read.
       process = process.with_client_data(
           task.client_data_computation(paths['client_data']))
@@ -504,7 +506,7 @@ def run_experiment(
     _train(process, task, paths, manager, hparams, sample,
            seed=seed, total_rounds=total_rounds,
            rounds_per_eval=rounds_per_eval, print_fn=print_fn,
-           client_dropout=client_dropout, client_store=store, keyed=keyed)
+           client_dropout=client_dropout, keyed=keyed)
   except BaseException:
     if fresh and (manager is None or manager.last_saved is None):
       run_directory.remove_outputs(paths)
@@ -520,7 +522,7 @@ def run_experiment(
 
 def _train(process, task, paths, manager, hparams, sample, *,
            seed, total_rounds, rounds_per_eval, print_fn, client_dropout,
-           client_store=None, keyed=False):
+           keyed=False):
   """The program loop: round 0 evaluated and saved, then each round trained,
   checked, evaluated when due, released and saved.
 
@@ -547,8 +549,9 @@ def _train(process, task, paths, manager, hparams, sample, *,
   def release(metrics, round_num):
     checkpoints.run_sync(release_all(metrics, round_num))
 
-  initial = (process.initialize() if client_store is None
-             else process.initialize(client_store=client_store))
+  store = manager.client_store
+  initial = (process.initialize() if store is None
+             else process.initialize(client_store=store))
   state, last = checkpoints.run_sync(manager.load_latest(initial))
   if state is None:  # A fresh run: round 0 is the initial model.
     state, last = initial, 0

@@ -15,7 +15,7 @@ client works that know the round apply it (`tff_kd.client_work`).
 """
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import dataclasses
 import math
 from typing import Any
@@ -64,10 +64,9 @@ class OptimizerConfig:
     _check('learning_rate_decay', self.learning_rate_decay,
            lambda v: 0 < v <= 1, 'in (0, 1]')
     for key, value in self.hparams.items():
-      if key == 'epsilon':
-        _check(key, value, lambda v: v > 0, '> 0')
-      else:
-        _check(key, value, lambda v: 0 <= v < 1, 'in [0, 1)')
+      ok, requirement = hparam_range(key)
+      if not ok(value):
+        raise ValueError(f'{key} must be {requirement}; got {value!r}.')
 
   @property
   def is_plain_sgd(self) -> bool:
@@ -95,6 +94,15 @@ class OptimizerConfig:
     if self.learning_rate_decay != 1:
       optimizer = RoundDecay(optimizer, self.learning_rate_decay)
     return optimizer
+
+
+def hparam_range(key: str) -> tuple[Callable[[Any], bool], str]:
+  """An optimizer hyperparameter's check and what it requires: epsilon
+  finite and > 0, the others (momentum, the betas) in [0, 1)."""
+  if key == 'epsilon':
+    return (lambda v: isinstance(v, (int, float)) and math.isfinite(v)
+            and v > 0), 'finite and > 0'
+  return (lambda v: isinstance(v, (int, float)) and 0 <= v < 1), 'in [0, 1)'
 
 
 def _check(name, value, ok, requirement):

@@ -175,7 +175,8 @@ class RunComparisonTest(tf.test.TestCase):
         for key in row_a:
           if 'seconds' not in key:
             self.assertEqual(row_a[key], row_b[key], key)
-    with open(run_directory.output_paths(by_flags, 'fedavg_seed1')['hparams']) as f:
+    with open(run_directory.output_paths(by_flags, 'fedavg_seed1')['hparams']
+              ) as f:
       by_flags_hparams = json.load(f)
     runtime = by_flags_hparams.pop(run_directory.RUNTIME_KEY)
     self.assertEqual(runtime['root_output_dir'], by_flags)

@@ -186,12 +186,16 @@ class HparamsTest(tf.test.TestCase):
           settings, algorithm_hparams=dict(
               settings.algorithm_hparams,
               **{name: _another(settings.algorithm_hparams[name])}))), name)
-    self.assertIsNone(run_directory.finished_run(root, 'run', 1, common.run_hparams(
-        settings, registry.get('fedavg'), task=task, experiment_name='run')))
+    self.assertIsNone(run_directory.finished_run(
+        root, 'run', 1,
+        common.run_hparams(settings, registry.get('fedavg'), task=task,
+                           experiment_name='run')))
     # The same flags on other data.
     other_data = mock.Mock(data_digest=lambda: 'another digest')
-    self.assertIsNone(run_directory.finished_run(root, 'run', 1, common.run_hparams(
-        settings, algorithm, task=other_data, experiment_name='run')))
+    self.assertIsNone(run_directory.finished_run(
+        root, 'run', 1,
+        common.run_hparams(settings, algorithm, task=other_data,
+                           experiment_name='run')))
 
   def test_a_run_recorded_before_the_runtime_entry_resumes(self):
     root = self.create_tempdir().full_path
