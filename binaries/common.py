@@ -36,6 +36,7 @@ from tff_kd import optimizers
 from tff_kd import privacy
 from tff_kd import run_directory
 from tff_kd import runtime
+from tff_kd import server_step
 
 # Task and data.
 TASK = flags.DEFINE_string(
@@ -385,6 +386,15 @@ def _check_adaptive_clip(values):
               >= 0.1 * values['clients_per_round'])
 
 
+SERVER_STEP = flags.DEFINE_enum(
+    'server_step', 'worker', list(server_step.PLACEMENTS),
+    'Where the server\'s learning (FedDF\'s and FedAUX\'s distillation, '
+    'FedGen\'s generator, DS-FL\'s and FedAD\'s server models) runs: worker '
+    '(in the TFF round, on the TFF worker\'s CPU: TFF 0.87\'s worker has no '
+    'CUDA) or program (a tf.function of this process, on its GPU when '
+    'TensorFlow sees one). The same ops: numbers equal to float rounding.')
+
+
 # The shared flags that say how a run is executed, not what it computes:
 # hparams.json records them under `run_directory.RUNTIME_KEY`, which --resume
 # never compares. Every other flag is run-defining (compared on --resume).
@@ -446,6 +456,8 @@ class Settings:
   dp_delta: Optional[float] = DP_DELTA.default
   compression_bits: int = COMPRESSION_BITS.default
   compression_threshold: int = COMPRESSION_THRESHOLD.default
+  # Where the server learns (tff_kd.server_step).
+  server_step: str = SERVER_STEP.default
   # Runtime and output (RUNTIME_FLAGS).
   workers: tuple[str, ...] = tuple(WORKERS.default)
   local_workers: int = LOCAL_WORKERS.default
@@ -534,7 +546,7 @@ KEY_FLAGS = ('task', 'data_dir', 'model', 'partition', 'alpha', 'num_clients',
              'clients_per_round', 'local_epochs', 'batch_size',
              'client_optimizer', 'client_learning_rate', 'server_optimizer',
              'server_learning_rate', 'rounds', 'seed', 'aggregator',
-             'root_output_dir', 'resume')
+             'server_step', 'root_output_dir', 'resume')
 
 
 def flagfile() -> str:
@@ -723,6 +735,8 @@ def build_process(settings: Settings, task, algorithm: registry.Algorithm):
       clients_per_round=settings.clients_per_round,
       model_aggregator=parts.model_aggregator,
       fusion_aggregator=parts.fusion_aggregator,
+      **({'server_step': settings.server_step} if algorithm.server_step
+         else {}),
       **algorithm_hparams(settings, algorithm),
   )
 
@@ -787,6 +801,8 @@ def run_hparams(settings: Settings, algorithm: registry.Algorithm,
   values.update((name, value)
                 for name, value in settings.optimizer_hparams.items()
                 if name not in unused)
+  if not algorithm.server_step:
+    del values['server_step']  # Nothing to place.
   values['algorithm'] = algorithm.name
   values.update(algorithm_hparams(settings, algorithm))
   if task is not None:

@@ -9,7 +9,9 @@ the explicit arguments of the library's `tff_kd.algorithms.build_*`
 functions.
 Each entry's `build(task, *, client_optimizer, server_optimizer,
 clients_per_round, model_aggregator=None, fusion_aggregator=None, **hparams)`
-(the optimizers: `tff_kd.optimizers.OptimizerConfig`s) returns a
+(the optimizers: `tff_kd.optimizers.OptimizerConfig`s; an algorithm that
+learns at the server also takes `server_step`, `tff_kd.server_step`'s
+placement) returns a
 `tff.learning.templates.LearningProcess` for the task, or for the
 algorithms whose clients keep their own models (FD, DS-FL, FedAD) a
 `tff_kd.stateful_clients.StatefulClientsProcess`. `model_aggregator` and
@@ -75,6 +77,9 @@ class Algorithm:
   # to average, and knowledge field -> kind (tff_kd.privacy.KINDS).
   models: bool = True
   knowledge: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # Whether it learns at the server (`tff_kd.server_step`: its build takes
+  # `server_step`, --server_step).
+  server_step: bool = False
   # Whether a run with these hparams uses the labelled validation split.
   labelled_server_data: Callable[[Mapping[str, Any]], bool] = (
       lambda hparams: False)
@@ -149,8 +154,8 @@ def _build_fedssd(
 
 def _build_fedgen(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    gen_alpha, gen_beta, gen_steps, gen_teacher_loss, model_aggregator=None,
-    fusion_aggregator=None,
+    gen_alpha, gen_beta, gen_steps, gen_teacher_loss, server_step='worker',
+    model_aggregator=None, fusion_aggregator=None,
 ):
   return fedgen.build_fedgen(
       task.model_fn,
@@ -166,6 +171,7 @@ def _build_fedgen(
       seed=task.seed,
       model_aggregator=model_aggregator,
       fusion_aggregator=_fusion(fusion_aggregator),
+      server_step=server_step,
   )
 
 
@@ -238,8 +244,8 @@ def _build_dsfl(
     task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, dsfl_aggregation, dsfl_era_temperature, dsfl_subset_size,
     dsfl_distill_epochs, dsfl_distill_batch_size, dsfl_distill_learning_rate,
-    dsfl_server_model, dsfl_validation, model_aggregator=None,
-    fusion_aggregator=None, **distillation,
+    dsfl_server_model, dsfl_validation, server_step='worker',
+    model_aggregator=None, fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
   _no_models('dsfl', model_aggregator)
@@ -265,13 +271,14 @@ def _build_dsfl(
                            if dsfl_server_model else None),
       validation=_validation(task, dsfl_validation),
       seed=task.seed,
+      server_step=server_step,
   )
 
 
 def _build_fedad(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    distill_data, fedad_beta, fedad_validation, model_aggregator=None,
-    fusion_aggregator=None, **distillation,
+    distill_data, fedad_beta, fedad_validation, server_step='worker',
+    model_aggregator=None, fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
   _no_models('fedad', model_aggregator)
@@ -286,12 +293,14 @@ def _build_fedad(
       validation=_validation(task, fedad_validation),
       seed=task.seed,
       fusion_aggregator=_fusion(fusion_aggregator),
+      server_step=server_step,
   )
 
 
 def _build_feddf(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    distill_data, feddf_validation, model_aggregator=None,
+    distill_data, feddf_validation, server_step='worker',
+    model_aggregator=None,
     fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
@@ -308,6 +317,7 @@ def _build_feddf(
       model_aggregator=model_aggregator,
       fusion_aggregator=_fusion(fusion_aggregator),
       **_distillation_kwargs(**distillation),
+      server_step=server_step,
   )
 
 
@@ -315,7 +325,8 @@ def _build_fedaux(
     task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, aux_negative_fraction, aux_distill_epochs,
     aux_distill_batch_size, aux_distill_learning_rate, aux_validation,
-    aux_dp_epsilon, aux_dp_delta, model_aggregator=None,
+    aux_dp_epsilon, aux_dp_delta, server_step='worker',
+    model_aggregator=None,
     fusion_aggregator=None,
 ):
   del clients_per_round
@@ -345,6 +356,7 @@ def _build_fedaux(
       client_prototypes=task.client_prototypes,
       model_aggregator=model_aggregator,
       fusion_aggregator=_fusion(fusion_aggregator),
+      server_step=server_step,
   )
 
 
@@ -505,6 +517,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedGen (Zhu et al. 2021): FedAvg + a server-trained conditional'
             ' generator regularizing the clients (data-free KD).',
             _build_fedgen,
+            server_step=True,
             knowledge={'heads': privacy.STACKED},
             hparams={
                 'gen_alpha': Hparam(1.0, 'FedGen: initial weight of the'
@@ -530,6 +543,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedDF (Lin et al. 2020): per-prototype averaging, then server'
             ' distillation from the average logits of all client models.',
             _build_feddf,
+            server_step=True,
             knowledge={'logits': privacy.LOGITS},
             hparams=dict(
                 _DISTILLATION_HPARAMS,
@@ -546,6 +560,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedAUX (Sattler et al. 2021): FedDF with a teacher weighted by'
             ' each client\'s certainty on each distillation input.',
             _build_fedaux,
+            server_step=True,
             knowledge={'logits': privacy.WEIGHTED},
             hparams=dict(
                 distill_data=_DISTILLATION_HPARAMS['distill_data'],
@@ -602,6 +617,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'DS-FL (Itahara et al. 2021): clients keep their models and'
             ' exchange soft labels on public data, fused by ERA or SA.',
             _build_dsfl,
+            server_step=True,
             models=False,
             knowledge={'soft_labels': privacy.PROBABILITIES},
             hparams=dict(
@@ -643,6 +659,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             'FedAD (Gong et al. 2021): clients keep their models; the server'
             ' distills its model from their logits and attention maps.',
             _build_fedad,
+            server_step=True,
             models=False,
             knowledge={'logits': privacy.LOGITS,
                        'attention': privacy.BOUNDED},

@@ -1,4 +1,4 @@
-"""Server steps of KD algorithms as `tff.learning.templates.FinalizerProcess`es.
+"""Server steps of KD algorithms, and the `FinalizerProcess` that runs them.
 
 A finalizer takes the global model weights and the aggregated client update
 and returns the new weights (TFF's `build_apply_optimizer_finalizer` applies
@@ -6,21 +6,33 @@ an optimizer; these distill). The update is what
 `tff_kd.aggregators.knowledge.KnowledgeFactory` returns:
 `<models=<prototype: mean model delta>, knowledge=<field: fused>>`.
 
-- `build_distillation_finalizer` (FedDF, FedAUX): per prototype, the fused
+A step is a `tff_kd.server_step.ServerStep` `(state, weights, update) ->
+(state, weights, measurements)`; `build_finalizer` makes the finalizer of
+it, for where the step runs (`tff_kd.server_step`):
+
+- `worker`: the finalizer runs the step: `(<state@SERVER, weights@SERVER,
+  update@SERVER> -> <state@SERVER, result=weights@SERVER,
+  measurements@SERVER>)`;
+- `program`: the finalizer passes the state and weights through and its
+  measurements are the update; `tff_kd.process.ProgramStepProcess` runs the
+  step in the program after the round and puts its results where the
+  `worker` finalizer would have: the state, the weights, the finalizer's
+  measurements.
+
+The steps:
+
+- `distillation_step` (FedDF, FedAUX): per prototype, the fused
   model `w - mean delta` is distilled toward the fused logits on the
   distillation inputs (`tff_kd.server_distillation`). Weights:
   `<prototype: ModelWeights>`; state: the round (it seeds the minibatches and,
   data-free, the noise inputs). Measurements: per prototype the distillation
   metrics.
-- `build_generator_finalizer` (FedGen): the model takes the server learning
+- `generator_step` (FedGen): the model takes the server learning
   rate's step along the mean delta; the generator trains against the
   collected client heads (`tff_kd.generator.train_generator`). Weights:
   `<model=ModelWeights, generator=params>` (the generator travels to the
   clients with the model: the distributor broadcasts both); state: the
   generator's Adam state and the round (its learning-rate decay and seed).
-
-Type signature of `next`: `(<state@SERVER, weights@SERVER, update@SERVER> ->
-<state@SERVER, result=weights@SERVER, measurements@SERVER>)`.
 """
 
 import collections
@@ -34,7 +46,7 @@ import tensorflow_federated as tff
 from tff_kd import generator as generator_lib
 from tff_kd import model_parts
 from tff_kd import server_distillation
-
+from tff_kd import server_step as server_step_lib
 
 
 def _applied(weights, delta, learning_rate=1.0):
@@ -47,28 +59,43 @@ def _applied(weights, delta, learning_rate=1.0):
   )
 
 
-def _finalizer(initial_state: tff.Computation, step: tff.Computation,
-               weights_type: tff.Type, update_type: tff.Type):
-  """A `FinalizerProcess` whose `next` maps `step(state, weights, update) ->
-  (state, weights, measurements)` at the server."""
+def build_finalizer(
+    initial_state: tff.Computation, step: server_step_lib.ServerStep,
+    where: str = 'worker',
+) -> tff.learning.templates.FinalizerProcess:
+  """The `FinalizerProcess` of `step`, its state starting at `initial_state()`
+  (module docstring; `where`: `worker` or `program`)."""
+  server_step_lib.check_placement(where)
+  _, weights_type, update_type = step.parameter_types
 
   @tff.federated_computation()
   def init_fn():
     return tff.federated_eval(initial_state, tff.SERVER)
 
-  @tff.federated_computation(
-      init_fn.type_signature.result,
-      tff.FederatedType(weights_type, tff.SERVER),
-      tff.FederatedType(update_type, tff.SERVER))
-  def next_fn(state, weights, update):
-    state, weights, measurements = tff.federated_map(
-        step, (state, weights, update))
-    return tff.templates.MeasuredProcessOutput(state, weights, measurements)
+  if where == 'worker':
+    computation = step.computation()
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(weights_type, tff.SERVER),
+        tff.FederatedType(update_type, tff.SERVER))
+    def next_fn(state, weights, update):
+      state, weights, measurements = tff.federated_map(
+          computation, (state, weights, update))
+      return tff.templates.MeasuredProcessOutput(state, weights, measurements)
+  else:
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(weights_type, tff.SERVER),
+        tff.FederatedType(update_type, tff.SERVER))
+    def next_fn(state, weights, update):
+      return tff.templates.MeasuredProcessOutput(state, weights, update)
 
   return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
 
 
-def build_distillation_finalizer(
+def distillation_step(
     prototype_model_fns: Mapping[str, model_parts.ModelFn],
     config: server_distillation.DistillationConfig,
     *,
@@ -77,7 +104,7 @@ def build_distillation_finalizer(
     inputs_fn: Callable[[tf.Tensor], tf.Tensor],
     validation: Optional[tuple[np.ndarray, np.ndarray]],
     seed: int,
-) -> tff.learning.templates.FinalizerProcess:
+) -> tuple[tff.Computation, server_step_lib.ServerStep]:
   """FedDF's and FedAUX's server distillation (module docstring).
 
   Args:
@@ -90,31 +117,40 @@ def build_distillation_finalizer(
       trace).
     validation: labelled `(x, y)` for early stopping, or None.
     seed: the minibatches' seed, folded with the round.
+
+  Returns:
+    `(initial_state, step)` for `build_finalizer`.
   """
 
   @tff.tensorflow.computation()
   def initial_round():
     return tf.constant(0, tf.int32)
 
-  @tff.tensorflow.computation(np.int32, weights_type, update_type)
-  def step(round_num, weights, update):
-    fused = update['knowledge']['logits']
-    max_steps = tf.where(tf.reduce_any(fused['weights'] > 0), config.steps, 0)
-    new_weights, metrics = (collections.OrderedDict(),
-                            collections.OrderedDict())
-    for n, model_fn in prototype_model_fns.items():
-      distill = server_distillation.build_server_distillation(model_fn(),
-                                                              config)
-      new_weights[n], metrics[n] = distill(
-          _applied(weights[n], update['models'][n]), inputs_fn(round_num),
-          fused['logits'], validation,
-          tf.stack([tf.constant(seed, tf.int32), round_num]), max_steps)
-    return round_num + 1, new_weights, metrics
+  @server_step_lib.step(np.int32, weights_type, update_type)
+  def step():
+    distills = collections.OrderedDict(
+        (n, server_distillation.build_server_distillation(model_fn(), config))
+        for n, model_fn in prototype_model_fns.items())
 
-  return _finalizer(initial_round, step, weights_type, update_type)
+    def run(round_num, weights, update):
+      fused = update['knowledge']['logits']
+      max_steps = tf.where(tf.reduce_any(fused['weights'] > 0), config.steps,
+                           0)
+      new_weights, metrics = (collections.OrderedDict(),
+                              collections.OrderedDict())
+      for n, distill in distills.items():
+        new_weights[n], metrics[n] = distill(
+            _applied(weights[n], update['models'][n]), inputs_fn(round_num),
+            fused['logits'], validation,
+            tf.stack([tf.constant(seed, tf.int32), round_num]), max_steps)
+      return round_num + 1, new_weights, metrics
+
+    return run
+
+  return initial_round, step
 
 
-def build_generator_finalizer(
+def generator_step(
     *,
     weights_type: tff.Type,
     update_type: tff.Type,
@@ -123,7 +159,7 @@ def build_generator_finalizer(
     learning_rate: float,
     lr_decay: float,
     **train_kwargs,
-) -> tff.learning.templates.FinalizerProcess:
+) -> tuple[tff.Computation, server_step_lib.ServerStep]:
   """FedGen's server step (module docstring).
 
   Args:
@@ -136,6 +172,9 @@ def build_generator_finalizer(
       `lr_decay` per round.
     **train_kwargs: `generator.train_generator`'s settings (steps,
       batch_size, noise_dim, weight_decay, diversity_weight, teacher_loss).
+
+  Returns:
+    `(initial_state, step)` for `build_finalizer`.
   """
   specs = tuple(tf.TensorSpec(t.shape, t.dtype)
                 for t in weights_type.generator['params'])
@@ -146,9 +185,7 @@ def build_generator_finalizer(
         generator_optimizer=generator_optimizer.initialize(specs),
         round=tf.constant(0, tf.int32))
 
-  @tff.tensorflow.computation(initial_state.type_signature.result,
-                              weights_type, update_type)
-  def step(state, weights, update):
+  def update_step(state, weights, update):
     round_num = state['round']
     optimizer_state = generator_optimizer.set_hparams(
         state['generator_optimizer'],
@@ -172,4 +209,6 @@ def build_generator_finalizer(
         loss_first_step=losses[0], loss_last_step=losses[-1],
         clients_collected=collected['count'])
 
-  return _finalizer(initial_state, step, weights_type, update_type)
+  return initial_state, server_step_lib.ServerStep(
+      lambda: update_step,
+      (initial_state.type_signature.result, weights_type, update_type))

@@ -37,6 +37,7 @@ for the processes whose clients keep their own models.
 """
 
 import collections
+import copy
 from collections.abc import Mapping
 from typing import Any, Optional, Protocol, runtime_checkable
 
@@ -253,3 +254,71 @@ class GlobalModelsProcess(tff.learning.templates.LearningProcess):
       for n in self.prototypes:
         models[f'test_{n}'] = [(self.prototype_model_fns[n], by_name[n])]
     return models
+
+
+class ProgramStepProcess:
+  """A `GlobalModelsProcess` whose server step runs in the program.
+
+  `process`'s finalizer is `tff_kd.finalizers.build_finalizer(..., 'program')`:
+  its round leaves the state and weights to the step and reports the update
+  as the finalizer's measurements. `next` runs the round, then `step` as a
+  `tf.function` of this process (`tff_kd.server_step`), and returns what the
+  `worker` finalizer's round returns: the same state (the step's state and
+  weights in it) and metrics (the step's measurements as the finalizer's).
+  It answers `ProgramProcess` by `process`'s answers; it is not a TFF
+  process (its `next` is the program's).
+  """
+
+  def __init__(self, process: GlobalModelsProcess, step: Any):
+    self._process = process
+    self._run_step = step.function()
+    self.client_prototypes = process.client_prototypes
+    self.prototype_model_fns = process.prototype_model_fns
+
+  @property
+  def client_data_type(self) -> tff.Type:
+    return self._process.client_data_type
+
+  def initialize(self) -> Any:
+    return self._process.initialize()
+
+  def next(self, state: Any, client_inputs: Any
+           ) -> tff.learning.templates.LearningProcessOutput:
+    """The round, then the server step here (class docstring)."""
+    output = self._process.next(state, client_inputs)
+    state = output.state
+    step_state, weights, measurements = self._run_step(
+        state.finalizer, state.global_model_weights,
+        output.metrics['finalizer'])
+    return tff.learning.templates.LearningProcessOutput(
+        tff.learning.templates.LearningAlgorithmState(
+            global_model_weights=weights,
+            distributor=state.distributor,
+            client_work=state.client_work,
+            aggregator=state.aggregator,
+            finalizer=step_state),
+        collections.OrderedDict(output.metrics, finalizer=measurements))
+
+  def get_model_weights(self, state: Any) -> Any:
+    return self._process.get_model_weights(state)
+
+  def client_input(self, client_id: str, dataset: Any) -> Any:
+    return self._process.client_input(client_id, dataset)
+
+  def with_client_data(
+      self, data_computation: tff.Computation) -> 'ProgramStepProcess':
+    """`process.with_client_data(data_computation)`, the same step."""
+    new = copy.copy(self)
+    new._process = self._process.with_client_data(data_computation)  # pylint: disable=protected-access
+    return new
+
+  def open_client_store(self, directory: str) -> None:
+    return self._process.open_client_store(directory)
+
+  def evaluation_models(self, state: Any) -> collections.OrderedDict:
+    return self._process.evaluation_models(state)
+
+
+def with_server_step(process: GlobalModelsProcess, step: Any, where: str):
+  """`process` (`where` = `worker`) or `ProgramStepProcess(process, step)`."""
+  return process if where == 'worker' else ProgramStepProcess(process, step)

@@ -29,11 +29,11 @@ rest to match its reference:
 The Adam state starts afresh at every call (FedAUX's code keeps one Adam
 optimizer across rounds; FedDF's creates one per round).
 
-The whole loop is one `tf.function` (a `tf.while_loop`, no Python per step).
-The algorithms call it inside their TFF finalizers, so it runs on the TFF
-worker, which TFF 0.87 builds without CUDA: on its CPU (TFF issues #4600,
-#3709). Minibatches and permutations come from a stateless seed, so a run is
-reproducible.
+The whole loop is one `tf.function` (a `tf.while_loop`, no Python per step),
+called by the algorithms' server steps: on the TFF worker's CPU (TFF 0.87's
+worker has no CUDA; TFF issues #4600, #3709) or in the program's process, on
+its GPU when TensorFlow sees one (`tff_kd.server_step`). Minibatches and
+permutations come from a stateless seed, so a run is reproducible.
 """
 
 import collections

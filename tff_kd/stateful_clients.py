@@ -17,8 +17,11 @@ processes that average weights:
   for every knowledge field, or one per field) that fuses the clients'
   knowledge (`tff_kd.aggregators.knowledge.build_fusion`); its state lives in
   the process state and advances every round;
-- `server_update`: `(<S, B, fused knowledge> -> <S, metrics>)`, the server's
-  step (store the knowledge, distill a server model).
+- `server_update`: a `tff_kd.server_step.ServerStep` `(<S, B, fused
+  knowledge> -> <S, metrics>)`, the server's step (store the knowledge,
+  distill a server model), run in the round (`server_step='worker'`) or by
+  `next` in the program after it (`'program'`: the round returns S as it
+  was, and `<B, fused knowledge>` beside its results).
 
 The round, with the sampled clients' states passed in as CLIENTS-placed
 values and returned updated:
@@ -70,6 +73,7 @@ import tensorflow_federated as tff
 from tff_kd import client_store as client_store_lib
 from tff_kd import communication
 from tff_kd import model_parts
+from tff_kd import server_step as server_step_lib
 from tff_kd.aggregators import knowledge
 
 
@@ -93,6 +97,7 @@ class StatefulClientsProcess:
       prototype_model_fns: Mapping[str, Callable[[], Any]],
       client_prototypes: Mapping[str, str],
       server_model: bool,
+      program_step: Optional[server_step_lib.ServerStep] = None,
   ):
     self._initial = initial_client_states()
     self.prototypes = list(self._initial)
@@ -109,6 +114,8 @@ class StatefulClientsProcess:
     self._model_fns = dict(prototype_model_fns)
     self._server_model = server_model
     self.round = round_fn
+    self._program_step = (None if program_step is None
+                          else program_step.function())
 
   # Set by `with_client_data`: the type of a client's dataset.
   _dataset_type = None
@@ -207,9 +214,14 @@ class StatefulClientsProcess:
               for n in self.prototypes
           ),
       ))
-    server, metrics, outputs = self.round(
+    server, metrics, outputs, *held = self.round(
         collections.OrderedDict(server=state['server'],
                                 fusion=state['fusion']), inputs)
+    if self._program_step is not None:
+      server = collections.OrderedDict(server)
+      server['server'], server_metrics = self._program_step(
+          server['server'], *held[0].values())
+      metrics = collections.OrderedDict(metrics, server=server_metrics)
     positions = sorted(int(output['position']) for output in outputs)
     if positions != list(range(len(client_data))):
       raise RuntimeError(
@@ -285,7 +297,8 @@ def build_stateful_clients_process(
     broadcast_fn: tff.Computation,
     client_work: tff.Computation,
     fusion_aggregator: knowledge.FusionFactories,
-    server_update: tff.Computation,
+    server_update: server_step_lib.ServerStep,
+    server_step: str = 'worker',
 ) -> StatefulClientsProcess:
   """Composes the round from its parts (module docstring).
 
@@ -302,7 +315,9 @@ def build_stateful_clients_process(
       non_finite>)` (module docstring; `client_output` builds its result).
     fusion_aggregator: an unweighted factory for every knowledge field, or a
       mapping field -> factory.
-    server_update: `(<S, B, fused knowledge> -> <S, metrics>)`.
+    server_update: a `ServerStep` `(<S, B, fused knowledge> -> <S,
+      metrics>)`.
+    server_step: where `server_update` runs: `worker` or `program`.
 
   Returns:
     A `StatefulClientsProcess`.
@@ -330,7 +345,9 @@ def build_stateful_clients_process(
   knowledge_type = work_type.result.knowledge
   fusion = knowledge.build_fusion(fusion_aggregator, knowledge_type)
   fused_type = fusion.next.type_signature.result.result.member
-  update_type = server_update.type_signature
+  server_step_lib.check_placement(server_step)
+  update = server_update.computation()
+  update_type = update.type_signature
   for i, (what, value_type) in enumerate((
       ('S', server_type), ('B', broadcast_type), ('the fused knowledge',
                                                   fused_type))):
@@ -356,9 +373,7 @@ def build_stateful_clients_process(
     out = tff.federated_map(
         client_work, (tff.federated_broadcast(broadcast), clients))
     fused = fusion.next(state.fusion, out.knowledge)
-    new_server, server_metrics = tff.federated_map(
-        server_update, (state.server, broadcast, fused.result))
-    metrics = tff.federated_zip(collections.OrderedDict(
+    metrics = collections.OrderedDict(
         client_work=tff.federated_zip(collections.OrderedDict(
             train=tff.federated_zip(collections.OrderedDict(
                 (n, fn(out.metrics[n]))
@@ -367,11 +382,18 @@ def build_stateful_clients_process(
             communication=count_bytes(out.non_finite),
         )),
         fusion=fused.measurements,
-        server=server_metrics,
-    ))
+    )
+    if server_step == 'program':
+      new_state = tff.federated_zip(collections.OrderedDict(
+          server=state.server, fusion=fused.state))
+      held = tff.federated_zip(collections.OrderedDict(
+          broadcast=broadcast, fused=fused.result))
+      return new_state, tff.federated_zip(metrics), out.state, held
+    new_server, metrics['server'] = tff.federated_map(
+        update, (state.server, broadcast, fused.result))
     new_state = tff.federated_zip(collections.OrderedDict(
         server=new_server, fusion=fused.state))
-    return new_state, metrics, out.state
+    return new_state, tff.federated_zip(metrics), out.state
 
   return StatefulClientsProcess(
       initial_server_state=initial_state,
@@ -381,6 +403,7 @@ def build_stateful_clients_process(
       client_prototypes=client_prototypes,
       server_model=(isinstance(server_type, tff.StructType)
                     and 'model' in tff.structure.name_list(server_type)),
+      program_step=server_update if server_step == 'program' else None,
   )
 
 

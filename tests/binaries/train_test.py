@@ -120,12 +120,13 @@ class HparamsTest(tf.test.TestCase):
                'root_output_dir', 'resume', 'debug', 'experiment_name'}
     self.assertContainsSubset({'ntd_beta', 'ntd_temperature', 'alpha'},
                               defined - other_algorithms - runtime)
-    # Not recorded: the settings of aggregators the run does not use, and
-    # --use_synthetic_data (TFF's datasets only). Recorded beside the flags:
-    # the digest of the data the run trained on.
+    # Not recorded: the settings of aggregators the run does not use,
+    # --use_synthetic_data (TFF's datasets only) and --server_step (FedNTD
+    # learns nothing at the server). Recorded beside the flags: the digest of
+    # the data the run trained on.
     unused = set(common.AGGREGATOR_FLAGS['dp']
                  + common.AGGREGATOR_FLAGS['compression']
-                 + ('use_synthetic_data',)) | {
+                 + ('use_synthetic_data', 'server_step')) | {
                      flag for flag, (_, optimizer, _) in
                      common.OPTIMIZER_HPARAM_FLAGS.items()
                      if optimizer != 'sgd'}
@@ -155,7 +156,7 @@ class HparamsTest(tf.test.TestCase):
     algorithm = registry.get('fedntd')
     task = common.create_task(settings)
     unused = common.AGGREGATOR_FLAGS['dp'] + common.AGGREGATOR_FLAGS[
-        'compression'] + ('use_synthetic_data',)
+        'compression'] + ('use_synthetic_data', 'server_step')
 
     def finished(changed):
       return run_directory.finished_run(root, 'run', 1, common.run_hparams(

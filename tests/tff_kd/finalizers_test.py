@@ -53,10 +53,10 @@ def _distillation_inputs():
 def _distillation_finalizer(model_fns, config):
   weights_type = _initial_weights(model_fns).type_signature.result
   x = _distillation_inputs()
-  return finalizers.build_distillation_finalizer(
+  return finalizers.build_finalizer(*finalizers.distillation_step(
       model_fns, config, weights_type=weights_type,
       update_type=_distillation_update_type(weights_type),
-      inputs_fn=lambda round_num: tf.constant(x), validation=None, seed=3)
+      inputs_fn=lambda round_num: tf.constant(x), validation=None, seed=3))
 
 
 def _random_like(weights, rng, scale=0.1):
@@ -209,14 +209,14 @@ def _generator_update_type(weights_type):
 
 def _generator_finalizer(learning_rate, lr_decay, server_learning_rate):
   weights_type = _generator_weights().type_signature.result
-  return finalizers.build_generator_finalizer(
+  return finalizers.build_finalizer(*finalizers.generator_step(
       weights_type=weights_type,
       update_type=_generator_update_type(weights_type),
       server_learning_rate=server_learning_rate,
       # Its own learning rate is replaced every round by the decayed one.
       generator_optimizer=tff.learning.optimizers.build_adam(
           learning_rate=0.5),
-      learning_rate=learning_rate, lr_decay=lr_decay, **GEN)
+      learning_rate=learning_rate, lr_decay=lr_decay, **GEN))
 
 
 def _generator_update(weights, rng, count=2):

@@ -20,6 +20,7 @@ from tff_kd import client_store
 from tff_kd import communication
 from tff_kd import local_training
 from tff_kd import model_parts
+from tff_kd import server_step
 from tff_kd import stateful_clients
 from tff_kd.aggregators import logit_fusion
 
@@ -64,6 +65,11 @@ def _count_labels(counts, labels, logits):
   del logits
   return counts + tf.reduce_sum(
       tf.one_hot(tf.cast(labels, tf.int32), C), axis=0)
+
+
+def _step(*parameter_types):
+  """A `ServerStep` of a function that builds nothing."""
+  return lambda fn: server_step.ServerStep(lambda: fn, parameter_types)
 
 
 def _parts(model_fns, server_model=True):
@@ -132,7 +138,7 @@ def _parts(model_fns, server_model=True):
 
     return run()
 
-  @tff.tensorflow.computation(
+  @_step(
       server_type, server_type,
       collections.OrderedDict(labels=logit_fusion.value_type(1, C)))
   def server_update(state, broadcast, fused):
@@ -298,7 +304,7 @@ class StatefulClientsComputationTest(tf.test.TestCase,
   def test_server_update_returning_another_state_type(self):
     server_type = _parts(ONE)['initial_server_state'].type_signature.result
 
-    @tff.tensorflow.computation(
+    @_step(
         server_type, server_type,
         collections.OrderedDict(labels=logit_fusion.value_type(1, C)))
     def server_update(state, broadcast, fused):
@@ -314,7 +320,7 @@ class StatefulClientsComputationTest(tf.test.TestCase,
   def test_server_update_new_state_error_says_what_it_returns(self):
     server_type = _parts(ONE)['initial_server_state'].type_signature.result
 
-    @tff.tensorflow.computation(
+    @_step(
         server_type, server_type,
         collections.OrderedDict(labels=logit_fusion.value_type(1, C)))
     def server_update(state, broadcast, fused):
@@ -329,7 +335,7 @@ class StatefulClientsComputationTest(tf.test.TestCase,
   def test_server_update_taking_another_fused_knowledge(self):
     server_type = _parts(ONE)['initial_server_state'].type_signature.result
 
-    @tff.tensorflow.computation(
+    @_step(
         server_type, server_type,
         collections.OrderedDict(labels=logit_fusion.value_type(2, C)))
     def server_update(state, broadcast, fused):

@@ -43,6 +43,7 @@ from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import optimizers
 from tff_kd import server_distillation as server_distillation_lib
+from tff_kd import server_step as server_step_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import entropy_reduction
 from tff_kd.aggregators import knowledge
@@ -65,6 +66,7 @@ def build_dsfl(
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
     fusion_aggregator: knowledge.FusionAggregator = None,
+    server_step: str = 'worker',
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds DS-FL.
 
@@ -86,6 +88,9 @@ def build_dsfl(
       C] (probabilities), weights=float32[m]>`; default ERA,
       `EntropyReductionFactory(temperature=0.1)` (the paper's T); SA is
       `LogitFusionFactory()`.
+    server_step: where the server's step runs: `worker` (in the round) or
+      `program` (a `tf.function` of the program, on its devices);
+      `tff_kd.server_step`.
 
   Returns:
     A `StatefulClientsProcess`.
@@ -230,33 +235,39 @@ def build_dsfl(
   fused_type = collections.OrderedDict(
       soft_labels=logit_fusion.value_type(m, num_classes))
 
-  @tff.tensorflow.computation(server_state_type, broadcast_type, fused_type)
-  def server_update(state, broadcast, fused):
-    fused = fused['soft_labels']
-    has_labels = tf.reduce_any(fused['weights'] > 0)
-    new_state = collections.OrderedDict(
-        soft_labels=fused['logits'],
-        has_labels=has_labels,
-        indices=broadcast['next_indices'],
-        round=state['round'] + 1,
-    )
-    metrics = collections.OrderedDict(
-        soft_label_entropy=entropy_reduction.mean_entropy(
-            fused['logits'], fused['weights']))
-    if server_model:
+  @server_step_lib.step(server_state_type, broadcast_type, fused_type)
+  def server_update():
+    distill = None
+    if server_model:  # Its model, built once.
       distill = server_distillation_lib.build_server_distillation(
           prototype_model_fns[names[0]](), server_distillation)
-      new_state['model'], metrics['server_distillation'] = distill(
-          state['model'], tf.gather(public_x, broadcast['next_indices']),
-          tf.math.log(tf.maximum(fused['logits'], 1e-30)), validation,
-          tf.stack([tf.constant(seed, tf.int32), state['round']]),
-          tf.where(has_labels, server_distillation.steps, 0),
+
+    def run(state, broadcast, fused):
+      fused = fused['soft_labels']
+      has_labels = tf.reduce_any(fused['weights'] > 0)
+      new_state = collections.OrderedDict(
+          soft_labels=fused['logits'],
+          has_labels=has_labels,
+          indices=broadcast['next_indices'],
+          round=state['round'] + 1,
       )
-    return new_state, metrics
+      metrics = collections.OrderedDict(
+          soft_label_entropy=entropy_reduction.mean_entropy(
+              fused['logits'], fused['weights']))
+      if distill is not None:
+        new_state['model'], metrics['server_distillation'] = distill(
+            state['model'], tf.gather(public_x, broadcast['next_indices']),
+            tf.math.log(tf.maximum(fused['logits'], 1e-30)), validation,
+            tf.stack([tf.constant(seed, tf.int32), state['round']]),
+            tf.where(has_labels, server_distillation.steps, 0),
+        )
+      return new_state, metrics
+
+    return run
 
   return stateful_clients.build_stateful_clients_process(
       prototype_model_fns, client_prototypes, initial_server_state,
       initial_client_states, broadcast_fn, client_work,
       (entropy_reduction.EntropyReductionFactory() if fusion_aggregator is None
        else fusion_aggregator),
-      server_update)
+      server_update, server_step)

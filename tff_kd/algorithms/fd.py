@@ -47,6 +47,7 @@ from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
 from tff_kd import optimizers
+from tff_kd import server_step as server_step_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
@@ -193,9 +194,6 @@ def build_fd(
 
   value_type = logit_fusion.value_type(num_classes, num_classes)
 
-  @tff.tensorflow.computation(
-      server_state_type, server_state_type,
-      collections.OrderedDict(per_label=value_type))
   def server_update(state, broadcast, fused):
     del broadcast  # The state itself.
     fused = fused['per_label']
@@ -221,4 +219,8 @@ def build_fd(
       prototype_model_fns, client_prototypes, initial_server_state,
       initial_client_states, broadcast_fn, client_work,
       (logit_fusion.LogitFusionFactory() if fusion_aggregator is None
-       else fusion_aggregator), server_update)
+       else fusion_aggregator),
+      server_step_lib.ServerStep(
+          lambda: server_update,
+          (server_state_type, server_state_type,
+           collections.OrderedDict(per_label=value_type))))

@@ -43,6 +43,7 @@ from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import optimizers
 from tff_kd import server_distillation as server_distillation_lib
+from tff_kd import server_step as server_step_lib
 from tff_kd import stateful_clients
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
@@ -60,6 +61,7 @@ def build_fedad(
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
     fusion_aggregator: knowledge.FusionAggregator = None,
+    server_step: str = 'worker',
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds FedAD.
 
@@ -78,6 +80,9 @@ def build_fedad(
       `attention` (both `<logits=float32[R, k], weights=float32[R]>`): one
       unweighted factory for both, or a mapping of each to its own; default
       `LogitFusionFactory()` (the per-input mean).
+    server_step: where the server's step runs: `worker` (in the round) or
+      `program` (a `tf.function` of the program, on its devices);
+      `tff_kd.server_step`.
 
   Returns:
     A `StatefulClientsProcess` with a server model.
@@ -185,27 +190,31 @@ def build_fedad(
 
     return run()
 
-  @tff.tensorflow.computation(
+  @server_step_lib.step(
       server_state_type, broadcast_fn.type_signature.result,
       collections.OrderedDict(logits=logits_type, attention=attention_type))
-  def server_update(state, nothing, fused):
-    del nothing
-    fused_logits, fused_attention = fused['logits'], fused['attention']
+  def server_update():
     distill = server_distillation_lib.build_server_distillation(
         prototype_model_fns[names[0]](), server_distillation,
         attention_weight=attention_weight, attention_grid=grid)
-    any_sent = tf.reduce_any(fused_logits['weights'] > 0)
-    model, metrics = distill(
-        state['model'], public_x, fused_logits['logits'], validation,
-        tf.stack([tf.constant(seed, tf.int32), state['round']]),
-        tf.where(any_sent, server_distillation.steps, 0),
-        attention_targets=fused_attention['logits'],
-    )
-    return (collections.OrderedDict(model=model, round=state['round'] + 1),
-            metrics)
+
+    def run(state, nothing, fused):
+      del nothing
+      fused_logits, fused_attention = fused['logits'], fused['attention']
+      any_sent = tf.reduce_any(fused_logits['weights'] > 0)
+      model, metrics = distill(
+          state['model'], public_x, fused_logits['logits'], validation,
+          tf.stack([tf.constant(seed, tf.int32), state['round']]),
+          tf.where(any_sent, server_distillation.steps, 0),
+          attention_targets=fused_attention['logits'],
+      )
+      return (collections.OrderedDict(model=model, round=state['round'] + 1),
+              metrics)
+
+    return run
 
   return stateful_clients.build_stateful_clients_process(
       prototype_model_fns, client_prototypes, initial_server_state,
       initial_client_states, broadcast_fn, client_work,
       (logit_fusion.LogitFusionFactory() if fusion_aggregator is None
-       else fusion_aggregator), server_update)
+       else fusion_aggregator), server_update, server_step)

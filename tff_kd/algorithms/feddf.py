@@ -132,7 +132,8 @@ def build_feddf(
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-) -> process_lib.GlobalModelsProcess:
+    server_step: str = 'worker',
+) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
   """Builds FedDF.
 
   Args:
@@ -161,6 +162,9 @@ def build_feddf(
       unweighted one with a single prototype; default `WeightedMeanFactory`.
     fusion_aggregator: fuses the clients' `logits`, `<logits=float32[R, C],
       weights=float32[R]>`; default `LogitFusionFactory()` (AVGLOGITS).
+    server_step: where the server's step runs: `worker` (in the round, a
+      TFF process) or `program` (a `tf.function` of the program, on its
+      devices; a `ProgramStepProcess`); `tff_kd.server_step`.
 
   Returns:
     A `tff_kd.process.GlobalModelsProcess` (module docstring) whose `next` takes
@@ -186,7 +190,7 @@ def build_feddf(
           eval_every=eval_every, patience=patience),
       client_weighting=client_weighting, seed=seed, certainty=None,
       client_prototypes=client_prototypes, model_aggregator=model_aggregator,
-      fusion_aggregator=fusion_aggregator,
+      fusion_aggregator=fusion_aggregator, server_step=server_step,
   )
 
 
@@ -209,7 +213,8 @@ def build_fedaux(
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-) -> process_lib.GlobalModelsProcess:
+    server_step: str = 'worker',
+) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
   """Builds FedAUX: FedDF with a certainty-weighted ensemble teacher.
 
   The defaults are the official code's (fl_devices.py, exec.sh).
@@ -239,6 +244,9 @@ def build_fedaux(
     client_prototypes, model_aggregator: as `build_feddf`.
     fusion_aggregator: fuses the clients' certainty-weighted `logits`
       (`<logits, weights=s_k(x)>`); default `LogitFusionFactory()`.
+    server_step: where the server's step runs: `worker` (in the round, a
+      TFF process) or `program` (a `tf.function` of the program, on its
+      devices; a `ProgramStepProcess`); `tff_kd.server_step`.
 
   Returns:
     A `tff.learning.templates.LearningProcess`, as `build_feddf`. With all
@@ -285,14 +293,14 @@ def build_fedaux(
                      steps=certainty_steps, epsilon=certainty_epsilon,
                      delta=certainty_delta),
       client_prototypes=client_prototypes, model_aggregator=model_aggregator,
-      fusion_aggregator=fusion_aggregator,
+      fusion_aggregator=fusion_aggregator, server_step=server_step,
   )
 
 
 def _build(
     prototype_model_fns, client_optimizer_fn, *, distillation_inputs,
     validation, config, client_weighting, seed, certainty, client_prototypes,
-    model_aggregator, fusion_aggregator,
+    model_aggregator, fusion_aggregator, server_step,
 ):
   """The process of `build_feddf` (certainty None) and `build_fedaux`.
 
@@ -495,13 +503,15 @@ def _build(
   aggregator = knowledge.KnowledgeFactory(
       model_aggregator, fusion_aggregator).create(
           result_type.update, result_type.update_weight)
-  finalizer = finalizers.build_distillation_finalizer(
+  initial_state, step = finalizers.distillation_step(
       prototype_model_fns, config, weights_type=weights_type,
       update_type=aggregator.next.type_signature.result.result.member,
       inputs_fn=distillation_set, validation=validation, seed=seed)
-  return process_lib.GlobalModelsProcess(
+  return process_lib.with_server_step(process_lib.GlobalModelsProcess(
       tff.learning.templates.compose_learning_process(
           initial_weights,
           tff.learning.templates.build_broadcast_process(weights_type),
-          client_work, aggregator, finalizer),
-      prototype_model_fns, client_prototypes=client_prototypes)
+          client_work, aggregator,
+          finalizers.build_finalizer(initial_state, step, server_step)),
+      prototype_model_fns, client_prototypes=client_prototypes),
+                                      step, server_step)

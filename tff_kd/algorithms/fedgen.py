@@ -33,7 +33,7 @@ non-finite, uploads zero counts (no weight in G's loss).
 The process is `compose_learning_process` of TFF's parts: the generator
 travels with the model in the global weights, `OrderedDict(model=ModelWeights,
 generator=<params, running_mean, running_var>)`, so TFF's broadcast sends
-both and the finalizer (`tff_kd.finalizers.build_generator_finalizer`, its
+both and the finalizer (`tff_kd.finalizers.generator_step`, its
 state the generator's Adam state and the round) updates both; the client
 work's state is the round. Models
 must name their classifier layer `head` (a Dense layer whose input is the
@@ -41,7 +41,7 @@ feature vector), as every `tasks` model does.
 """
 
 import collections
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -89,7 +89,8 @@ def build_fedgen(
     seed: int = 0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-) -> process_lib.GlobalModelsProcess:
+    server_step: str = 'worker',
+) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
   """Builds FedGen.
 
   Args:
@@ -120,11 +121,14 @@ def build_fedgen(
       `tff.aggregators` factory); default `WeightedMeanFactory` (n_k / n).
     fusion_aggregator: collects the clients' `heads`, `<kernel, bias,
       counts>`, for the generator; default `StackFactory(clients_per_round)`.
+    server_step: where the server's step runs: `worker` (in the round, a
+      TFF process) or `program` (a `tf.function` of the program, on its
+      devices; a `ProgramStepProcess`); `tff_kd.server_step`.
 
   Returns:
     A `tff_kd.process.GlobalModelsProcess`: TFF's broadcast of `<model,
     generator>`, the client work (its state the round), `KnowledgeFactory`'s
-    aggregation and `finalizers.build_generator_finalizer`, composed by
+    aggregation and the finalizer of `finalizers.generator_step`, composed by
     `compose_learning_process`; `get_model_weights` gives the model's.
   """
   for name, value in (('num_classes', num_classes),
@@ -234,7 +238,7 @@ def build_fedgen(
       stack.StackFactory(clients_per_round) if fusion_aggregator is None
       else fusion_aggregator).create(
           result_type.update, result_type.update_weight)
-  finalizer = finalizers.build_generator_finalizer(
+  initial_state, step = finalizers.generator_step(
       weights_type=global_type,
       update_type=aggregator.next.type_signature.result.result.member,
       server_learning_rate=server_learning_rate,
@@ -244,10 +248,11 @@ def build_fedgen(
       steps=generator_steps, batch_size=generator_batch_size,
       noise_dim=noise_dim, weight_decay=generator_weight_decay,
       diversity_weight=diversity_weight, teacher_loss=teacher_loss)
-  return process_lib.GlobalModelsProcess(
+  return process_lib.with_server_step(process_lib.GlobalModelsProcess(
       tff.learning.templates.compose_learning_process(
           initial_weights,
           tff.learning.templates.build_broadcast_process(global_type),
           client_work_lib.build_round_client_work(client_update, measure),
-          aggregator, finalizer),
-      {'model': model_fn})
+          aggregator,
+          finalizers.build_finalizer(initial_state, step, server_step)),
+      {'model': model_fn}), step, server_step)
