@@ -60,14 +60,10 @@ def dataset_reduce(dataset, initial_state, reduce_fn):
   is made anew in every round; with them on, making one rewrote the
   dataset's graph and started the autotuning model, whose bookkeeping then
   ran beside the few small ops of a client pipeline (shuffle, batch, repeat)
-  without speeding any up. In the study for issue 19 a client's update (1-14
-  batches of 16, the PyTorch peers' CNN, 2 loaded cores) took 1.4-3.7x as
-  long with them as without, and a FedAvg round of the peers' workload on
-  the TFF worker 0.61-0.73x as long without them; `benchmarks.benchmark`
-  times both in each run (docs/PERFORMANCE.md). The elements and their order
-  do not change, only how the pipeline runs: FedAvg (1 and 3 local epochs),
-  FD, FedDF, DS-FL and FedGKD gave bit-identical checkpoints and metrics
-  after 3 rounds of `binaries.train` with and without the options.
+  without speeding any up; `benchmarks.benchmark` times a round with and
+  without them (docs/PERFORMANCE.md). The elements and their order do not
+  change, only how the pipeline runs: the numbers are the same with and
+  without the options.
   """
   options = tf.data.Options()
   options.experimental_optimization.apply_default_optimizations = False
