@@ -78,13 +78,17 @@ class SettingsTest(tf.test.TestCase):
         - set(common.RUNTIME_FLAGS) - {'algorithm_hparams',
                                        'optimizer_hparams'}
         # Not recorded: what the run does not use (no DP, no compression,
-        # not one of TFF's datasets).
+        # not one of TFF's datasets, no learning at the server).
         - set(common.AGGREGATOR_FLAGS['dp'])
-        - set(common.AGGREGATOR_FLAGS['compression']) - {'use_synthetic_data'}
+        - set(common.AGGREGATOR_FLAGS['compression'])
+        - {'use_synthetic_data', 'server_step'}
         | {'algorithm', 'ntd_beta', 'ntd_temperature',
            'client_sgd_momentum', 'server_sgd_momentum'})
     self.assertEqual(hparams['alpha'], 0.3)
     self.assertEqual(hparams['algorithm'], 'fedntd')
+    # An algorithm that learns at the server records where.
+    self.assertEqual(common.run_hparams(
+        settings, registry.get('feddf'))['server_step'], 'worker')
 
 
 if __name__ == '__main__':
