@@ -17,11 +17,14 @@ import shlex
 
 from absl import flags
 from absl.testing import flagsaver
+import pytest
 import tensorflow as tf
 
 from binaries import common
 from binaries import train
 from tff_kd import run_directory
+
+pytestmark = pytest.mark.slow  # pytest.ini
 
 FLAGS = flags.FLAGS
 

@@ -17,9 +17,12 @@ import unittest
 from absl import flags
 from absl.testing import flagsaver
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from benchmarks import benchmark
+
+pytestmark = pytest.mark.slow  # pytest.ini
 
 _TORCH_PATH = flags.FLAGS['torch_path'].default
 _NO_TORCH = benchmark.torch_unavailable(_TORCH_PATH)

@@ -14,7 +14,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
+
+pytestmark = pytest.mark.slow  # pytest.ini
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

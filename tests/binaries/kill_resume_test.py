@@ -10,12 +10,15 @@ import time
 import uuid
 
 from absl.testing import parameterized
+import pytest
 import tensorflow as tf
 
 import processes
 
 from tff_kd import client_store
 from tff_kd import run_directory
+
+pytestmark = pytest.mark.slow  # pytest.ini
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 _FLAGS = ['--task=digits', '--model=mlp', '--num_clients=4',

@@ -13,6 +13,7 @@ import uuid
 from absl import flags
 from absl.testing import flagsaver
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import processes
@@ -367,6 +368,7 @@ class BadFlagsTest(tf.test.TestCase):
         train.main(['train'])
 
 
+@pytest.mark.slow
 class ChangedInputsTest(tf.test.TestCase):
   """A run's record pins the data it trained on: --resume refuses a changed
   split file (the same content under the same path)."""
@@ -452,6 +454,7 @@ class FlagFileTest(tf.test.TestCase):
                        {k: v for k, v in b.items() if 'time' not in k})
 
 
+@pytest.mark.slow
 class ProcessTest(tf.test.TestCase):
   """Whole processes: one-line errors, Ctrl-C, no leaked worker."""
 
@@ -496,6 +499,7 @@ class ProcessTest(tf.test.TestCase):
                          if n.startswith('program_state_')])
 
 
+@pytest.mark.slow
 class NoLeakedWorkerTest(tf.test.TestCase):
 
   def test_a_run_leaves_no_worker_process(self):

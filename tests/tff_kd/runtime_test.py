@@ -22,6 +22,7 @@ from unittest import mock
 
 import numpy as np
 import portpicker
+import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -41,6 +42,7 @@ def _two_rounds(process, client_data):
   return process.get_model_weights(state).trainable, output.metrics
 
 
+@pytest.mark.slow
 class TwoWorkersTest(tf.test.TestCase):
 
   def test_fedavg_feddf_and_fd_match_a_single_worker(self):
@@ -271,6 +273,7 @@ def _outcome_within(fn, seconds):
   return outcome[0]
 
 
+@pytest.mark.slow
 class WorkerLossTest(tf.test.TestCase):
   """A worker lost mid-run: `WorkerLostError` within seconds, not a hang."""
 

@@ -13,6 +13,7 @@ weights on the labelled validation split, which the paper does not have).
 """
 
 from absl.testing import parameterized
+import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -21,6 +22,8 @@ import tasks
 from tff_kd import experiment
 from tff_kd import optimizers
 
+
+pytestmark = pytest.mark.slow  # pytest.ini
 
 _LEAST_FINAL_ACCURACY = {'fd': 0.25, 'dsfl': 0.6, 'fedad': 0.5}
 
