@@ -25,6 +25,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import binaries
+import tasks
 from tasks import models
 from tff_kd import runtime
 from tff_kd import server_distillation
@@ -43,23 +44,14 @@ def _define_flags():
   flags.DEFINE_integer('batch_size', 128, 'Distillation batch size.')
 
 
-def _model_fn(name, input_shape):
-
-  def model_fn():
-    keras_model = models.build_keras_model(
-        name, input_shape=input_shape, num_classes=10, seed=0)
-    return tff.learning.models.from_keras_model(
-        keras_model, loss=tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True),
-        input_spec=(tf.TensorSpec((None,) + input_shape, tf.float32),
-                    tf.TensorSpec((None,), tf.int32)))
-
-  return model_fn
-
-
 def _measure(name, input_shape, values):
   """Median and spread of seconds per call, worker and program."""
-  model_fn = _model_fn(name, input_shape)
+  model_fn = tasks.model_fn_from_keras(
+      lambda: models.build_keras_model(name, input_shape=input_shape,
+                                       num_classes=10, seed=0),
+      input_spec=(tf.TensorSpec((None,) + input_shape, tf.float32),
+                  tf.TensorSpec((None,), tf.int32)),
+      num_classes=10)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(values.inputs,) + input_shape).astype(np.float32)
   teacher = rng.normal(size=(values.inputs, 10)).astype(np.float32)
@@ -72,12 +64,14 @@ def _measure(name, input_shape, values):
       lambda a: tf.TensorSpec(a.shape, a.dtype), start))
   seed, steps = np.array([0, 7], np.int32), np.int32(values.steps)
 
-  @tff.tensorflow.computation(weights_type, tff.TensorType(np.float32, [values.inputs, 10]))
+  logits_type = tff.TensorType(np.float32, [values.inputs, 10])
+
+  @tff.tensorflow.computation(weights_type, logits_type)
   def on_worker(weights, logits):
     distill = server_distillation.build_server_distillation(model_fn(), config)
     return distill(weights, x, logits, None, seed, steps)
 
-  @tff.tensorflow.computation(weights_type, tff.TensorType(np.float32, [values.inputs, 10]))
+  @tff.tensorflow.computation(weights_type, logits_type)
   def handed_over(weights, logits):  # The state and update, there and back.
     return weights, logits
 

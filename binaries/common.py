@@ -387,7 +387,8 @@ def _check_adaptive_clip(values):
 
 
 SERVER_STEP = flags.DEFINE_enum(
-    'server_step', 'worker', list(server_step.PLACEMENTS),
+    'server_step', server_step.DEFAULT_PLACEMENT,
+    list(server_step.PLACEMENTS),
     'Where the server\'s learning (FedDF\'s and FedAUX\'s distillation, '
     'FedGen\'s generator, DS-FL\'s and FedAD\'s server models) runs: worker '
     '(in the TFF round, on the TFF worker\'s CPU: TFF 0.87\'s worker has no '

@@ -42,6 +42,7 @@ from tff_kd import generator as generator_lib
 from tff_kd import optimizers
 from tff_kd import privacy
 from tff_kd import server_distillation
+from tff_kd import server_step as server_step_lib
 from tff_kd.algorithms import dsfl
 from tff_kd.algorithms import fd
 from tff_kd.algorithms import fedad
@@ -154,7 +155,8 @@ def _build_fedssd(
 
 def _build_fedgen(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    gen_alpha, gen_beta, gen_steps, gen_teacher_loss, server_step='worker',
+    gen_alpha, gen_beta, gen_steps, gen_teacher_loss,
+    server_step=server_step_lib.DEFAULT_PLACEMENT,
     model_aggregator=None, fusion_aggregator=None,
 ):
   return fedgen.build_fedgen(
@@ -244,7 +246,8 @@ def _build_dsfl(
     task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, dsfl_aggregation, dsfl_era_temperature, dsfl_subset_size,
     dsfl_distill_epochs, dsfl_distill_batch_size, dsfl_distill_learning_rate,
-    dsfl_server_model, dsfl_validation, server_step='worker',
+    dsfl_server_model, dsfl_validation,
+    server_step=server_step_lib.DEFAULT_PLACEMENT,
     model_aggregator=None, fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
@@ -277,7 +280,8 @@ def _build_dsfl(
 
 def _build_fedad(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    distill_data, fedad_beta, fedad_validation, server_step='worker',
+    distill_data, fedad_beta, fedad_validation,
+    server_step=server_step_lib.DEFAULT_PLACEMENT,
     model_aggregator=None, fusion_aggregator=None, **distillation,
 ):
   del clients_per_round
@@ -299,7 +303,8 @@ def _build_fedad(
 
 def _build_feddf(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    distill_data, feddf_validation, server_step='worker',
+    distill_data, feddf_validation,
+    server_step=server_step_lib.DEFAULT_PLACEMENT,
     model_aggregator=None,
     fusion_aggregator=None, **distillation,
 ):
@@ -325,7 +330,7 @@ def _build_fedaux(
     task, *, client_optimizer, server_optimizer, clients_per_round,
     distill_data, aux_negative_fraction, aux_distill_epochs,
     aux_distill_batch_size, aux_distill_learning_rate, aux_validation,
-    aux_dp_epsilon, aux_dp_delta, server_step='worker',
+    aux_dp_epsilon, aux_dp_delta, server_step=server_step_lib.DEFAULT_PLACEMENT,
     model_aggregator=None,
     fusion_aggregator=None,
 ):

@@ -61,7 +61,7 @@ def _applied(weights, delta, learning_rate=1.0):
 
 def build_finalizer(
     initial_state: tff.Computation, step: server_step_lib.ServerStep,
-    where: str = 'worker',
+    where: str = server_step_lib.DEFAULT_PLACEMENT,
 ) -> tff.learning.templates.FinalizerProcess:
   """The `FinalizerProcess` of `step`, its state starting at `initial_state()`
   (module docstring; `where`: `worker` or `program`)."""
@@ -72,25 +72,18 @@ def build_finalizer(
   def init_fn():
     return tff.federated_eval(initial_state, tff.SERVER)
 
-  if where == 'worker':
-    computation = step.computation()
+  computation = step.computation() if where == 'worker' else None
 
-    @tff.federated_computation(
-        init_fn.type_signature.result,
-        tff.FederatedType(weights_type, tff.SERVER),
-        tff.FederatedType(update_type, tff.SERVER))
-    def next_fn(state, weights, update):
-      state, weights, measurements = tff.federated_map(
-          computation, (state, weights, update))
-      return tff.templates.MeasuredProcessOutput(state, weights, measurements)
-  else:
-
-    @tff.federated_computation(
-        init_fn.type_signature.result,
-        tff.FederatedType(weights_type, tff.SERVER),
-        tff.FederatedType(update_type, tff.SERVER))
-    def next_fn(state, weights, update):
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(weights_type, tff.SERVER),
+      tff.FederatedType(update_type, tff.SERVER))
+  def next_fn(state, weights, update):
+    if computation is None:  # `program`: the step runs after the round.
       return tff.templates.MeasuredProcessOutput(state, weights, update)
+    state, weights, measurements = tff.federated_map(
+        computation, (state, weights, update))
+    return tff.templates.MeasuredProcessOutput(state, weights, measurements)
 
   return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
 

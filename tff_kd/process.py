@@ -46,6 +46,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_kd import model_parts
+from tff_kd import server_step as server_step_lib
 
 
 
@@ -269,7 +270,8 @@ class ProgramStepProcess:
   process (its `next` is the program's).
   """
 
-  def __init__(self, process: GlobalModelsProcess, step: Any):
+  def __init__(self, process: GlobalModelsProcess,
+               step: server_step_lib.ServerStep):
     self._process = process
     self._run_step = step.function()
     self.client_prototypes = process.client_prototypes
@@ -319,6 +321,7 @@ class ProgramStepProcess:
     return self._process.evaluation_models(state)
 
 
-def with_server_step(process: GlobalModelsProcess, step: Any, where: str):
+def with_server_step(process: GlobalModelsProcess,
+                     step: server_step_lib.ServerStep, where: str):
   """`process` (`where` = `worker`) or `ProgramStepProcess(process, step)`."""
   return process if where == 'worker' else ProgramStepProcess(process, step)

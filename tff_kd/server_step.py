@@ -32,6 +32,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 PLACEMENTS = ('worker', 'program')
+DEFAULT_PLACEMENT = 'worker'  # Of every builder and of --server_step.
 
 
 def check_placement(where: str) -> None:

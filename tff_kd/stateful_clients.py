@@ -298,7 +298,7 @@ def build_stateful_clients_process(
     client_work: tff.Computation,
     fusion_aggregator: knowledge.FusionFactories,
     server_update: server_step_lib.ServerStep,
-    server_step: str = 'worker',
+    server_step: str = server_step_lib.DEFAULT_PLACEMENT,
 ) -> StatefulClientsProcess:
   """Composes the round from its parts (module docstring).
 

@@ -61,7 +61,7 @@ def build_fedad(
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
     fusion_aggregator: knowledge.FusionAggregator = None,
-    server_step: str = 'worker',
+    server_step: str = server_step_lib.DEFAULT_PLACEMENT,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds FedAD.
 

@@ -107,6 +107,7 @@ from tff_kd import model_parts
 from tff_kd import optimizers
 from tff_kd import process as process_lib
 from tff_kd import server_distillation
+from tff_kd import server_step as server_step_lib
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
 
@@ -132,7 +133,7 @@ def build_feddf(
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-    server_step: str = 'worker',
+    server_step: str = server_step_lib.DEFAULT_PLACEMENT,
 ) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
   """Builds FedDF.
 
@@ -213,7 +214,7 @@ def build_fedaux(
     client_prototypes: Optional[Mapping[str, str]] = None,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-    server_step: str = 'worker',
+    server_step: str = server_step_lib.DEFAULT_PLACEMENT,
 ) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
   """Builds FedAUX: FedDF with a certainty-weighted ensemble teacher.
 

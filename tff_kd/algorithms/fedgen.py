@@ -55,6 +55,7 @@ from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import optimizers
 from tff_kd import process as process_lib
+from tff_kd import server_step as server_step_lib
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import stack
 
@@ -89,7 +90,7 @@ def build_fedgen(
     seed: int = 0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
     fusion_aggregator: knowledge.FusionAggregator = None,
-    server_step: str = 'worker',
+    server_step: str = server_step_lib.DEFAULT_PLACEMENT,
 ) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
   """Builds FedGen.
 
