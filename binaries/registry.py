@@ -155,8 +155,9 @@ def _build_fedssd(
 
 def _build_fedgen(
     task, *, client_optimizer, server_optimizer, clients_per_round,
-    gen_alpha, gen_beta, gen_steps, gen_teacher_loss,
-    server_step=server_step_lib.DEFAULT_PLACEMENT,
+    gen_alpha, gen_beta, gen_steps, gen_teacher_loss, gen_noise,
+    gen_client_batchnorm, gen_client_draws, gen_sampled_labels,
+    gen_smooth_counts, server_step=server_step_lib.DEFAULT_PLACEMENT,
     model_aggregator=None, fusion_aggregator=None,
 ):
   return fedgen.build_fedgen(
@@ -170,6 +171,11 @@ def _build_fedgen(
       beta=gen_beta,
       generator_steps=gen_steps,
       teacher_loss=gen_teacher_loss,
+      noise=gen_noise,
+      client_batchnorm=gen_client_batchnorm,
+      client_draws=gen_client_draws,
+      sampled_labels=gen_sampled_labels,
+      smooth_counts=gen_smooth_counts,
       seed=task.seed,
       model_aggregator=model_aggregator,
       fusion_aggregator=_fusion(fusion_aggregator),
@@ -435,6 +441,14 @@ _TEMPERATURE = dict(check=lambda v: 1e-3 <= v <= 1e3,
 def _count(low, high):
   return dict(check=lambda v: low <= v <= high,
               requirement=f'in [{low}, {high}]')
+
+
+def _choice(option, text):
+  """A FedGen `generator.ABLATIONS` option: its default is the first."""
+  choices = generator_lib.ABLATIONS[option]
+  return Hparam(choices[0], text, lambda v: v in choices,
+                f'one of {", ".join(choices)}')
+
 _DISTILLATION_HPARAMS = {
     'distill_data': Hparam(
         'public', 'FedDF/FedAUX/FedAD/DS-FL: server distillation inputs (DS-FL,'
@@ -541,6 +555,25 @@ ALGORITHMS: dict[str, Algorithm] = {
                     'code\'s broadcast: mean weight x mean CE per client).',
                     lambda v: v in generator_lib.TEACHER_LOSSES,
                     f'one of {", ".join(generator_lib.TEACHER_LOSSES)}'),
+                'gen_noise': _choice(
+                    'noise', 'FedGen: the generator\'s noise, uniform on '
+                    '[0, 1) (the official code) or normal (the paper).'),
+                'gen_client_batchnorm': _choice(
+                    'client_batchnorm', 'FedGen: the generator\'s BatchNorm'
+                    ' statistics on the clients, running (the official eval'
+                    ' mode) or batch (each batch\'s own).'),
+                'gen_client_draws': _choice(
+                    'client_draws', 'FedGen: the clients\' noise and'
+                    ' labels, own (each client its own) or shared (the'
+                    ' same for every client of a round).'),
+                'gen_sampled_labels': _choice(
+                    'sampled_labels', 'FedGen: the clients\' generated'
+                    ' labels, uniform (the official code) or'
+                    ' label_distribution (the paper: the last round\'s'
+                    ' trained labels, broadcast).'),
+                'gen_smooth_counts': Hparam(
+                    True, 'FedGen: label counts start at 1 (the official'
+                    ' clean_up_counts); false: at 0.'),
             },
         ),
         Algorithm(

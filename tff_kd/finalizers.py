@@ -151,20 +151,25 @@ def generator_step(
     generator_optimizer: tff.learning.optimizers.Optimizer,
     learning_rate: float,
     lr_decay: float,
+    smoothing: float,
     **train_kwargs,
 ) -> tuple[tff.Computation, server_step_lib.ServerStep]:
   """FedGen's server step (module docstring).
 
   Args:
-    weights_type: `<model=ModelWeights, generator=params>`.
+    weights_type: `<model=ModelWeights, generator=params>`, and
+      `label_probs` when the clients draw from the label distribution (then
+      updated to the round's uploaded counts).
     update_type: `<models=<model=delta>, knowledge=<heads=<values=<kernel,
       bias, counts> stacked, count>>>` (`StackFactory`'s result).
     server_learning_rate: the model's step along the mean delta.
     generator_optimizer: Adam (its learning rate is set every round).
     learning_rate: the generator's initial learning rate, decayed by
       `lr_decay` per round.
+    smoothing: what the clients added to each label count (1 or 0).
     **train_kwargs: `generator.train_generator`'s settings (steps,
-      batch_size, noise_dim, weight_decay, diversity_weight, teacher_loss).
+      batch_size, noise_dim, weight_decay, diversity_weight, teacher_loss,
+      noise).
 
   Returns:
     `(initial_state, step)` for `build_finalizer`.
@@ -191,11 +196,18 @@ def generator_step(
     generator, optimizer_state, losses = generator_lib.train_generator(
         weights['generator'], generator_optimizer, optimizer_state,
         uploads['kernel'], uploads['bias'], uploads['counts'],
-        seed=round_num, **train_kwargs)
+        seed=round_num, smoothing=smoothing, **train_kwargs)
     new_weights = collections.OrderedDict(
         model=_applied(weights['model'], update['models']['model'],
                        server_learning_rate),
         generator=generator)
+    if 'label_probs' in weights:
+      # The round's trained labels (counts without their smoothing; absent
+      # clients' zero rows stay 0); kept when no client trained.
+      total = tf.reduce_sum(tf.nn.relu(uploads['counts'] - smoothing), axis=0)
+      new_weights['label_probs'] = tf.cond(
+          tf.reduce_sum(total) > 0, lambda: total / tf.reduce_sum(total),
+          lambda: weights['label_probs'])
     new_state = collections.OrderedDict(generator_optimizer=optimizer_state,
                                         round=round_num + 1)
     return new_state, new_weights, collections.OrderedDict(

@@ -17,6 +17,11 @@ regularizer in `eval()` mode (BatchNorm with the running statistics).
 As the official code, z is uniform on [0, 1) (`torch.rand`): the paper says
 Gaussian, but the author confirmed uniform is intended (issue #10).
 
+`ABLATIONS` names the options that undo one faithful choice each (noise,
+the clients' BatchNorm statistics, their draws, the sampled labels, the
+count smoothing), for measuring what each costs (docs/CLAIMS.md); the
+defaults are the official code's.
+
 No `tff` import here.
 """
 
@@ -27,8 +32,35 @@ import tensorflow as tf
 # BatchNorm1d's defaults in the official code.
 _MOMENTUM = 0.1
 _EPSILON = 1e-5
-# The official server trains G only on labels some client has more of.
-MIN_SAMPLES_PER_LABEL = 1
+# z's distribution: the official code's (uniform on [0, 1)) or the paper's
+# (standard normal).
+NOISES = ('uniform', 'normal')
+# The BatchNorm statistics G uses on the clients: the running ones (the
+# official eval mode) or each client batch's own.
+CLIENT_BATCHNORMS = ('running', 'batch')
+# The clients' draws: each client its own (seeds folded with a fingerprint of
+# its batch) or the same for every client of a round (seeds (round, batch)).
+CLIENT_DRAWS = ('own', 'shared')
+# The clients' y_hat: uniform over the classes (the official code) or from
+# the label distribution of the last round's uploads (the paper's p(y)),
+# broadcast with G.
+SAMPLED_LABELS = ('uniform', 'label_distribution')
+# Each option with its choices, default first.
+ABLATIONS = dict(noise=NOISES, client_batchnorm=CLIENT_BATCHNORMS,
+                 client_draws=CLIENT_DRAWS, sampled_labels=SAMPLED_LABELS)
+
+
+def check_option(name: str, value: str) -> None:
+  if value not in ABLATIONS[name]:
+    raise ValueError(f'{name} must be one of {ABLATIONS[name]}; got '
+                     f'{value!r}.')
+
+
+def draw_noise(shape, seed, noise: str = 'uniform') -> tf.Tensor:
+  """z: uniform on [0, 1) (`torch.rand`) or standard normal."""
+  if noise == 'uniform':
+    return tf.random.stateless_uniform(shape, seed)
+  return tf.random.stateless_normal(shape, seed)
 
 
 def init_generator(
@@ -138,15 +170,17 @@ def label_weights(counts: tf.Tensor) -> tf.Tensor:
   )
 
 
-def sample_labels(counts: tf.Tensor, size: int, seed) -> tf.Tensor:
+def sample_labels(counts: tf.Tensor, size: int, seed,
+                  smoothing: float = 1.0) -> tf.Tensor:
   """[size] int32 labels, uniform over the qualified labels.
 
   As the official `np.random.choice(qualified_labels, batch_size)`: a label is
-  qualified if some client's count exceeds `MIN_SAMPLES_PER_LABEL` (with the
-  +1 smoothing: some client trained on it this round). If none is (no client
-  trained on anything), all labels are drawn, with zero weight in the loss.
+  qualified if some client's count exceeds `MIN_SAMPLES_PER_LABEL` = 1 in
+  counts smoothed by +1 (`smoothing`), that is if some client trained on it
+  this round. If none is (no client trained on anything), all labels are
+  drawn, with zero weight in the loss.
   """
-  qualified = tf.reduce_max(counts, axis=0) > MIN_SAMPLES_PER_LABEL
+  qualified = tf.reduce_max(counts, axis=0) > smoothing
   logits = tf.where(qualified, 0.0, -1e9)[tf.newaxis]
   return tf.cast(tf.random.stateless_categorical(logits, size, seed)[0],
                  tf.int32)
@@ -209,6 +243,7 @@ def train_generator(
     generator, optimizer, optimizer_state, heads_kernel, heads_bias, counts,
     *, steps: int, batch_size: int, noise_dim: int, weight_decay: float,
     diversity_weight: float, seed, teacher_loss: str = 'per_sample',
+    noise: str = 'uniform', smoothing: float = 1.0,
 ):
   """`steps` optimizer steps on `ensemble_loss`; labels from `sample_labels`.
 
@@ -216,20 +251,21 @@ def train_generator(
   running statistics with its batch (`update_statistics`, before the step, as
   PyTorch's forward pass). Returns (generator, optimizer_state, losses
   [steps]). `seed` is an int32 tensor (the round), so each round draws its
-  own labels and noise.
+  own labels and noise (`noise`: one of `NOISES`); `smoothing` is what the
+  clients added to every count (1, or 0 unsmoothed).
   """
   num_classes = tf.shape(counts)[1]
   names = list(generator['params'])
 
   def step(i, generator, optimizer_state, losses):
     step_seed = tf.stack([seed, i])
-    labels = sample_labels(counts, batch_size, step_seed)
-    noise = tf.random.stateless_uniform([batch_size, noise_dim], step_seed + 7)
+    labels = sample_labels(counts, batch_size, step_seed, smoothing)
+    z = draw_noise([batch_size, noise_dim], step_seed + 7, noise)
     params = list(generator['params'].values())
     with tf.GradientTape() as tape:
       tape.watch(params)
       loss = ensemble_loss(generator, heads_kernel, heads_bias, counts, labels,
-                           noise, diversity_weight, teacher_loss)
+                           z, diversity_weight, teacher_loss)
     gradients = tape.gradient(loss, params)
     # Coupled L2 weight decay, as torch.optim.Adam(weight_decay=...).
     gradients = [g + weight_decay * w for g, w in zip(gradients, params)]
@@ -237,7 +273,7 @@ def train_generator(
         optimizer_state, tuple(params), tuple(gradients)
     )
     generator = collections.OrderedDict(
-        update_statistics(generator, noise, tf.one_hot(labels, num_classes)),
+        update_statistics(generator, z, tf.one_hot(labels, num_classes)),
         params=collections.OrderedDict(zip(names, updated)),
     )
     return i + 1, generator, optimizer_state, losses.write(i, loss)
@@ -251,7 +287,8 @@ def train_generator(
   return generator, optimizer_state, losses.stack()
 
 
-def client_seeds(round_num, batch_number, student_logits) -> tf.Tensor:
+def client_seeds(round_num, batch_number, student_logits,
+                 client_draws: str = 'own') -> tf.Tensor:
   """[3, 2] seeds for a client batch's draws.
 
   (round, batch number) folded with a fingerprint of the batch: clients have
@@ -259,8 +296,12 @@ def client_seeds(round_num, batch_number, student_logits) -> tf.Tensor:
   different data draw differently, while the same flags still give the same
   numbers. The fingerprint is of the student's logits, a function of the
   batch's inputs and the client's weights (a `DistillationFn` does not see
-  the inputs).
+  the inputs). With `client_draws='shared'`, (round, batch number) alone:
+  every client's n-th batch of a round draws the same.
   """
+  if client_draws == 'shared':
+    return tf.random.experimental.stateless_split(
+        tf.cast(tf.stack([round_num, batch_number]), tf.int64), 3)
   fingerprint = tf.fingerprint(
       tf.reshape(tf.stop_gradient(student_logits), [1, -1])
   )[0]
@@ -272,7 +313,9 @@ def client_seeds(round_num, batch_number, student_logits) -> tf.Tensor:
 
 def make_client_loss(
     head, counter: tf.Variable, *, num_classes: int, noise_dim: int,
-    alpha: float, beta: float, decay: float,
+    alpha: float, beta: float, decay: float, noise: str = 'uniform',
+    client_batchnorm: str = 'running', client_draws: str = 'own',
+    sampled_labels: str = 'uniform',
 ):
   """FedGen's client regularizer, a `local_training.DistillationFn`.
 
@@ -288,8 +331,15 @@ def make_client_loss(
   (`generator` and `round` are used); `head` is the student's head layer
   (gradients reach it through the generated features; the generator is
   frozen); `counter` numbers the batches, which `client_seeds` folds with the
-  batch's fingerprint.
+  batch's fingerprint. `noise`, `client_batchnorm`, `client_draws` and
+  `sampled_labels` are the `ABLATIONS`; with `sampled_labels=
+  'label_distribution'`, `extra['label_probs']` is the broadcast p(y).
   """
+  for name, value in (('noise', noise), ('client_batchnorm', client_batchnorm),
+                      ('client_draws', client_draws),
+                      ('sampled_labels', sampled_labels)):
+    check_option(name, value)
+  batch_statistics = client_batchnorm == 'batch'
 
   def loss_fn(labels, student_logits, teacher_logits, extra):
     del teacher_logits  # FedGen distills from the generator, not a model.
@@ -301,24 +351,32 @@ def make_client_loss(
     beta_t = tf.maximum(1e-4, beta * decay**t) if beta > 0 else 0.0
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     batch = tf.shape(labels)[0]
-    seeds = client_seeds(round_num, counter.assign_add(1), student_logits)
+    seeds = client_seeds(round_num, counter.assign_add(1), student_logits,
+                         client_draws)
     generator = tf.nest.map_structure(tf.stop_gradient, extra['generator'])
 
-    noise = tf.random.stateless_uniform([batch, noise_dim], seeds[0])
+    z = draw_noise([batch, noise_dim], seeds[0], noise)
     target = tf.stop_gradient(tf.nn.softmax(head(generate(
-        generator, noise, tf.one_hot(labels, num_classes), training=False
+        generator, z, tf.one_hot(labels, num_classes),
+        training=batch_statistics
     ))))
     latent_loss = tf.reduce_mean(tf.reduce_sum(
         target * (tf.math.log(target + 1e-12)
                   - tf.nn.log_softmax(student_logits)), axis=-1
     ))
 
-    sampled = tf.random.stateless_uniform(
-        [batch], seeds[1], maxval=num_classes, dtype=tf.int32
-    )
-    noise = tf.random.stateless_uniform([batch, noise_dim], seeds[2])
+    if sampled_labels == 'uniform':
+      sampled = tf.random.stateless_uniform(
+          [batch], seeds[1], maxval=num_classes, dtype=tf.int32
+      )
+    else:
+      sampled = tf.cast(tf.random.stateless_categorical(
+          tf.math.log(extra['label_probs'])[tf.newaxis], batch, seeds[1]
+      )[0], tf.int32)
+    z = draw_noise([batch, noise_dim], seeds[2], noise)
     sampled_logits = head(generate(
-        generator, noise, tf.one_hot(sampled, num_classes), training=False
+        generator, z, tf.one_hot(sampled, num_classes),
+        training=batch_statistics
     ))
     teacher_loss = tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -216,7 +216,7 @@ def _generator_finalizer(learning_rate, lr_decay, server_learning_rate):
       # Its own learning rate is replaced every round by the decayed one.
       generator_optimizer=tff.learning.optimizers.build_adam(
           learning_rate=0.5),
-      learning_rate=learning_rate, lr_decay=lr_decay, **GEN))
+      learning_rate=learning_rate, lr_decay=lr_decay, smoothing=1.0, **GEN))
 
 
 def _generator_update(weights, rng, count=2):

@@ -244,6 +244,56 @@ class GeneratorTest(tf.test.TestCase):
     decay = 0.98**3
     self.assertAllClose(loss, 2.0 * decay * ce + 3.0 * decay * kl, rtol=1e-4)
 
+  def test_client_loss_with_every_ablation_matches_numpy(self):
+    loss_fn = generator.make_client_loss(
+        self.head, tf.Variable(0), num_classes=3, noise_dim=4, alpha=2.0,
+        beta=3.0, decay=0.98, noise='normal', client_batchnorm='batch',
+        client_draws='shared', sampled_labels='label_distribution')
+    kernel, bias = self.head.kernel.numpy(), self.head.bias.numpy()
+    logits = np.random.default_rng(6).normal(size=(6, 3)).astype(np.float32)
+    probs = np.array([0.7, 0.0, 0.3], np.float32)
+    extra = collections.OrderedDict(
+        generator=self.generator, round=tf.constant(3),
+        label_probs=tf.constant(probs))
+    loss = loss_fn(self.labels, logits, None, extra).numpy()
+    # Shared draws: the seeds of (round 3, batch 1) alone.
+    seeds = tf.random.experimental.stateless_split(
+        tf.constant([3, 1], tf.int64), 3)
+    noise = tf.random.stateless_normal([6, 4], seeds[0]).numpy()
+    with np.errstate(divide='ignore'):  # log(0) = -inf, as tf.math.log.
+      log_probs = np.log(probs)[np.newaxis]
+    sampled = tf.random.stateless_categorical(
+        log_probs, 6, seeds[1])[0].numpy()
+    sampled_noise = tf.random.stateless_normal([6, 4], seeds[2]).numpy()
+    self.assertLess(noise.min(), 0.0)  # Normal, not uniform.
+    self.assertNotIn(1, sampled)  # Label 1 has probability 0.
+    # Batch statistics instead of the running ones.
+    target = _np_softmax(_np_generate(
+        self.generator, noise, self.labels, 3, training=True) @ kernel + bias)
+    kl = np.mean(np.sum(
+        target * (np.log(target) - np.log(_np_softmax(logits))), axis=1))
+    sampled_probs = _np_softmax(_np_generate(
+        self.generator, sampled_noise, sampled, 3, training=True)
+                                @ kernel + bias)
+    ce = -np.mean(np.log(sampled_probs[np.arange(6), sampled]))
+    decay = 0.98**3
+    self.assertAllClose(loss, 2.0 * decay * ce + 3.0 * decay * kl, rtol=1e-4)
+
+  def test_unsmoothed_counts_qualify_the_trained_labels(self):
+    counts = tf.constant([[0.0, 2.0, 1.0], [0.0, 0.0, 0.0]])
+    labels = generator.sample_labels(counts, 3000, tf.constant([1, 2]),
+                                     smoothing=0.0).numpy()
+    self.assertEqual(set(labels), {1, 2})
+    # The same counts read as smoothed: only label 1 was trained on.
+    labels = generator.sample_labels(counts, 3000, tf.constant([1, 2])).numpy()
+    self.assertEqual(set(labels), {1})
+
+  def test_bad_option_names_the_option_and_value(self):
+    with self.assertRaisesRegex(ValueError, "noise.*'gaussian'"):
+      generator.make_client_loss(self.head, tf.Variable(0), num_classes=3,
+                                 noise_dim=4, alpha=1.0, beta=1.0, decay=1.0,
+                                 noise='gaussian')
+
   def test_client_loss_of_a_single_label_batch_depends_on_the_label(self):
     logits = tf.constant(np.random.default_rng(7).normal(size=(6, 3)),
                          tf.float32)
@@ -284,6 +334,17 @@ class GeneratorTest(tf.test.TestCase):
     self.assertEqual(teacher_loss(logits_a), teacher_loss(model(data_a)))
     self.assertNotAlmostEqual(teacher_loss(logits_a), teacher_loss(logits_b),
                               places=4)
+
+  def test_shared_draws_are_the_same_for_every_client(self):
+    rng = np.random.default_rng(8)
+    logits_a, logits_b = (tf.constant(rng.normal(size=(6, 3)), tf.float32)
+                          for _ in range(2))
+    seeds_a, seeds_b = (generator.client_seeds(tf.constant(3), tf.constant(1),
+                                               logits, 'shared')
+                        for logits in (logits_a, logits_b))
+    self.assertAllEqual(seeds_a, seeds_b)
+    self.assertNotAllEqual(seeds_a, generator.client_seeds(
+        tf.constant(3), tf.constant(2), logits_a, 'shared'))
 
 
 if __name__ == '__main__':

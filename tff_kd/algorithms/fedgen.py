@@ -84,6 +84,11 @@ def build_fedgen(
     generator_lr_decay: float = 0.98,
     diversity_weight: float = 1.0,
     teacher_loss: str = 'per_sample',
+    noise: str = 'uniform',
+    client_batchnorm: str = 'running',
+    client_draws: str = 'own',
+    sampled_labels: str = 'uniform',
+    smooth_counts: bool = True,
     alpha: float = 10.0,
     beta: float = 10.0,
     regularizer_decay: float = 0.98,
@@ -114,6 +119,18 @@ def build_fedgen(
     diversity_weight: eta of the diversity loss (1).
     teacher_loss: `per_sample` (the paper's Eq. 4) or `official` (the
       official code's broadcast product; `generator.ensemble_loss`).
+    noise: z's distribution, `uniform` (the official code) or `normal` (the
+      paper).
+    client_batchnorm: G's BatchNorm statistics on the clients, `running`
+      (the official eval mode) or `batch` (each batch's own).
+    client_draws: `own` (each client draws its noise and labels) or `shared`
+      (every client of a round draws the same).
+    sampled_labels: the clients' y_hat, `uniform` over the classes (the
+      official code) or `label_distribution` (the paper's p(y): the label
+      distribution of the last round's uploads, broadcast with G; uniform
+      in round 0).
+    smooth_counts: the uploaded label counts start at 1 (the official
+      `clean_up_counts`) or, False, at 0.
     alpha: initial weight of the clients' generated-sample CE (10).
     beta: initial weight of the clients' latent KL (10 for MNIST).
     regularizer_decay: per-round decay of alpha and beta (0.98).
@@ -143,6 +160,10 @@ def build_fedgen(
                       ('generator_weight_decay', generator_weight_decay)):
     if value < 0:
       raise ValueError(f'{name} must be >= 0; got {value}.')
+  for name, value in (('noise', noise), ('client_batchnorm', client_batchnorm),
+                      ('client_draws', client_draws),
+                      ('sampled_labels', sampled_labels)):
+    generator_lib.check_option(name, value)
   if teacher_loss not in generator_lib.TEACHER_LOSSES:
     raise ValueError(f'teacher_loss must be one of '
                      f'{generator_lib.TEACHER_LOSSES}; got {teacher_loss!r}.')
@@ -166,16 +187,20 @@ def build_fedgen(
       client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32))
   )
   decay = optimizers.round_decay(client_optimizer_fn)
+  smoothing = 1.0 if smooth_counts else 0.0
 
   @tff.tensorflow.computation()
   def initial_weights():
-    return collections.OrderedDict(
+    weights = collections.OrderedDict(
         model=tff.learning.models.ModelWeights.from_model(model_fn()),
         generator=generator_lib.init_generator(
             noise_dim=noise_dim, num_classes=num_classes, hidden=hidden_dim,
             feature_dim=feature_dim, seed=seed,
         ),
     )
+    if sampled_labels == 'label_distribution':
+      weights['label_probs'] = tf.fill([num_classes], 1.0 / num_classes)
+    return weights
 
   global_type = initial_weights.type_signature.result
 
@@ -190,20 +215,23 @@ def build_fedgen(
         client_optimizer_fn,
         distillation_fn=generator_lib.make_client_loss(
             head, counter, num_classes=num_classes, noise_dim=noise_dim,
-            alpha=alpha, beta=beta, decay=regularizer_decay,
+            alpha=alpha, beta=beta, decay=regularizer_decay, noise=noise,
+            client_batchnorm=client_batchnorm, client_draws=client_draws,
+            sampled_labels=sampled_labels,
         ),
         observe_fn=_count_labels,
     )
 
     @tf.function
     def train_and_report():
-      # Counts start at 1 per label (the official `clean_up_counts`) and add
-      # the labels of every batch trained on (`update_label_counts`).
+      # Counts start at 1 per label (the official `clean_up_counts`; 0
+      # unsmoothed) and add the labels of every batch trained on
+      # (`update_label_counts`).
       delta, weight, is_finite, metrics, counts = update(
           broadcast['model'], dataset,
           optimizers.decayed(client_hparams, decay, round_num),
           extra=broadcast,
-          observed=tf.ones([num_classes]),
+          observed=tf.fill([num_classes], smoothing),
       )
       # A client without a usable update (non-finite, or no examples)
       # uploads zero counts: no weight in the generator's loss.
@@ -248,7 +276,8 @@ def build_fedgen(
       learning_rate=generator_learning_rate, lr_decay=generator_lr_decay,
       steps=generator_steps, batch_size=generator_batch_size,
       noise_dim=noise_dim, weight_decay=generator_weight_decay,
-      diversity_weight=diversity_weight, teacher_loss=teacher_loss)
+      diversity_weight=diversity_weight, teacher_loss=teacher_loss,
+      noise=noise, smoothing=smoothing)
   return process_lib.with_server_step(process_lib.GlobalModelsProcess(
       tff.learning.templates.compose_learning_process(
           initial_weights,

@@ -77,6 +77,25 @@ class FedGenTest(tf.test.TestCase):
     for x, y in zip(tf.nest.flatten(output.state), tf.nest.flatten(loaded)):
       self.assertAllEqual(x, y)
 
+  def test_label_distribution_is_broadcast_from_the_trained_labels(self):
+    task = _digits_task()
+    clients = _clients(task, [0, 3])
+    process = algorithms.build_fedgen(
+        task.model_fn, tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+        num_classes=10, clients_per_round=4, generator_steps=2,
+        noise='normal', client_batchnorm='batch', client_draws='shared',
+        sampled_labels='label_distribution', smooth_counts=False)
+    state = process.initialize()
+    self.assertAllClose(state.global_model_weights['label_probs'],
+                        np.full(10, 0.1))
+    output = process.next(state, clients)
+    # One epoch each: the labels of clients 0 and 3, normalized.
+    labels = np.concatenate([task.arrays.y_train[task.client_indices[k]]
+                             for k in (0, 3)])
+    self.assertAllClose(output.state.global_model_weights['label_probs'],
+                        np.bincount(labels, minlength=10) / len(labels))
+    self.assertEqual(output.metrics['finalizer']['clients_collected'], 2)
+
   def test_label_counts_are_smoothed_counts_of_the_trained_labels(self):
     task = _digits_task()
     model = task.model_fn()
