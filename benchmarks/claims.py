@@ -90,11 +90,11 @@ _DISTILLATION = ('feddf', 'fedaux', 'dsfl', 'fedad')
 # FedGen's five fidelity fixes, each undone by one flag: name -> (flag, the
 # behaviour before the fix).
 FEDGEN_UNDONE = {
-    'batch_statistics': ('gen_client_batchnorm', 'batch'),
-    'normal_noise': ('gen_noise', 'normal'),
-    'shared_draws': ('gen_client_draws', 'shared'),
-    'label_distribution': ('gen_sampled_labels', 'label_distribution'),
-    'unsmoothed_counts': ('gen_smooth_counts', False),
+    'batch_statistics': ('fedgen_client_batchnorm', 'batch'),
+    'normal_noise': ('fedgen_noise', 'normal'),
+    'shared_draws': ('fedgen_client_draws', 'shared'),
+    'label_distribution': ('fedgen_sampled_labels', 'label_distribution'),
+    'unsmoothed_counts': ('fedgen_smooth_counts', False),
 }
 FEDGEN_FIX_TEXT = {
     'batch_statistics': 'the clients\' G with each batch\'s BatchNorm '
@@ -129,8 +129,8 @@ VARIANTS = {
         'client_weight_decay': 1e-5}),
     'fedgen_reference': ('fedgen', {  # README: lr 0.01, ExponentialLR 0.99
         'client_learning_rate': 0.01, 'client_learning_rate_decay': 0.99,
-        'gen_alpha': 10.0, 'gen_beta': 10.0}),
-    'fedgen_official_loss': ('fedgen', {'gen_teacher_loss': 'official'}),
+        'fedgen_alpha': 10.0, 'fedgen_beta': 10.0}),
+    'fedgen_official_loss': ('fedgen', {'fedgen_teacher_loss': 'official'}),
     # FedGen with one of its fidelity fixes undone (the behaviour before
     # them), and with all five undone.
     **{f'fedgen_{name}': ('fedgen', {flag: value})
@@ -498,6 +498,14 @@ def write_page(store: str, page: str) -> None:
     lines += [f'### {setting}', '',
               f'{SETTING_TEXT[setting]}: `{flags_of[setting]}`, every other '
               'flag at its default.', '', setting_table(setting, runs), '']
+  lines += ['## Variants', '',
+            'Each variant is `binaries.train` with these flags beside its '
+            'setting\'s.', '', '| variant | flags |', '|---|---|']
+  for variant, (algorithm, extra) in VARIANTS.items():
+    flags_given = ' '.join(f'--{k}={v}' for k, v in sorted(extra.items()))
+    lines.append(f'| {variant} | `--algorithm={algorithm}`'
+                 + (f' `{flags_given}`' if flags_given else '') + ' |')
+  lines.append('')
   os.makedirs(os.path.dirname(page), exist_ok=True)
   with open(page, 'w') as f:
     f.write('\n'.join(lines))

@@ -298,12 +298,12 @@ def _hparams_unchanged(workdir, unused_result):
 
 def _cases() -> list[Case]:
   cases = []
-  floats = ['client_learning_rate', 'server_learning_rate', 'ntd_beta', 'ntd_temperature',
-            'gkd_gamma', 'gkd_temperature', 'ssd_kd_weight', 'ssd_temperature', 'gen_alpha',
-            'gen_beta', 'distill_learning_rate', 'distill_temperature', 'fd_beta',
+  floats = ['client_learning_rate', 'server_learning_rate', 'fedntd_beta', 'fedntd_temperature',
+            'fedgkd_gamma', 'fedgkd_temperature', 'fedssd_kd_weight', 'fedssd_temperature', 'fedgen_alpha',
+            'fedgen_beta', 'distill_learning_rate', 'distill_temperature', 'fd_beta',
             'fd_temperature', 'dsfl_era_temperature', 'dsfl_distill_learning_rate',
-            'fedad_beta', 'aux_distill_learning_rate', 'aux_dp_epsilon', 'aux_dp_delta',
-            'aux_negative_fraction']
+            'fedad_attention_weight', 'fedaux_distill_learning_rate', 'fedaux_dp_epsilon', 'fedaux_dp_delta',
+            'fedaux_negative_fraction']
   algorithm_of = {'ntd': 'fedntd', 'gkd': 'fedgkd', 'ssd': 'fedssd', 'gen': 'fedgen',
                   'distill': 'feddf', 'fd': 'fd', 'dsfl': 'dsfl', 'fedad': 'fedad',
                   'aux': 'fedaux'}
@@ -322,14 +322,14 @@ def _cases() -> list[Case]:
                       ('clients_per_round', '9'), ('rounds_per_eval', '0'),
                       ('rounds_per_checkpoint', '0'), ('local_workers', '0')]:
     cases.append(Case(f'{flag}={value}', [f'--{flag}={value}'], f'--{flag}'))
-  for flag, value, algorithm in [('gkd_buffer_size', '0', 'fedgkd'),
-                                 ('gkd_buffer_size', '1000000000', 'fedgkd'),
-                                 ('gen_steps', '0', 'fedgen'),
+  for flag, value, algorithm in [('fedgkd_buffer_size', '0', 'fedgkd'),
+                                 ('fedgkd_buffer_size', '1000000000', 'fedgkd'),
+                                 ('fedgen_generator_steps', '0', 'fedgen'),
                                  ('distill_steps', '-1', 'feddf'),
                                  ('distill_steps', '1000000000', 'feddf'),
                                  ('distill_batch_size', '0', 'feddf'),
                                  ('dsfl_subset_size', '0', 'dsfl'),
-                                 ('aux_distill_epochs', '0', 'fedaux'),
+                                 ('fedaux_distill_epochs', '0', 'fedaux'),
                                  ('distill_data', 'imagenet', 'feddf'),
                                  ('dsfl_aggregation', 'median', 'dsfl')]:
     cases.append(Case(f'{flag}={value}', [f'--algorithm={algorithm}', f'--{flag}={value}'],
@@ -346,8 +346,8 @@ def _cases() -> list[Case]:
     cases.append(Case(f'experiment_name={name}', [f'--experiment_name={name}'],
                       'experiment_name'))
   cases.append(Case('foreign flag fd_beta with fedavg', ['--fd_beta=0.5'], '--fd_beta'))
-  cases.append(Case('foreign flag gkd_gamma with feddf', ['--algorithm=feddf',
-                                                          '--gkd_gamma=0.5'], '--gkd_gamma'))
+  cases.append(Case('foreign flag fedgkd_gamma with feddf', ['--algorithm=feddf',
+                                                          '--fedgkd_gamma=0.5'], '--fedgkd_gamma'))
   cases.append(Case('unexpected argument', ['extra'], 'Unexpected arguments'))
   # Files and directories.
   cases.append(Case('split_file missing', ['--split_file=/nonexistent.npz'], 'split_file'))
@@ -404,8 +404,8 @@ def _cases() -> list[Case]:
       '--aggregator=dp', '--dp_clip=1e308'], '--dp_clip'))
   cases.append(Case('dp_noise_multiplier=1e300', [
       '--aggregator=dp', '--dp_noise_multiplier=1e300'], '--dp_noise_multiplier'))
-  cases.append(Case('aux_negative_fraction=0.999', [
-      '--algorithm=fedaux', '--aux_negative_fraction=0.999'], '--aux_negative_fraction'))
+  cases.append(Case('fedaux_negative_fraction=0.999', [
+      '--algorithm=fedaux', '--fedaux_negative_fraction=0.999'], '--fedaux_negative_fraction'))
   cases.append(Case('client_learning_rate=1e9 (the model diverges)', [
       '--client_learning_rate=1e9', '--rounds=3'], 'non-finite'))
   # Runs and resumes.

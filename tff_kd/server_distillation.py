@@ -48,6 +48,7 @@ import tensorflow_federated as tff
 from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
+from tff_kd import settings
 
 SAMPLINGS = ('uniform', 'shuffled', 'ordered')
 SCHEDULES = ('cosine', 'constant')
@@ -104,16 +105,30 @@ class DistillationConfig:
     patience: evaluations without improvement before stopping (>= 1).
   """
 
-  steps: int
-  batch_size: int
-  learning_rate: float = 1e-3
+  # The fields with help are the binaries' shared --distill_* flags.
+  steps: int = settings.setting(
+      200, 'Server distillation (FedDF, DS-FL\'s server model, FedAD; FedAUX'
+      ' has its own): most steps per round (0 = no distillation).',
+      **settings.count(0, 1_000_000))
+  batch_size: int = settings.setting(
+      32, 'Server distillation: distillation batch.',
+      **settings.count(1, 100_000))
+  learning_rate: float = settings.setting(
+      1e-3, 'Server distillation: peak Adam learning rate, cosine-decayed '
+      '(FedDF\'s code: 1e-3).', **settings.POSITIVE)
   schedule: str = 'cosine'
-  temperature: float = 1.0
+  temperature: float = settings.setting(
+      1.0, 'Server distillation: temperature tau.', **settings.TEMPERATURE)
   scale_by_temperature_squared: bool = True
   clip_norm: Optional[float] = 5.0
   sampling: str = 'uniform'
-  eval_every: int = 10
-  patience: int = 3
+  eval_every: int = settings.setting(
+      10, 'Server distillation: steps between validation evaluations (early'
+      ' stopping, with the algorithm\'s validation setting).',
+      **settings.count(1, 1_000_000))
+  patience: int = settings.setting(
+      5, 'Server distillation: evaluations without improvement before '
+      'distillation stops.', **settings.count(1, 1_000_000))
 
   def __post_init__(self):
     for name, low in (('steps', 0), ('batch_size', 1), ('eval_every', 1),

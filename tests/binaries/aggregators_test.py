@@ -32,9 +32,9 @@ FLAGS = flags.FLAGS
 # The combinations that have no such aggregation (registry.check_aggregator).
 _REFUSED = {('fedaux', 'dp'), ('fedgen', 'dp'), ('fedgen', 'secure')}
 _FAST = dict(  # The algorithms' slowest steps, cut to a few.
-    distill_steps=2, distill_batch_size=8, gen_steps=1, dsfl_subset_size=16,
-    dsfl_distill_epochs=1, dsfl_distill_batch_size=16, aux_distill_epochs=1,
-    aux_distill_batch_size=16)
+    distill_steps=2, distill_batch_size=8, fedgen_generator_steps=1, dsfl_subset_size=16,
+    dsfl_distill_epochs=1, dsfl_distill_batch_size=16, fedaux_distill_epochs=1,
+    fedaux_distill_batch_size=16)
 _SETTINGS = common.Settings(
     task='digits', num_clients=3, clients_per_round=2, local_epochs=1,
     batch_size=64, partition='iid', rounds=2, dp_noise_multiplier=0.7,

@@ -82,7 +82,7 @@ class SettingsTest(tf.test.TestCase):
         - set(common.AGGREGATOR_FLAGS['dp'])
         - set(common.AGGREGATOR_FLAGS['compression'])
         - {'use_synthetic_data', 'server_step'}
-        | {'algorithm', 'ntd_beta', 'ntd_temperature',
+        | {'algorithm', 'fedntd_beta', 'fedntd_temperature',
            'client_sgd_momentum', 'server_sgd_momentum'})
     self.assertEqual(hparams['alpha'], 0.3)
     self.assertEqual(hparams['algorithm'], 'fedntd')

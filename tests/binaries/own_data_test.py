@@ -35,8 +35,8 @@ _SERVER_DATA = ('feddf', 'fedaux', 'dsfl', 'fedad')
 # The algorithms' slowest steps, cut to a few.
 _FAST = dict(
     distill_steps=2, distill_batch_size=8, dsfl_subset_size=16,
-    dsfl_distill_epochs=1, dsfl_distill_batch_size=16, aux_distill_epochs=1,
-    aux_distill_batch_size=16)
+    dsfl_distill_epochs=1, dsfl_distill_batch_size=16, fedaux_distill_epochs=1,
+    fedaux_distill_batch_size=16)
 
 
 def _train(root, *args):

@@ -106,7 +106,7 @@ class HparamsTest(tf.test.TestCase):
     root = self.create_tempdir().full_path
     with flagsaver.flagsaver(rounds=1, root_output_dir=root,
                              experiment_name='every_flag', algorithm='fedntd',
-                             ntd_beta=0.5, local_epochs=1, **_SMALL):
+                             fedntd_beta=0.5, local_epochs=1, **_SMALL):
       train.main(['train'])
       values = {name: FLAGS[name].value for name in FLAGS}
     with open(run_directory.output_paths(root, 'every_flag')['hparams']) as f:
@@ -119,7 +119,7 @@ class HparamsTest(tf.test.TestCase):
     } - set(registry.get('fedntd').hparams)
     runtime = {'workers', 'local_workers', 'clients_per_group',
                'root_output_dir', 'resume', 'debug', 'experiment_name'}
-    self.assertContainsSubset({'ntd_beta', 'ntd_temperature', 'alpha'},
+    self.assertContainsSubset({'fedntd_beta', 'fedntd_temperature', 'alpha'},
                               defined - other_algorithms - runtime)
     # Not recorded: the settings of aggregators the run does not use,
     # --use_synthetic_data (TFF's datasets only) and --server_step (FedNTD
@@ -143,7 +143,7 @@ class HparamsTest(tf.test.TestCase):
         self.assertEqual(value, _json(values[name]), name)
     for name, value in hparams[run_directory.RUNTIME_KEY].items():
       self.assertEqual(value, _json(values[name]), name)
-    self.assertEqual(hparams['ntd_beta'], 0.5)
+    self.assertEqual(hparams['fedntd_beta'], 0.5)
     self.assertEqual(hparams[run_directory.RUNTIME_KEY]['experiment_name'],
                      'every_flag')
 
@@ -259,9 +259,9 @@ class BadFlagsTest(tf.test.TestCase):
                             alpha=alpha)
 
   def test_non_finite_floats(self):
-    for name in ('client_learning_rate', 'server_learning_rate', 'ntd_beta',
-                 'gkd_gamma', 'gkd_temperature', 'distill_temperature',
-                 'fd_beta', 'gen_alpha'):
+    for name in ('client_learning_rate', 'server_learning_rate', 'fedntd_beta',
+                 'fedgkd_gamma', 'fedgkd_temperature', 'distill_temperature',
+                 'fd_beta', 'fedgen_alpha'):
       for value in ('nan', 'inf', '-inf'):
         self._assert_rejected(f'--{name} must be finite', **{name: value})
     self._assert_rejected('--client_dropout must be in', client_dropout='nan')
@@ -357,8 +357,8 @@ class BadFlagsTest(tf.test.TestCase):
 
   def test_fedaux_negatives_leaving_nothing_to_distill(self):
     self._assert_refused(
-        '--aux_negative_fraction=0.999 holds out .* leaving none to distill',
-        '--algorithm=fedaux', '--aux_negative_fraction=0.999',
+        '--fedaux_negative_fraction=0.999 holds out .* leaving none to distill',
+        '--algorithm=fedaux', '--fedaux_negative_fraction=0.999',
         error=ValueError)  # The algorithm's builder's check.
 
   def test_missing_data_dir_data(self):
@@ -434,7 +434,7 @@ class FlagFileTest(tf.test.TestCase):
     root = self.create_tempdir().full_path
     argv = ['train', f'--root_output_dir={root}', '--task=digits',
             '--model=mlp', '--num_clients=4', '--clients_per_round=2',
-            '--rounds=1', '--algorithm=fedntd', '--ntd_beta=0.5',
+            '--rounds=1', '--algorithm=fedntd', '--fedntd_beta=0.5',
             '--experiment_name=run']
     with flagsaver.flagsaver():
       FLAGS(argv)
@@ -445,7 +445,7 @@ class FlagFileTest(tf.test.TestCase):
     other = self.create_tempdir().full_path
     with flagsaver.flagsaver():
       FLAGS(['train', f'--flagfile={path}', f'--root_output_dir={other}'])
-      self.assertEqual(FLAGS.ntd_beta, 0.5)
+      self.assertEqual(FLAGS.fedntd_beta, 0.5)
       self.assertEqual(FLAGS.algorithm, 'fedntd')
       train.main(['train'])
     first, replay = _rows(root, 'run'), _rows(other, 'run')

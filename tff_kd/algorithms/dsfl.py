@@ -33,6 +33,7 @@ m weights; download: m x C soft labels and 2 m indices.
 
 import collections
 from collections.abc import Mapping
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -42,13 +43,45 @@ import tensorflow_federated as tff
 from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import optimizers
+from tff_kd import privacy
 from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import server_step as server_step_lib
+from tff_kd import settings
 from tff_kd import stateful_clients
 from tff_kd.aggregators import entropy_reduction
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
+from tff_kd.algorithms import spec as spec_lib
 
+
+# DS-FL's fusion: entropy reduction (ERA) or simple averaging (SA).
+AGGREGATIONS = ('era', 'sa')
+
+
+@dataclasses.dataclass(frozen=True)
+class DSFLConfig:
+  aggregation: str = settings.choice(
+      AGGREGATIONS, 'DS-FL: soft-label aggregation, era (entropy reduction)'
+      ' or sa (simple averaging).')
+  era_temperature: float = settings.setting(
+      0.1, 'DS-FL: ERA temperature T.', **settings.TEMPERATURE)
+  subset_size: int = settings.setting(
+      1000, 'DS-FL: public inputs per round (at most the public split).',
+      **settings.count(1, 1_000_000))
+  distill_epochs: int = settings.setting(
+      5, 'DS-FL: client distillation epochs per round.',
+      **settings.count(1, 1000))
+  distill_batch_size: int = settings.setting(
+      100, 'DS-FL: client distillation batch.', **settings.count(1, 100_000))
+  distill_learning_rate: float = settings.setting(
+      0.1, 'DS-FL: client distillation SGD learning rate.',
+      **settings.POSITIVE)
+  server_model: bool = settings.setting(
+      True, 'DS-FL: the server distills a model of its own on the global soft'
+      ' labels (evaluated as the test accuracy).')
+  validation: bool = settings.setting(
+      False, 'DS-FL: early stopping of the server model on the labelled'
+      ' validation split (the paper uses no labelled server data).')
 
 
 def build_dsfl(
@@ -57,10 +90,11 @@ def build_dsfl(
     *,
     client_prototypes: Mapping[str, str],
     public_inputs: np.ndarray,
-    subset_size: int = 1000,
-    distill_epochs: int = 5,
-    distill_batch_size: int = 100,
-    distill_learning_rate: float = 0.1,
+    subset_size: int = DSFLConfig.subset_size,
+    distill_epochs: int = DSFLConfig.distill_epochs,
+    distill_batch_size: int = DSFLConfig.distill_batch_size,
+    distill_learning_rate: float = (
+        DSFLConfig.distill_learning_rate),
     server_distillation: Optional[server_distillation_lib.DistillationConfig
                                   ] = None,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
@@ -271,3 +305,40 @@ def build_dsfl(
       (entropy_reduction.EntropyReductionFactory() if fusion_aggregator is None
        else fusion_aggregator),
       server_update, server_step)
+
+
+def _build(
+    task: spec_lib.Task, config: DSFLConfig,
+    context: spec_lib.Context) -> stateful_clients.StatefulClientsProcess:
+  spec_lib.no_models('dsfl', context)
+  spec_lib.no_server_optimizer('dsfl', context)
+  # ERA sharpens what the soft labels' aggregator (mean, DP, secure,
+  # compressed) fused; SA is that aggregator alone.
+  fused = (context.fusion_aggregator or {}).get('soft_labels')
+  return build_dsfl(
+      spec_lib.prototype_model_fns(task), context.client_optimizer.build(),
+      client_prototypes=task.client_prototypes,
+      public_inputs=spec_lib.distillation_inputs(task, context.distill_data),
+      subset_size=config.subset_size,
+      fusion_aggregator=(
+          entropy_reduction.EntropyReductionFactory(config.era_temperature,
+                                                    inner=fused)
+          if config.aggregation == 'era'
+          else fused or logit_fusion.LogitFusionFactory()),
+      distill_epochs=config.distill_epochs,
+      distill_batch_size=config.distill_batch_size,
+      distill_learning_rate=config.distill_learning_rate,
+      server_distillation=(context.distillation if config.server_model
+                           else None),
+      validation=spec_lib.validation(task, config.validation),
+      seed=task.seed, server_step=context.server_step)
+
+
+SPEC = spec_lib.Spec(
+    'dsfl', 'DS-FL (Itahara et al. 2021): clients keep their models and'
+    ' exchange soft labels on public data, fused by ERA or SA.', DSFLConfig,
+    _build, prototypes=True, stateful_clients=True, models=False,
+    knowledge={'soft_labels': privacy.PROBABILITIES}, server_step=True,
+    distill_data=True, distillation=True,
+    labelled_server_data=lambda config: (config.server_model
+                                         and config.validation))

@@ -38,6 +38,7 @@ reports in a round has N[y] = 0 next round: no distillation toward it.
 
 import collections
 from collections.abc import Mapping
+import dataclasses
 from typing import Optional
 
 import tensorflow as tf
@@ -47,11 +48,24 @@ from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
 from tff_kd import optimizers
+from tff_kd import privacy
 from tff_kd import server_step as server_step_lib
+from tff_kd import settings
 from tff_kd import stateful_clients
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
+from tff_kd.algorithms import spec as spec_lib
 
+
+@dataclasses.dataclass(frozen=True)
+class FDConfig:
+  beta: float = settings.setting(
+      1.0, 'FD: weight beta of the distillation term.', **settings.at_least(0))
+  temperature: float = settings.setting(
+      1.0, 'FD: temperature tau.', **settings.TEMPERATURE)
+  exclude_own: bool = settings.setting(
+      True, 'FD: distill toward the global logits without the client\'s own'
+      ' last contribution (the paper).')
 
 
 def build_fd(
@@ -59,9 +73,9 @@ def build_fd(
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     *,
     client_prototypes: Mapping[str, str],
-    beta: float = 1.0,
-    temperature: float = 1.0,
-    exclude_own: bool = True,
+    beta: float = FDConfig.beta,
+    temperature: float = FDConfig.temperature,
+    exclude_own: bool = FDConfig.exclude_own,
     fusion_aggregator: knowledge.FusionAggregator = None,
 ) -> stateful_clients.StatefulClientsProcess:
   """Builds FD.
@@ -224,3 +238,21 @@ def build_fd(
           lambda: server_update,
           (server_state_type, server_state_type,
            collections.OrderedDict(per_label=value_type))))
+
+
+def _build(
+    task: spec_lib.Task, config: FDConfig,
+    context: spec_lib.Context) -> stateful_clients.StatefulClientsProcess:
+  spec_lib.no_models('fd', context)
+  spec_lib.no_server_optimizer('fd', context)
+  return build_fd(
+      spec_lib.prototype_model_fns(task), context.client_optimizer.build(),
+      client_prototypes=task.client_prototypes,
+      fusion_aggregator=spec_lib.fusion(context), **dataclasses.asdict(config))
+
+
+SPEC = spec_lib.Spec(
+    'fd', 'FD (Jeong et al. 2018): clients keep their models and exchange'
+    ' per-label mean outputs; distillation toward the others\' ones.',
+    FDConfig, _build, prototypes=True, stateful_clients=True, models=False,
+    knowledge={'per_label': privacy.PROBABILITIES})

@@ -33,6 +33,7 @@ Nothing is broadcast (0 bytes down).
 
 import collections
 from collections.abc import Mapping
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -42,12 +43,24 @@ import tensorflow_federated as tff
 from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import optimizers
+from tff_kd import privacy
 from tff_kd import server_distillation as server_distillation_lib
 from tff_kd import server_step as server_step_lib
+from tff_kd import settings
 from tff_kd import stateful_clients
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
+from tff_kd.algorithms import spec as spec_lib
 
+
+@dataclasses.dataclass(frozen=True)
+class FedADConfig:
+  attention_weight: float = settings.setting(
+      1.0, 'FedAD: weight beta of the attention term.',
+      **settings.at_least(0))
+  validation: bool = settings.setting(
+      False, 'FedAD: early stopping on the labelled validation split (the'
+      ' paper uses no labelled server data).')
 
 
 def build_fedad(
@@ -56,7 +69,7 @@ def build_fedad(
     *,
     client_prototypes: Mapping[str, str],
     public_inputs: np.ndarray,
-    attention_weight: float = 1.0,
+    attention_weight: float = FedADConfig.attention_weight,
     server_distillation: server_distillation_lib.DistillationConfig,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     seed: int = 0,
@@ -218,3 +231,28 @@ def build_fedad(
       initial_client_states, broadcast_fn, client_work,
       (logit_fusion.LogitFusionFactory() if fusion_aggregator is None
        else fusion_aggregator), server_update, server_step)
+
+
+def _build(
+    task: spec_lib.Task, config: FedADConfig,
+    context: spec_lib.Context) -> stateful_clients.StatefulClientsProcess:
+  spec_lib.no_models('fedad', context)
+  spec_lib.no_server_optimizer('fedad', context)
+  return build_fedad(
+      spec_lib.prototype_model_fns(task), context.client_optimizer.build(),
+      client_prototypes=task.client_prototypes,
+      public_inputs=spec_lib.distillation_inputs(task, context.distill_data),
+      attention_weight=config.attention_weight,
+      server_distillation=context.distillation,
+      validation=spec_lib.validation(task, config.validation),
+      seed=task.seed, fusion_aggregator=spec_lib.fusion(context),
+      server_step=context.server_step)
+
+
+SPEC = spec_lib.Spec(
+    'fedad', 'FedAD (Gong et al. 2021): clients keep their models; the server'
+    ' distills its model from their logits and attention maps.', FedADConfig,
+    _build, prototypes=True, stateful_clients=True, models=False,
+    knowledge={'logits': privacy.LOGITS, 'attention': privacy.BOUNDED},
+    server_step=True, distill_data=True, distillation=True,
+    labelled_server_data=lambda config: config.validation)

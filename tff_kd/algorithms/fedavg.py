@@ -16,6 +16,7 @@ from tff_kd import client_work as client_work_lib
 from tff_kd import model_parts
 from tff_kd import process as process_lib
 from tff_kd.aggregators import knowledge
+from tff_kd.algorithms import spec as spec_lib
 
 
 def build_fedavg(
@@ -98,3 +99,8 @@ def build_fedavg(
       ),
       {'model': model_fn},
   )
+
+
+SPEC = spec_lib.Spec(
+    'fedavg', 'FedAvg (McMahan et al. 2017): n_k/n weighted model averaging.',
+    spec_lib.NoSettings, spec_lib.averaging(build_fedavg))

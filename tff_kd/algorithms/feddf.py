@@ -92,6 +92,7 @@ Deviations from the official codes:
 
 import collections
 from collections.abc import Mapping
+import dataclasses
 from typing import Optional, Union
 
 import numpy as np
@@ -105,14 +106,26 @@ from tff_kd import finalizers
 from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import optimizers
+from tff_kd import privacy
 from tff_kd import process as process_lib
 from tff_kd import server_distillation
 from tff_kd import server_step as server_step_lib
+from tff_kd import settings
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import logit_fusion
+from tff_kd.algorithms import spec as spec_lib
 
 CLIENT_WEIGHTINGS = ('num_examples', 'uniform')
 NOISE = 'noise'
+
+
+@dataclasses.dataclass(frozen=True)
+class FedDFConfig:
+  """FedDF's own settings; its distillation's are `DistillationConfig`'s."""
+
+  validation: bool = settings.setting(
+      True, 'FedDF: early stopping on the labelled validation split, best'
+      ' weights kept (its code); False runs every distillation step.')
 
 
 def build_feddf(
@@ -121,13 +134,14 @@ def build_feddf(
     *,
     distillation_inputs: Union[np.ndarray, str],
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
-    distill_steps: int = 100,
-    distill_batch_size: int = 32,
-    distill_learning_rate: float = 1e-3,
-    temperature: float = 1.0,
+    distill_steps: int = server_distillation.DistillationConfig.steps,
+    distill_batch_size: int = server_distillation.DistillationConfig.batch_size,
+    distill_learning_rate: float = (
+        server_distillation.DistillationConfig.learning_rate),
+    temperature: float = server_distillation.DistillationConfig.temperature,
     scale_by_temperature_squared: bool = False,
-    eval_every: int = 10,
-    patience: int = 3,
+    eval_every: int = server_distillation.DistillationConfig.eval_every,
+    patience: int = server_distillation.DistillationConfig.patience,
     client_weighting: str = 'num_examples',
     seed: int = 0,
     client_prototypes: Optional[Mapping[str, str]] = None,
@@ -195,6 +209,36 @@ def build_feddf(
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class FedAUXConfig:
+  """FedAUX's settings (its reference's server distillation differs from
+  FedDF's)."""
+
+  negative_fraction: float = settings.setting(
+      0.2, 'FedAUX: share of the distillation source held out as the'
+      ' certainty regressions\' negative class.', **settings.OPEN_UNIT)
+  distill_epochs: int = settings.setting(
+      1, 'FedAUX: server distillation epochs (shuffled passes over the'
+      ' distillation inputs) per round (its code: 1).',
+      **settings.count(1, 1000))
+  distill_batch_size: int = settings.setting(
+      128, 'FedAUX: server distillation batch; a smaller set is one batch'
+      ' (its code: 128).', **settings.count(1, 100_000))
+  distill_learning_rate: float = settings.setting(
+      5e-5, 'FedAUX: constant Adam learning rate of the server distillation'
+      ' (its code: 5e-5).', **settings.POSITIVE)
+  validation: bool = settings.setting(
+      False, 'FedAUX: keep the best epoch on the labelled validation split'
+      ' (its code uses no labelled data).')
+  dp_epsilon: float = settings.setting(
+      0.0, 'FedAUX: epsilon of the differential-privacy noise on the'
+      ' certainty regression, 0 = none (the paper: 0.1, whose noise swamps'
+      ' the regression at ~100 examples).', **settings.at_least(0))
+  dp_delta: float = settings.setting(
+      1e-5, 'FedAUX: delta of that noise (its code: 1e-5).',
+      **settings.OPEN_UNIT)
+
+
 def build_fedaux(
     prototype_model_fns: Mapping[str, model_parts.ModelFn],
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
@@ -205,10 +249,10 @@ def build_fedaux(
     certainty_l2: float = 0.01,
     certainty_steps: int = 50,
     certainty_epsilon: Optional[float] = None,
-    certainty_delta: float = 1e-5,
-    distill_epochs: int = 1,
-    distill_batch_size: int = 128,
-    distill_learning_rate: float = 5e-5,
+    certainty_delta: float = FedAUXConfig.dp_delta,
+    distill_epochs: int = FedAUXConfig.distill_epochs,
+    distill_batch_size: int = FedAUXConfig.distill_batch_size,
+    distill_learning_rate: float = FedAUXConfig.distill_learning_rate,
     client_weighting: str = 'uniform',
     seed: int = 0,
     client_prototypes: Optional[Mapping[str, str]] = None,
@@ -516,3 +560,84 @@ def _build(
           finalizers.build_finalizer(initial_state, step, server_step)),
       prototype_model_fns, client_prototypes=client_prototypes),
                                       step, server_step)
+
+
+def _build_feddf(
+    task: spec_lib.Task, config: FedDFConfig, context: spec_lib.Context
+) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
+  spec_lib.no_server_optimizer('feddf', context)
+  distillation = context.distillation
+  return build_feddf(
+      spec_lib.prototype_model_fns(task), context.client_optimizer.build(),
+      # Data-free: fresh noise for every batch, as FedDF's code.
+      distillation_inputs=(
+          NOISE if context.distill_data == 'noise'
+          else spec_lib.distillation_inputs(task, context.distill_data)),
+      validation=spec_lib.validation(task, config.validation),
+      distill_steps=distillation.steps,
+      distill_batch_size=distillation.batch_size,
+      distill_learning_rate=distillation.learning_rate,
+      temperature=distillation.temperature,
+      eval_every=distillation.eval_every, patience=distillation.patience,
+      seed=task.seed, client_prototypes=task.client_prototypes,
+      model_aggregator=context.model_aggregator,
+      fusion_aggregator=spec_lib.fusion(context),
+      server_step=context.server_step)
+
+
+def split_auxiliary(inputs: np.ndarray, negative_fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """FedAUX's (distillation inputs, negatives): a seeded split of `inputs`.
+
+  The negatives are the certainty regressions' negative class, held out of
+  the distillation (their order kept).
+  """
+  order = np.random.default_rng([seed, 4]).permutation(len(inputs))
+  num_negative = max(1, int(round(negative_fraction * len(inputs))))
+  if num_negative >= len(inputs):
+    raise ValueError(
+        f'--fedaux_negative_fraction={negative_fraction} holds out '
+        f'{num_negative} of the {len(inputs)} distillation inputs as '
+        'negatives, leaving none to distill on: lower it, or give more '
+        'server data (--distill_data).')
+  return (inputs[np.sort(order[num_negative:])],
+          inputs[np.sort(order[:num_negative])])
+
+
+def _build_fedaux(
+    task: spec_lib.Task, config: FedAUXConfig, context: spec_lib.Context
+) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
+  spec_lib.no_server_optimizer('fedaux', context)
+  distillation_inputs, negative_inputs = split_auxiliary(
+      spec_lib.distillation_inputs(task, context.distill_data),
+      config.negative_fraction, task.seed)
+  return build_fedaux(
+      spec_lib.prototype_model_fns(task), context.client_optimizer.build(),
+      distillation_inputs=distillation_inputs,
+      negative_inputs=negative_inputs,
+      validation=spec_lib.validation(task, config.validation),
+      certainty_epsilon=config.dp_epsilon or None,
+      certainty_delta=config.dp_delta,
+      distill_epochs=config.distill_epochs,
+      distill_batch_size=config.distill_batch_size,
+      distill_learning_rate=config.distill_learning_rate,
+      seed=task.seed, client_prototypes=task.client_prototypes,
+      model_aggregator=context.model_aggregator,
+      fusion_aggregator=spec_lib.fusion(context),
+      server_step=context.server_step)
+
+
+SPEC = spec_lib.Spec(
+    'feddf', 'FedDF (Lin et al. 2020): per-prototype averaging, then server'
+    ' distillation from the average logits of all client models.',
+    FedDFConfig, _build_feddf, prototypes=True,
+    knowledge={'logits': privacy.LOGITS}, server_step=True,
+    distill_data=True, distillation=True,
+    labelled_server_data=lambda config: config.validation)
+
+FEDAUX_SPEC = spec_lib.Spec(
+    'fedaux', 'FedAUX (Sattler et al. 2021): FedDF with a teacher weighted by'
+    ' each client\'s certainty on each distillation input.', FedAUXConfig,
+    _build_fedaux, prototypes=True, knowledge={'logits': privacy.WEIGHTED},
+    server_step=True, distill_data=True,
+    labelled_server_data=lambda config: config.validation)

@@ -41,6 +41,7 @@ feature vector), as every `tasks` model does.
 """
 
 import collections
+import dataclasses
 from typing import Optional, Union
 
 import numpy as np
@@ -54,10 +55,13 @@ from tff_kd import generator as generator_lib
 from tff_kd import local_training
 from tff_kd import model_parts
 from tff_kd import optimizers
+from tff_kd import privacy
 from tff_kd import process as process_lib
 from tff_kd import server_step as server_step_lib
+from tff_kd import settings
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import stack
+from tff_kd.algorithms import spec as spec_lib
 
 
 def _count_labels(counts, labels, logits):
@@ -66,6 +70,41 @@ def _count_labels(counts, labels, logits):
   labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
   return counts + tf.reduce_sum(
       tf.one_hot(labels, tf.shape(counts)[0]), axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class FedGenConfig:
+  alpha: float = settings.setting(
+      1.0, 'FedGen: initial weight of the clients\' generated-sample CE (the'
+      ' paper: 10 at client lr 0.01; 1 keeps alpha*lr at our lr 0.1).',
+      **settings.at_least(0))
+  beta: float = settings.setting(
+      1.0, 'FedGen: initial weight of the clients\' latent KL (paper: 10 at'
+      ' lr 0.01).', **settings.at_least(0))
+  generator_steps: int = settings.setting(
+      50, 'FedGen: generator steps per round.', **settings.count(1, 100_000))
+  teacher_loss: str = settings.choice(
+      generator_lib.TEACHER_LOSSES, 'FedGen: the generator\'s teacher loss,'
+      ' per_sample (the paper) or official (the official code\'s broadcast:'
+      ' mean weight x mean CE per client).')
+  noise: str = settings.choice(
+      generator_lib.NOISES, 'FedGen: the generator\'s noise, uniform on'
+      ' [0, 1) (the official code) or normal (the paper).')
+  client_batchnorm: str = settings.choice(
+      generator_lib.CLIENT_BATCHNORMS, 'FedGen: the generator\'s BatchNorm'
+      ' statistics on the clients, running (the official eval mode) or batch'
+      ' (each batch\'s own).')
+  client_draws: str = settings.choice(
+      generator_lib.CLIENT_DRAWS, 'FedGen: the clients\' noise and labels,'
+      ' own (each client its own) or shared (the same for every client of a'
+      ' round).')
+  sampled_labels: str = settings.choice(
+      generator_lib.SAMPLED_LABELS, 'FedGen: the clients\' generated labels,'
+      ' uniform (the official code) or label_distribution (the paper: the'
+      ' last round\'s trained labels, broadcast).')
+  smooth_counts: bool = settings.setting(
+      True, 'FedGen: label counts start at 1 (the official clean_up_counts);'
+      ' false: at 0.')
 
 
 def build_fedgen(
@@ -77,20 +116,20 @@ def build_fedgen(
     server_learning_rate: float = 1.0,
     noise_dim: int = 32,
     hidden_dim: int = 256,
-    generator_steps: int = 50,
+    generator_steps: int = FedGenConfig.generator_steps,
     generator_batch_size: int = 32,
     generator_learning_rate: float = 3e-4,
     generator_weight_decay: float = 1e-2,
     generator_lr_decay: float = 0.98,
     diversity_weight: float = 1.0,
-    teacher_loss: str = 'per_sample',
-    noise: str = 'uniform',
-    client_batchnorm: str = 'running',
-    client_draws: str = 'own',
-    sampled_labels: str = 'uniform',
-    smooth_counts: bool = True,
-    alpha: float = 10.0,
-    beta: float = 10.0,
+    teacher_loss: str = FedGenConfig.teacher_loss,
+    noise: str = FedGenConfig.noise,
+    client_batchnorm: str = FedGenConfig.client_batchnorm,
+    client_draws: str = FedGenConfig.client_draws,
+    sampled_labels: str = FedGenConfig.sampled_labels,
+    smooth_counts: bool = FedGenConfig.smooth_counts,
+    alpha: float = FedGenConfig.alpha,
+    beta: float = FedGenConfig.beta,
     regularizer_decay: float = 0.98,
     seed: int = 0,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
@@ -131,8 +170,9 @@ def build_fedgen(
       in round 0).
     smooth_counts: the uploaded label counts start at 1 (the official
       `clean_up_counts`) or, False, at 0.
-    alpha: initial weight of the clients' generated-sample CE (10).
-    beta: initial weight of the clients' latent KL (10 for MNIST).
+    alpha: initial weight of the clients' generated-sample CE (the paper's
+      10 goes with client lr 0.01; the default keeps alpha x lr at 0.1).
+    beta: initial weight of the clients' latent KL (likewise).
     regularizer_decay: per-round decay of alpha and beta (0.98).
     seed: seed of the generator's initialization.
     model_aggregator: averages the model deltas (a weighted or unweighted
@@ -286,3 +326,24 @@ def build_fedgen(
           aggregator,
           finalizers.build_finalizer(initial_state, step, server_step)),
       {'model': model_fn}), step, server_step)
+
+
+def _build(
+    task: spec_lib.Task, config: FedGenConfig, context: spec_lib.Context
+) -> Union[process_lib.GlobalModelsProcess, process_lib.ProgramStepProcess]:
+  return build_fedgen(
+      task.model_fn, context.client_optimizer.build(),
+      num_classes=task.num_classes,
+      clients_per_round=context.clients_per_round,
+      server_learning_rate=spec_lib.server_sgd_learning_rate('fedgen',
+                                                             context),
+      seed=task.seed, model_aggregator=context.model_aggregator,
+      fusion_aggregator=spec_lib.fusion(context),
+      server_step=context.server_step, **dataclasses.asdict(config))
+
+
+SPEC = spec_lib.Spec(
+    'fedgen', 'FedGen (Zhu et al. 2021): FedAvg + a server-trained'
+    ' conditional generator regularizing the clients (data-free KD).',
+    FedGenConfig, _build, knowledge={'heads': privacy.STACKED},
+    server_step=True)

@@ -21,6 +21,7 @@ model, the paper's FedGKD with M = 1.
 """
 
 import collections
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -31,9 +32,11 @@ from tff_kd import client_work
 from tff_kd import losses
 from tff_kd import model_parts
 from tff_kd import process as process_lib
+from tff_kd import settings
 from tff_kd.aggregators import knowledge
 from tff_kd.aggregators import stack
 from tff_kd.algorithms import fedavg
+from tff_kd.algorithms import spec as spec_lib
 
 
 def build_teacher_buffer_distributor(
@@ -115,14 +118,25 @@ def build_teacher_buffer_distributor(
   return tff.learning.templates.DistributionProcess(init_fn, next_fn)
 
 
+@dataclasses.dataclass(frozen=True)
+class FedGKDConfig:
+  buffer_size: int = settings.setting(
+      5, 'FedGKD: M, past global models averaged into the teacher (each is'
+      ' kept on the server).', **settings.count(1, 100))
+  gamma: float = settings.setting(
+      0.1, 'FedGKD: weight gamma of the KD term.', **settings.at_least(0))
+  temperature: float = settings.setting(
+      1.0, 'FedGKD: temperature tau.', **settings.TEMPERATURE)
+
+
 def build_fedgkd(
     model_fn: model_parts.ModelFn,
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     *,
-    buffer_size: int = 5,
-    gamma: float = 0.1,
-    temperature: float = 1.0,
+    buffer_size: int = FedGKDConfig.buffer_size,
+    gamma: float = FedGKDConfig.gamma,
+    temperature: float = FedGKDConfig.temperature,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
 ) -> process_lib.GlobalModelsProcess:
   """Builds FedGKD; arguments as `build_fedavg`, plus:
@@ -160,3 +174,9 @@ def build_fedgkd(
           loss_fn, separate_teacher=True,
           extra_type=tff.TensorType(np.float32)),
   )
+
+
+SPEC = spec_lib.Spec(
+    'fedgkd', 'FedGKD (Yao et al. 2023): FedAvg + distillation from the'
+    ' average of the last M global models on the client.', FedGKDConfig,
+    spec_lib.averaging(build_fedgkd))

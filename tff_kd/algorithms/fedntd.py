@@ -8,6 +8,7 @@ The server is FedAvg. Defaults beta=1, tau=1 (the paper; official code
 `Lee-Gihun/FedNTD`). With beta=0 the process is FedAvg exactly.
 """
 
+import dataclasses
 from typing import Optional
 
 import tensorflow_federated as tff
@@ -16,8 +17,19 @@ from tff_kd import client_work
 from tff_kd import losses
 from tff_kd import model_parts
 from tff_kd import process as process_lib
+from tff_kd import settings
 from tff_kd.aggregators import knowledge
 from tff_kd.algorithms import fedavg
+from tff_kd.algorithms import spec as spec_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class FedNTDConfig:
+  beta: float = settings.setting(
+      1.0, 'FedNTD: weight beta of the not-true distillation term.',
+      **settings.at_least(0))
+  temperature: float = settings.setting(
+      1.0, 'FedNTD: temperature tau.', **settings.TEMPERATURE)
 
 
 def build_fedntd(
@@ -25,8 +37,8 @@ def build_fedntd(
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     *,
-    beta: float = 1.0,
-    temperature: float = 1.0,
+    beta: float = FedNTDConfig.beta,
+    temperature: float = FedNTDConfig.temperature,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
 ) -> process_lib.GlobalModelsProcess:
   """Builds FedNTD; arguments as `build_fedavg`, plus beta and temperature.
@@ -58,3 +70,9 @@ def build_fedntd(
       model_aggregator=model_aggregator,
       distillation=client_work.Distillation(loss_fn),
   )
+
+
+SPEC = spec_lib.Spec(
+    'fedntd', 'FedNTD (Lee et al. 2022): FedAvg + not-true distillation from'
+    ' the global model on the client.', FedNTDConfig,
+    spec_lib.averaging(build_fedntd))

@@ -18,6 +18,7 @@ model) times the global model's probability of the sample's true label.
 """
 
 import collections
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -29,8 +30,10 @@ from tff_kd import local_training
 from tff_kd import losses
 from tff_kd import model_parts
 from tff_kd import process as process_lib
+from tff_kd import settings
 from tff_kd.aggregators import knowledge
 from tff_kd.algorithms import fedavg
+from tff_kd.algorithms import spec as spec_lib
 
 
 def class_accuracy(logits, labels, num_classes):
@@ -100,6 +103,14 @@ def build_credibility_distributor(
   return tff.learning.templates.DistributionProcess(init_fn, next_fn)
 
 
+@dataclasses.dataclass(frozen=True)
+class FedSSDConfig:
+  kd_weight: float = settings.setting(
+      1.0, 'FedSSD: weight lambda of the KD term.', **settings.at_least(0))
+  temperature: float = settings.setting(
+      1.0, 'FedSSD: temperature tau.', **settings.TEMPERATURE)
+
+
 def build_fedssd(
     model_fn: model_parts.ModelFn,
     client_optimizer_fn: tff.learning.optimizers.Optimizer,
@@ -108,8 +119,8 @@ def build_fedssd(
     validation_x: np.ndarray,
     validation_y: np.ndarray,
     num_classes: int,
-    kd_weight: float = 1.0,
-    temperature: float = 1.0,
+    kd_weight: float = FedSSDConfig.kd_weight,
+    temperature: float = FedSSDConfig.temperature,
     model_aggregator: Optional[knowledge.ModelAggregator] = None,
 ) -> process_lib.GlobalModelsProcess:
   """Builds FedSSD; arguments as `build_fedavg`, plus:
@@ -156,3 +167,26 @@ def build_fedssd(
           loss_fn, extra_type=tff.TensorType(np.float32, [num_classes])
       ),
   )
+
+
+def _build(task: spec_lib.Task, config: FedSSDConfig,
+           context: spec_lib.Context) -> process_lib.GlobalModelsProcess:
+  spec_lib.no_fusion('fedssd', context)
+  if not len(task.validation[1]):
+    raise ValueError(
+        'fedssd measures its class credibility on the labelled validation '
+        f'split, and task {task.name!r} has none.')
+  return build_fedssd(
+      task.model_fn, context.client_optimizer.build(),
+      context.server_optimizer.build(),
+      validation_x=task.validation[0], validation_y=task.validation[1],
+      num_classes=task.num_classes,
+      model_aggregator=context.model_aggregator, **dataclasses.asdict(config))
+
+
+SPEC = spec_lib.Spec(
+    'fedssd', 'FedSSD (He et al. 2022): FedAvg + self-distillation from the'
+    ' global model weighted by its class and sample credibility.',
+    FedSSDConfig, _build,
+    # Its class credibility is measured on the validation split.
+    labelled_server_data=lambda config: True)
