@@ -9,7 +9,7 @@ RUN_DIR ?= /tmp/tff_kd_run
 
 .PHONY: run test bench clean-venv
 
-$(VENV)/installed: requirements.lock setup.py
+$(VENV)/installed: requirements.lock setup.py pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock
