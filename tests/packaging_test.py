@@ -181,9 +181,17 @@ def test_the_installed_metadata_is_pyprojects():
   assert {key(Requirement(r)) for r in dist.requires or []} == expected
   assert dist.version == project['version']
   assert dist.metadata['License'] == project['license']['text']
-  # No console scripts: their targets would live in binaries/, which is
-  # not installed (see pyproject.toml).
-  assert not dist.entry_points.select(group='console_scripts')
+  scripts = {e.name: e.value
+             for e in dist.entry_points.select(group='console_scripts')}
+  assert scripts == project['scripts']
+
+
+def test_console_scripts_run_the_checkouts_binaries_from_anywhere():
+  script = os.path.join(os.path.dirname(sys.executable), 'tff-kd-train')
+  with tempfile.TemporaryDirectory() as elsewhere:
+    done = subprocess.run([script, '--helpshort'], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=300)
+  assert '--algorithm' in done.stdout + done.stderr, done.stderr[-2000:]
 
 
 def test_only_the_library_is_installed():
