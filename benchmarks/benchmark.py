@@ -8,12 +8,17 @@ of one invocation come from one run: the in-process ones are medians over
 --timed_rounds rounds after --warmup_rounds (the first round includes graph
 compilation), the rounds of the variants compared in a table interleaved
 (a, b, c, a, b, c, ...), so a slow phase of the shared machine falls on all
-of them alike. The report gives the load average at the start and the end.
-Workload but in section 1: digits, 10 clients of ~67 examples
-(IID split over 17 clients, 10 sampled), 1 local epoch, batch 16, the task's
-`cnn`.
+of them alike. The rounds against PyTorch (sections 1 and 2) are measured
+--repeats times, one full measurement after the other: the page gives the
+median of the repeats' medians and their spread (min, max). The report
+gives the load average at the start and the end, and says so when the
+machine was not idle at the start (1-minute load average above 0.5). It
+states the targets of ours / PyTorch per round (<= 1.2 for the tiny CNN,
+<= 1.0 for ResNet-8) and whether this run meets them. Workload but in
+sections 1-3: digits, 10 clients of ~67 examples (IID split over 17
+clients, 10 sampled), 1 local epoch, batch 16, the task's `cnn`.
 
-1. against PyTorch, on the PyTorch peers' workload (issue 19): digits split
+1. against PyTorch, tiny CNN, on the PyTorch peers' workload: digits split
    over 20 clients by Dirichlet(0.1) label skew, 10 clients a round (the
    same seeded schedule on every side), 1 epoch of full batches of 16, SGD
    at 0.05, the peers' CNN (33,802 parameters). Interleaved: a plain
@@ -25,18 +30,26 @@ Workload but in section 1: digits, 10 clients of ~67 examples
    `tff_kd.local_training.dataset_reduce`; the same client training in a
    plain `tf.function` loop without TFF; TFF rounds that do no training
    (the floor of a TFF round); our FedAvg on workers with each of
-   --worker_settings (threads, concurrency). Then the whole process for
-   --process_rounds rounds, ours and PyTorch's, each a fresh subprocess,
-   with its phases (imports, worker start, data, build, rounds), and
-   `python -m binaries.train` for the same rounds.
-2. plain vs ours vs TFF: the same client training (our
+   --worker_settings (threads, concurrency).
+2. against PyTorch, ResNet-8: FedDF's (Lin et al. 2020; BatchNorm, 78,042
+   parameters, checked equal on both sides) on seeded random 32x32x3
+   images of 10 labels, the same arrays on both sides: 20 clients of
+   80-120% of --resnet8_examples examples, 10 a round (the same seeded
+   schedule on every side), 1 epoch of full batches of 16, SGD at 0.05.
+   Interleaved: the PyTorch process (`model='resnet8'`, with
+   --resnet8_torch_threads) and our `build_fedavg` on the TFF C++ worker.
+3. the whole process for --process_rounds rounds of section 1's workload,
+   ours and PyTorch's, each a fresh subprocess, with its phases (imports,
+   worker start, data, build, rounds), and `python -m binaries.train` for
+   the same rounds.
+4. plain vs ours vs TFF: the same client training (our
    `tff_kd.local_training` loop) in one process with no TFF, then a numpy
    weighted average (the compute floor); `tff_kd.algorithms.build_fedavg`;
    `tff.learning.algorithms.build_weighted_fed_avg` with its default
    training loop (`Dataset.reduce`) and with
    `loop_implementation=DATASET_ITERATOR` (the loop ours uses).
-3. each registered algorithm, relative to our FedAvg.
-4. server distillation (FedDF's loop, `tff_kd.server_distillation`):
+5. each registered algorithm, relative to our FedAvg.
+6. server distillation (FedDF's loop, `tff_kd.server_distillation`):
    examples per second as a `tf.function` and run eagerly.
 Population scale (memory against the clients) is `benchmarks.population`'s
 page, docs/POPULATION.md, linked from this one.
@@ -50,6 +63,7 @@ import time
 _START = time.time()  # The whole-process run's phases: what imports take.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import collections
 import contextlib
 import json
 import os
@@ -140,6 +154,24 @@ WORKER_SETTINGS = flags.DEFINE_list(
     'inter=N (inter-op threads), mccc=N (max concurrent computation calls), '
     'joined by +.'
 )
+REPEATS = flags.DEFINE_integer(
+    'repeats', 3, 'Full measurements of the against-PyTorch rounds (tiny CNN '
+    'and ResNet-8), one after the other, each --warmup_rounds then '
+    '--timed_rounds interleaved rounds of the same clients: the page gives '
+    'the median of the repeats\' medians and their spread (min, max), so a '
+    'reader sees how far one measurement can be off.', lower_bound=1,
+)
+RESNET8_TORCH_THREADS = flags.DEFINE_integer(
+    'resnet8_torch_threads', 1, 'Threads of the PyTorch reference for '
+    'ResNet-8, as --torch_threads; 0: torch\'s default, one per core, as our '
+    'TFF worker uses. 1 by default: on a 2-core machine at load average 8, '
+    '2 threads made PyTorch\'s ResNet-8 round 10-50x as long as 1 thread '
+    '(33 s); on an idle machine, also measure with 0.', lower_bound=0,
+)
+RESNET8_EXAMPLES = flags.DEFINE_integer(
+    'resnet8_examples', 50, 'Mean examples per client of the ResNet-8 '
+    'workload (each client has 80-120% of it).', lower_bound=1,
+)
 PROCESS_ROUNDS = flags.DEFINE_integer(
     'process_rounds', 30, 'Rounds of the whole-process runs.', lower_bound=1,
 )
@@ -190,6 +222,12 @@ _LR = 0.05
 # The PyTorch peers' workload (section 1 of the module docstring).
 _PEER_CLIENTS, _PEER_CLIENTS_PER_ROUND, _PEER_ALPHA = 20, 10, 0.1
 _PEER_EPOCHS, _PEER_BATCH = 1, 16
+# The ResNet-8 workload (section 2 of the module docstring).
+_RESNET8_CLIENTS, _RESNET8_CLIENTS_PER_ROUND = 20, 10
+_RESNET8_EPOCHS, _RESNET8_BATCH = 1, 16
+# Targets of ours / PyTorch per round.
+_CNN_TARGET, _RESNET8_TARGET = 1.2, 1.0
+_TFF_PLAIN_TARGET = 1.2  # Ours / the plain loop per round, tiny CNN.
 
 
 def _worker_settings() -> dict:
@@ -262,6 +300,48 @@ def _interleaved_times(steps, warmup, timed):
       seconds = time.perf_counter() - start
       times[name].append(own if isinstance(own, OwnTime) else seconds)
   return times
+
+
+def _repeated_times(steps, warmup, timed, repeats):
+  """`repeats` full measurements (`_interleaved_times`), one after another.
+
+  Each repeat takes its own warm-up rounds and trains the same clients (the
+  round iterators start the schedule again: `_Rounds`).
+  """
+  return [_interleaved_times(steps, warmup, timed) for _ in range(repeats)]
+
+
+def _repeat_medians(runs):
+  """Per step, its median seconds per round in each repeat."""
+  return {name: [statistics.median(run[name]) for run in runs]
+          for name in runs[0]}
+
+
+def _ms_per_step(runs, timed_steps):
+  """Per step, ms per SGD step: the median over the repeats of the median
+  over the timed rounds of the round's time / its SGD steps."""
+  return {name: statistics.median(
+      statistics.median(1000 * s / n for s, n in zip(run[name], timed_steps)
+                        if n) for run in runs) for name in runs[0]}
+
+
+def _spread(values, digits: int) -> str:
+  """'median [min, max]' of `values`; the median alone for one value."""
+  text = f'{statistics.median(values):.{digits}f}'
+  if len(values) > 1:
+    text += f' [{min(values):.{digits}f}, {max(values):.{digits}f}]'
+  return text
+
+
+def _describe_repeats(warmup, timed, repeats) -> str:
+  """The page's sentence on how a table's figures were taken."""
+  text = (f'Medians over {timed} rounds after {warmup} warm-up rounds, '
+          'every row\'s rounds interleaved')
+  if repeats == 1:
+    return text + '.'
+  return text + (f', in each of {repeats} repeats one after the other; '
+                 'figures: the median of the repeats\' medians, then '
+                 '[min, max] over the repeats.')
 
 
 def _plain_step_fn(model_fn, next_datasets, example_dataset, *,
@@ -374,18 +454,115 @@ class _PeerWorkload:
 
 
 class _Rounds:
-  """Calls give each round's client datasets in turn (or ids, `ids=True`)."""
+  """Calls give each round's client datasets in turn (`ids()`: their ids).
+
+  After the schedule's last round it starts again, so every repeat of a
+  measurement (--repeats) trains the same clients.
+  """
 
   def __init__(self, schedule, datasets):
     self._schedule, self._datasets, self._next = schedule, datasets, 0
 
   def ids(self):
-    clients = self._schedule[self._next]
+    """The next round's client ids; after the last round, the first again."""
+    clients = self._schedule[self._next % len(self._schedule)]
     self._next += 1
     return clients
 
   def __call__(self):
     return [self._datasets[k] for k in self.ids()]
+
+
+def resnet8_keras_model(input_shape, num_classes):
+  """FedDF's ResNet-8 (`torch_reference.build_resnet8`) in Keras.
+
+  The same layers, shapes and parameters as PyTorch's: convolutions without
+  biases, BatchNorm with PyTorch's defaults (its momentum 0.1 is Keras's
+  0.9, epsilon 1e-5). Not `tasks.models`' `resnet8`, which uses
+  GroupNormalization (that module's docstring says why); FedDF's uses
+  BatchNorm.
+  """
+
+  def conv(channels, size, stride=1):
+    return tf.keras.layers.Conv2D(channels, size, strides=stride,
+                                  padding='same', use_bias=False)
+
+  def norm(x):
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+
+  def block(x, channels, stride):
+    y = tf.keras.layers.ReLU()(norm(conv(channels, 3, stride)(x)))
+    y = norm(conv(channels, 3)(y))
+    if stride != 1 or x.shape[-1] != channels:
+      x = norm(conv(channels, 1, stride)(x))
+    return tf.keras.layers.ReLU()(tf.keras.layers.Add()([x, y]))
+
+  inputs = tf.keras.Input(input_shape)
+  x = tf.keras.layers.ReLU()(norm(conv(16, 3)(inputs)))
+  for channels, stride in ((16, 1), (32, 2), (64, 2)):
+    x = block(x, channels, stride)
+  x = tf.keras.layers.GlobalAveragePooling2D()(x)
+  return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes)(x))
+
+
+def trainable_parameters(keras_model_fn) -> int:
+  """Trainable parameters of `keras_model_fn()`, built in a graph of its own.
+
+  (Not eagerly: a Keras model built eagerly breaks once TFF traces models of
+  the same classes, see `tff_kd.evaluation`.)
+  """
+  with tf.Graph().as_default():
+    return sum(int(np.prod(v.shape))
+               for v in keras_model_fn().trainable_variables)
+
+
+class _ResNet8Workload:
+  """Section 2's workload: synthetic CIFAR-size clients, FedDF's ResNet-8."""
+
+  input_shape, num_classes = (32, 32, 3), 10
+
+  def __init__(self, rounds: int, examples: int):
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(round(0.8 * examples), round(1.2 * examples) + 1,
+                         _RESNET8_CLIENTS)
+    self._arrays = [
+        (rng.random((n,) + self.input_shape, dtype=np.float32),
+         rng.integers(0, self.num_classes, n).astype(np.int32))
+        for n in sizes]
+    self.schedule = [
+        rng.choice(_RESNET8_CLIENTS, _RESNET8_CLIENTS_PER_ROUND,
+                   replace=False) for _ in range(rounds)]
+    self.steps = [sum(_RESNET8_EPOCHS * (sizes[k] // _RESNET8_BATCH)
+                      for k in clients) for clients in self.schedule]
+    self.sizes = sizes
+    # Full batches, a new order each epoch, as on the PyTorch side.
+    self.datasets = [
+        tf.data.Dataset.from_tensor_slices(
+            collections.OrderedDict(x=x, y=y))
+        .shuffle(len(y), seed=k)
+        .batch(_RESNET8_BATCH, drop_remainder=True).repeat(_RESNET8_EPOCHS)
+        for k, (x, y) in enumerate(self._arrays)]
+
+  def keras_model(self):
+    return resnet8_keras_model(self.input_shape, self.num_classes)
+
+  def model_fn(self):
+    return tff.learning.models.from_keras_model(
+        self.keras_model(),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        input_spec=self.datasets[0].element_spec)
+
+  def build_fedavg(self):
+    return algorithms.build_fedavg(
+        self.model_fn, tff.learning.optimizers.build_sgdm(learning_rate=_LR))
+
+  def clients(self):
+    """Per client, its (x, y) arrays, for the PyTorch side."""
+    return self._arrays
+
+  def rounds(self):
+    """A fresh iterator over the rounds' datasets."""
+    return _Rounds(self.schedule, self.datasets)
 
 
 def torch_unavailable(torch_path: str):
@@ -554,40 +731,61 @@ def _max_difference(a, b) -> float:
   return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
-def _against_pytorch(warmup, timed, torch_path):
-  """Section 1's interleaved rounds: the report's lines.
+def _start_torch(stack, torch_path, skip, **fedavg_kwargs):
+  """(the PyTorch process or None, its thread settings, the skip line).
+
+  The process is started in `stack` and builds `FedAvg(**fedavg_kwargs)`,
+  unless `skip` (a reason already) is given; when it fails, the skip line
+  says why.
+  """
+  if skip is not None:
+    return None, None, skip
+  try:
+    torch = stack.enter_context(TorchProcess(torch_path))
+    threads = torch.start(**fedavg_kwargs)['threads']
+  except RuntimeError as e:
+    return None, None, ('Skipped: the PyTorch process failed: '
+                        + str(e).strip().splitlines()[-1])
+  return torch, threads, None
+
+
+def _torch_step_fn(torch, rounds, walls=None):
+  """A step running PyTorch's next round (timed there: `OwnTime`).
+
+  With `walls`, it appends each round's time as seen from this process (with
+  the pipe) to that list.
+  """
+
+  def step():
+    start = time.perf_counter()
+    seconds = torch.run_round(rounds.ids())['seconds']
+    if walls is not None:
+      walls.append(time.perf_counter() - start)
+    return OwnTime(seconds)
+
+  return step
+
+
+def _against_pytorch(warmup, timed, repeats, torch_path):
+  """Section 1's interleaved rounds: (the report's lines, ratio lists).
 
   Round r of every variant trains the schedule's clients r, so the rounds'
   SGD steps are equal too; every TFF variant starts from the same state.
+  The ratios, one per repeat: 'ours / PyTorch' (None without torch) and
+  'TFF / plain'.
   """
   workload = _PeerWorkload(warmup + timed)
   timed_steps = workload.steps[warmup:]
-  skip = torch_unavailable(torch_path)
   steps = {}
   torch_wall = []
   with contextlib.ExitStack() as stack:
-    torch, torch_threads = None, None
-    if skip is None:
-      try:
-        torch = stack.enter_context(TorchProcess(torch_path))
-        torch_threads = torch.start(
-            clients=workload.clients(), num_classes=workload.task.num_classes,
-            epochs=_PEER_EPOCHS, batch_size=_PEER_BATCH, learning_rate=_LR,
-            seed=0, num_threads=TORCH_THREADS.value)['threads']
-      except RuntimeError as e:
-        skip = ('Skipped: the PyTorch process failed: '
-                + str(e).strip().splitlines()[-1])
-        torch = None
+    torch, torch_threads, skip = _start_torch(
+        stack, torch_path, torch_unavailable(torch_path),
+        clients=workload.clients(), num_classes=workload.task.num_classes,
+        epochs=_PEER_EPOCHS, batch_size=_PEER_BATCH, learning_rate=_LR,
+        seed=0, num_threads=TORCH_THREADS.value)
     if torch is not None:
-      rounds = workload.rounds()
-
-      def torch_round(rounds=rounds):
-        start = time.perf_counter()
-        seconds = torch.run_round(rounds.ids())['seconds']
-        torch_wall.append(time.perf_counter() - start)
-        return OwnTime(seconds)
-
-      steps['torch'] = torch_round
+      steps['torch'] = _torch_step_fn(torch, workload.rounds(), torch_wall)
     # Eager Keras models break once TFF traces models of the same classes
     # (module docs of tff_kd.evaluation): the plain loops first.
     steps['plain'] = _plain_step_fn(
@@ -631,7 +829,7 @@ def _against_pytorch(warmup, timed, torch_path):
     for spec, other in others.items():
       steps[f'worker {spec}'] = tff_round(
           f'worker {spec}', process, other.context)
-    times = _interleaved_times(steps, warmup, timed)
+    runs = _repeated_times(steps, warmup, timed, repeats)
     worker_threads = {'ours': _thread_count(local.workers[0].process.pid)}
     for spec, other in others.items():
       worker_threads[f'worker {spec}'] = _thread_count(
@@ -643,28 +841,30 @@ def _against_pytorch(warmup, timed, torch_path):
       final = {name: process.get_model_weights(state).trainable
                for name, state in states.items()}
 
-  median = {name: statistics.median(t) for name, t in times.items()}
-  ms_per_step = {name: statistics.median(
-      1000 * s / n for s, n in zip(t, timed_steps) if n)
-                 for name, t in times.items()}
+  per_repeat = _repeat_medians(runs)
+  median = {name: statistics.median(m) for name, m in per_repeat.items()}
+  ms_per_step = _ms_per_step(runs, timed_steps)
   has_torch = 'torch' in median
 
+  def ratios(name, base):
+    return [a / b for a, b in zip(per_repeat[name], per_repeat[base])]
+
   def per_torch(name):
-    return f'{median[name] / median["torch"]:.2f}' if has_torch else 'n/a'
+    return (f'{statistics.median(ratios(name, "torch")):.2f}' if has_torch
+            else 'n/a')
 
   def row(label, name):
-    return (f'| {label} | {median[name]:.4f} | {ms_per_step[name]:.2f} | '
-            f'{per_torch(name)} |')
+    if not has_torch:
+      ratio = 'n/a'
+    else:
+      ratio = '1.00' if name == 'torch' else _spread(ratios(name, 'torch'), 2)
+    return (f'| {label} | {_spread(per_repeat[name], 4)} | '
+            f'{ms_per_step[name]:.2f} | {ratio} |')
 
   params = _peer_keras_model(
       workload.task.input_shape, workload.task.num_classes).count_params()
   lines = [
-      'An earlier version of this page put our round at 0.56x "a popular '
-      'PyTorch FL library\'s ~0.25 s". That figure was wrong: it came from '
-      'runs that evaluated all 20 clients every round, and was quoted, not '
-      'measured. Issue 19 measured PFLlib (torch 2.13, CPU) at 0.028 s per '
-      'round (0.75 ms per SGD step) against our 0.063 s (1.82 ms): 2.3x '
-      'slower. What follows is measured here, in this run.',
+      '### Tiny CNN',
       '',
       f'Workload: digits split over {_PEER_CLIENTS} clients by '
       f'Dirichlet({_PEER_ALPHA}) label skew, {_PEER_CLIENTS_PER_ROUND} '
@@ -674,9 +874,8 @@ def _against_pytorch(warmup, timed, torch_path):
       f'({params:,} parameters: Conv2D 32 3x3 + ReLU + MaxPool 2, Dense 64 '
       'ReLU, Dense 10); weighted averaging. SGD steps per timed round: median'
       f' {statistics.median(timed_steps):.0f}, {sum(timed_steps)} in all. '
-      f'Medians over {timed} rounds after {warmup} warm-up rounds, every '
-      'row\'s rounds interleaved; ms per SGD step: median over rounds of '
-      'round time / its SGD steps.',
+      f'{_describe_repeats(warmup, timed, repeats)} '
+      'ms per SGD step: median over rounds of round time / its SGD steps.',
       '',
   ]
   if not has_torch:
@@ -698,25 +897,14 @@ def _against_pytorch(warmup, timed, torch_path):
       '',
   ]
   if has_torch:
+    pipe = [s for k, s in enumerate(torch_wall) if k % (warmup + timed)
+            >= warmup]
     lines += [
         f'The PyTorch rows are timed in its process (`perf_counter` around '
         f'`run_round`); seen from this process, with the pipe, its round '
-        f'takes {statistics.median(torch_wall[warmup:]):.4f} s.',
+        f'takes {statistics.median(pipe):.4f} s.',
         '',
     ]
-  ours_torch = (median['ours'] / median['torch']) if has_torch else None
-  tff_plain = median['ours'] / median['plain']
-  met = lambda ok: 'met' if ok else 'not met'
-  lines += [
-      '**Targets of issue 19** (ratios of this run\'s interleaved rounds): '
-      + (f'ours / PyTorch per round {ours_torch:.2f} (target <= 1.0, aim 0.5):'
-         f' {met(ours_torch <= 1.0)}; ' if has_torch else
-         'ours / PyTorch per round: not measured (no torch); ')
-      + f'TFF round / plain loop {tff_plain:.2f} (target <= 1.2): '
-      f'{met(tff_plain <= 1.2)}. The whole-process target is in "Whole '
-      'process" below.',
-      '',
-  ]
   same = {name: _max_difference(final['ours'], w)
           for name, w in final.items() if name != 'ours'}
   def label(name):
@@ -728,21 +916,23 @@ def _against_pytorch(warmup, timed, torch_path):
   equal = [label(name) for name, d in same.items() if d == 0.0]
   differ = [f'{label(name)} (max |w - w_ours| {d:.2g})'
             for name, d in same.items() if d != 0.0]
-  lines.append(
-      f'Same numbers: after the {warmup + timed} rounds (every variant from '
-      'one state, training the same clients), the server weights of '
-      '`ours`, bit for bit, are those of: ' + ('; '.join(equal) or 'none')
-      + '.' + (' They differ by float rounding from those of: '
-               + '; '.join(differ) + '. A worker\'s intra-op thread count '
-               'decides how some kernels split their float sums, so a count '
-               'other than the default (one per core) changes the last bits, '
-               'which add up over the rounds.' if differ else ''))
+  lines += [
+      f'Same numbers: after the {repeats * (warmup + timed)} rounds (every '
+      'variant from one state, training the same clients), the server '
+      'weights of `ours`, bit for bit, are those of: '
+      + ('; '.join(equal) or 'none') + '.'
+      + (' They differ by float rounding from those of: '
+         + '; '.join(differ) + '. A worker\'s intra-op thread count '
+         'decides how some kernels split their float sums, so a count '
+         'other than the default (one per core) changes the last bits, '
+         'which add up over the rounds.' if differ else ''),
+  ]
 
   lines += [
       '',
-      '### Changes, before and after',
+      '#### Changes, before and after',
       '',
-      'Ours / PyTorch per round, from this run\'s interleaved rounds:',
+      'Ours / PyTorch per round (medians over the repeats):',
       '',
       '| change | before | after | round s, before -> after |',
       '|---|---|---|---|',
@@ -760,22 +950,13 @@ def _against_pytorch(warmup, timed, torch_path):
         f'against the default | {per_torch("ours")} | '
         f'{per_torch(f"worker {best}")} | {median["ours"]:.4f} -> '
         f'{settings[best]:.4f} ({settings[best] / median["ours"]:.2f}x); '
-        + ('the default is kept: no setting gained robustly across the runs '
-           'of the study for issue 19 (intra-op and inter-op threads 1 took '
-           '2.0x the default\'s round in one of them), and another intra-op '
-           'thread count changes the numbers ("Same numbers" above) |'
+        + ('the default is kept: another intra-op thread count changes the '
+           'numbers ("Same numbers" above) |'
            if settings[best] < 0.95 * median['ours'] else
            'no gain: the default is kept |'))
   lines += [
       '',
-      'Tried and not adopted (study for issue 19): XLA (`jit_compile=True`) '
-      'for the training step: TFF 0.87\'s worker does not run it (a round '
-      'took 0.97x as long, within noise), and in the trainer it changes the '
-      'numbers (float ops reordered: up to 3e-8 after one client\'s '
-      'training); pre-batched datasets (the batches drawn in numpy): faster '
-      'iteration, but another shuffle order, so other numbers.',
-      '',
-      '### Where a round\'s time goes',
+      '#### Where a round\'s time goes',
       '',
       'The same interleaved rounds. The first two rows are TFF rounds that '
       'train nothing: they broadcast the weights, ship the round\'s 10 '
@@ -811,16 +992,17 @@ def _against_pytorch(warmup, timed, torch_path):
          'floor alone is '
          f'{floor / median["torch"]:.2f} of it.' if has_torch else ''),
   ]
-  if has_torch and ours_torch > 1.0:
-    per_step_to_tie = (1000 * (median['torch'] - floor)
+  ours_torch = ratios('ours', 'torch') if has_torch else None
+  if has_torch and statistics.median(ours_torch) > _CNN_TARGET:
+    per_step_needed = (1000 * (_CNN_TARGET * median['torch'] - floor)
                        / statistics.median(timed_steps))
     lines += [
         '',
-        'Why ours / PyTorch <= 1.0 is out of reach here: the floor above is '
-        'per round, whatever the clients do, and is TFF\'s (its C++ '
+        f'What ours / PyTorch <= {_CNN_TARGET} would take: the floor above '
+        'is per round, whatever the clients do, and is TFF\'s (its C++ '
         'executor, the gRPC call, the datasets\' graphs); with it our SGD '
-        f'steps would have to cost {per_step_to_tie:.2f} '
-        f'ms each to tie, against {ms_per_step["plain"]:.2f} ms per step for '
+        f'steps would have to cost {per_step_needed:.2f} ms each, against '
+        f'{ms_per_step["plain"]:.2f} ms per step for '
         'our plain loop without TFF (tf.data iteration and the TF kernels '
         f'of a batch of {_PEER_BATCH} 8x8 images) and '
         f'{ms_per_step["torch"]:.2f} for PyTorch\'s eager loop over '
@@ -828,7 +1010,7 @@ def _against_pytorch(warmup, timed, torch_path):
     ]
   lines += [
       '',
-      '### TFF worker settings',
+      '#### TFF worker settings',
       '',
       'Our FedAvg round on TFF workers started with other settings '
       '(`tff_kd.runtime.LocalRuntime(intra_op_threads=, inter_op_threads=, '
@@ -845,7 +1027,7 @@ def _against_pytorch(warmup, timed, torch_path):
   ] + [
       f'| {_describe_settings(parse_worker_setting(spec))} | '
       f'{median[f"worker {spec}"]:.4f} | '
-      f'{median[f"worker {spec}"] / median["ours"]:.2f} | '
+      f'{statistics.median(ratios(f"worker {spec}", "ours")):.2f} | '
       f'{per_torch(f"worker {spec}")} | {worker_threads[f"worker {spec}"]} |'
       for spec in others
   ] + [
@@ -862,7 +1044,100 @@ def _against_pytorch(warmup, timed, torch_path):
       f'clients train: {_describe_settings(_worker_settings())}, which may '
       'train a round\'s clients concurrently.',
   ]
-  return lines
+  return lines, {'ours / PyTorch': ours_torch,
+                 'TFF / plain': ratios('ours', 'plain')}
+
+
+def _against_pytorch_resnet8(warmup, timed, repeats, torch_path):
+  """Section 2's interleaved rounds: (the report's lines, ratio list).
+
+  The ratio list: ours / PyTorch per round, one per repeat (None without
+  torch). Raises RuntimeError if the two sides' models differ in their
+  parameter counts.
+  """
+  workload = _ResNet8Workload(warmup + timed, RESNET8_EXAMPLES.value)
+  timed_steps = workload.steps[warmup:]
+  ours_params = trainable_parameters(workload.keras_model)
+  torch_params = None
+  steps = {}
+  with contextlib.ExitStack() as stack:
+    torch, torch_threads, skip = _start_torch(
+        stack, torch_path, torch_unavailable(torch_path),
+        clients=workload.clients(), num_classes=workload.num_classes,
+        epochs=_RESNET8_EPOCHS, batch_size=_RESNET8_BATCH, learning_rate=_LR,
+        seed=0, num_threads=RESNET8_TORCH_THREADS.value, model='resnet8')
+    if torch is not None:
+      torch_params = sum(w.size for w in torch.weights())
+      if torch_params != ours_params:
+        raise RuntimeError(
+            f'ResNet-8: {ours_params:,} trainable parameters here, '
+            f'{torch_params:,} in PyTorch\'s: not the same model.')
+      steps['torch'] = _torch_step_fn(torch, workload.rounds())
+    local = stack.enter_context(runtime.LocalRuntime(**_worker_settings()))
+    process = workload.build_fedavg()
+    with tff.framework.get_context_stack().install(local.context):
+      state = [process.initialize()]
+    rounds = workload.rounds()
+
+    def ours():
+      state[0] = process.next(state[0], rounds()).state
+
+    steps['ours'] = _on(local.context, ours)
+    runs = _repeated_times(steps, warmup, timed, repeats)
+
+  per_repeat = _repeat_medians(runs)
+  ms_per_step = _ms_per_step(runs, timed_steps)
+  ours_torch = ([a / b for a, b in zip(per_repeat['ours'],
+                                       per_repeat['torch'])]
+                if torch is not None else None)
+  sizes = workload.sizes
+  lines = [
+      '',
+      '### ResNet-8',
+      '',
+      'Workload: FedDF\'s ResNet-8 (Lin et al. 2020: a 3x3 convolution of 16 '
+      'channels, then 3 stages of one basic block each, 16, 32 and 64 '
+      'channels, BatchNorm, global average pooling, a dense head; '
+      '`resnet8_keras_model` here, `build_resnet8` in '
+      '`benchmarks/torch_reference.py`) on synthetic 32x32x3 images (seeded '
+      'uniform random pixels and labels of 10 classes, the same arrays on '
+      f'both sides): {_RESNET8_CLIENTS} clients of {min(sizes)}-{max(sizes)} '
+      f'examples ({sum(sizes)} in all), {_RESNET8_CLIENTS_PER_ROUND} a round '
+      '(the same seeded schedule on every side), '
+      f'{_RESNET8_EPOCHS} epoch of full batches of {_RESNET8_BATCH}, client '
+      f'SGD at {_LR}; weighted averaging (of the trainable weights: '
+      'BatchNorm\'s running statistics are not averaged on either side). '
+      'SGD steps per timed round: median '
+      f'{statistics.median(timed_steps):.0f}. '
+      f'{_describe_repeats(warmup, timed, repeats)}',
+      '',
+      f'Trainable parameters: ours {ours_params:,}; PyTorch\'s '
+      + (f'{torch_params:,} (checked equal).' if torch is not None else
+         'not counted (no PyTorch process).'),
+      '',
+  ]
+  if torch is None:
+    lines += [skip, '']
+  lines += [
+      '| FedAvg round, ResNet-8 | seconds per round | ms per SGD step | '
+      '/ PyTorch |',
+      '|---|---|---|---|',
+  ]
+  if torch is not None:
+    lines.append(
+        '| plain PyTorch, in its own process (`benchmarks/torch_reference.py`)'
+        f' | {_spread(per_repeat["torch"], 4)} | {ms_per_step["torch"]:.2f} '
+        '| 1.00 |')
+  lines += [
+      '| `tff_kd` `build_fedavg`, TFF C++ worker | '
+      f'{_spread(per_repeat["ours"], 4)} | {ms_per_step["ours"]:.2f} | '
+      + (_spread(ours_torch, 2) if torch is not None else 'n/a') + ' |',
+      '',
+      'Thread settings: '
+      + (f'PyTorch: {torch_threads}; ' if torch is not None else '')
+      + f'our TFF worker: {_describe_settings(_worker_settings())}.',
+  ]
+  return lines, ours_torch
 
 
 def _ours_whole_process(rounds: int) -> dict:
@@ -922,7 +1197,7 @@ def _run_child(command, env=None):
 
 
 def _whole_processes(rounds, repeats, torch_path, skip_torch):
-  """Section 1's whole-process runs, ours and PyTorch's; report lines."""
+  """Section 3's whole-process runs, ours and PyTorch's; report lines."""
   workload = _PeerWorkload(rounds)
   ours, torch, train = [], [], []
   with tempfile.TemporaryDirectory() as tmp:
@@ -1021,9 +1296,7 @@ def _whole_processes(rounds, repeats, torch_path, skip_torch):
           f'worker\'s start {ours_phases["start the TFF worker"]:.1f} s, '
           f'against {torch_wall:.1f} s for PyTorch\'s whole process; these '
           'are fixed costs of TF 2.14 and TFF 0.87, paid once per process '
-          'whatever the rounds (the study for issue 19 profiled a 1.5 s '
-          'build: 1.3 s went to tracing and serializing its 18 TensorFlow '
-          'computations, 0.63 s of that to the client update\'s trace).',
+          'whatever the rounds.',
       ]
   else:
     lines.append(f'PyTorch: {skip_torch}')
@@ -1067,6 +1340,27 @@ def _distillation_rates(task, steps):
   return rates
 
 
+def _targets(cnn_ratios, resnet8_ratios) -> str:
+  """The page's paragraph on the targets, from this run's ratios."""
+
+  def verdict(name, ratios, target):
+    if ratios is None:
+      return f'{name}: not measured (no PyTorch)'
+    met = 'met' if statistics.median(ratios) <= target else 'not met'
+    return f'{name} {_spread(ratios, 2)} (target <= {target}): {met}'
+
+  tff_plain = cnn_ratios['TFF / plain']
+  return (
+      '**Targets** (this run\'s interleaved rounds; median over the repeats'
+      + (', [min, max]' if len(tff_plain) > 1 else '') + '): ours / PyTorch '
+      'per round, '
+      + verdict('tiny CNN', cnn_ratios['ours / PyTorch'], _CNN_TARGET) + '; '
+      + verdict('ResNet-8', resnet8_ratios, _RESNET8_TARGET) + '. '
+      + verdict('TFF round / plain loop (tiny CNN)', tff_plain,
+                _TFF_PLAIN_TARGET)
+      + '. The whole-process target is in "Whole process" below.')
+
+
 def _process_step_fn(process, datasets):
   state = [process.initialize()]
 
@@ -1106,7 +1400,11 @@ def main(argv):
       _plain_step_fn(task.model_fn, lambda: datasets, datasets[0]), warmup,
       timed)
   distill_rates = _distillation_rates(task, DISTILL_STEPS.value)
-  against_pytorch = _against_pytorch(warmup, timed, TORCH_PATH.value)
+  repeats = REPEATS.value
+  against_pytorch, cnn_ratios = _against_pytorch(
+      warmup, timed, repeats, TORCH_PATH.value)
+  against_resnet8, resnet8_ratios = _against_pytorch_resnet8(
+      warmup, timed, repeats, TORCH_PATH.value)
   whole_process = []
   if PROCESS_REPEATS.value:
     whole_process = _whole_processes(
@@ -1149,26 +1447,35 @@ def main(argv):
   load_at_end = _load()
   loads = [float(x) for x in (load_at_start + ' ' + load_at_end).split()]
   cores = os.cpu_count()
-  loaded = (
-      f'The machine is shared and was loaded during the run (load average '
-      f'up to {max(loads):.1f} on {cores} cores): absolute times are '
-      'inflated and vary from run to run; the ratios, from rounds '
-      'interleaved in this one run, are what to compare.'
-      if max(loads) > 0.5 * cores else
-      'The machine was close to idle during the run.')
+  machine = []
+  if loads[0] > 0.5:
+    machine.append(
+        f'The machine was not idle at the start: its 1-minute load average '
+        f'was {loads[0]:.2f}, above 0.5.')
+  if max(loads) > 0.5 * cores:
+    machine.append(
+        f'The machine is shared and was loaded during the run (load average '
+        f'up to {max(loads):.1f} on {cores} cores): absolute times are '
+        'inflated and vary from run to run; the ratios, from rounds '
+        'interleaved in this one run, are what to compare.')
+  elif not machine:
+    machine.append('The machine was close to idle during the run.')
   lines = [
       '# Performance',
       '',
       f'Measured by `{command}` at commit {binaries.git_commit()} '
       '(all figures from one '
       f'run; medians over {timed} rounds after {warmup} warm-up rounds, the '
-      'rounds compared in a table interleaved), on a machine with '
+      'rounds compared in a table interleaved; repeats of the '
+      f'against-PyTorch rounds: {repeats}), on a machine with '
       f'{cores} cores and no GPU. Load average (1, 5, 15 min) at the start: '
-      f'{load_at_start}; at the end: {load_at_end}. {loaded}',
+      f'{load_at_start}; at the end: {load_at_end}. ' + ' '.join(machine),
       '',
       '## Against PyTorch',
       '',
-  ] + against_pytorch + whole_process + [
+      _targets(cnn_ratios, resnet8_ratios),
+      '',
+  ] + against_pytorch + against_resnet8 + whole_process + [
       '',
       '## Plain loop, ours and TFF\'s FedAvg',
       '',

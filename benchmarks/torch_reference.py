@@ -1,13 +1,18 @@
 r"""Plain PyTorch FedAvg: what `benchmarks.benchmark` times ours against.
 
 No FL library, only torch: the PyTorch peers' CNN (Conv2D 32 3x3 same + ReLU
-+ MaxPool 2, Dense 64 ReLU, Dense 10: 33,802 parameters on 8x8x1 digits);
-each sampled client trains a copy of the server model with E epochs of SGD
-over its full batches of B (a new random order each epoch, the last partial
-batch dropped, as PFLlib's data loaders do); the server model becomes the
-clients' models averaged with weights proportional to the examples each
-trained on (what `tff_kd.algorithms.build_fedavg` computes, by averaging the
-updates).
++ MaxPool 2, Dense 64 ReLU, Dense 10: 33,802 parameters on 8x8x1 digits), or
+FedDF's ResNet-8 (`model='resnet8'`: the CIFAR ResNet of Lin et al. 2020, a
+3x3 convolution of 16 channels, then 3 stages of one basic block each, 16,
+32 and 64 channels, BatchNorm, global average pooling, a dense head; 78,042
+parameters on 32x32x3 images); each sampled client trains a copy of the
+server model with E epochs of SGD over its full batches of B (a new random
+order each epoch, the last partial batch dropped, as PFLlib's data loaders
+do); the server model becomes the clients' models averaged with weights
+proportional to the examples each trained on (what
+`tff_kd.algorithms.build_fedavg` computes, by averaging the updates). Only
+parameters are averaged, as ours averages only trainable weights:
+BatchNorm's running statistics are buffers, not parameters.
 
 It runs in a Python process of its own, never beside TensorFlow: torch
 2.13 needs typing_extensions >= 4.10 (it imports `TypeIs`), and
@@ -32,8 +37,8 @@ it answers each with one pickled `('ok', value)` or `('error', traceback)`
 on its stdout (anything printed goes to stderr). On start, before any
 request, it sends `('ready', {'torch': version, 'import_seconds': s})`.
 
-  ('start', kwargs)  -> builds `FedAvg(**kwargs)`; value: {'threads': ...,
-                        'build_seconds': s}
+  ('start', kwargs)  -> builds `FedAvg(**kwargs)` (`model` picks the
+                        model); value: {'threads': ..., 'build_seconds': s}
   ('round', ids)     -> runs a round; value: {'steps': SGD steps,
                         'seconds': the round's time, measured here}
   ('weights',)       -> the server model's parameters, numpy arrays
@@ -77,12 +82,49 @@ def build_cnn(input_shape, num_classes: int) -> torch.nn.Module:
   )
 
 
+class _BasicBlock(torch.nn.Module):
+  """ResNet's basic block: two 3x3 convolutions, BatchNorm, a shortcut."""
+
+  def __init__(self, in_channels: int, channels: int, stride: int):
+    super().__init__()
+    self.conv1 = torch.nn.Conv2d(in_channels, channels, 3, stride=stride,
+                                 padding=1, bias=False)
+    self.bn1 = torch.nn.BatchNorm2d(channels)
+    self.conv2 = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    self.bn2 = torch.nn.BatchNorm2d(channels)
+    self.shortcut = torch.nn.Identity()
+    if stride != 1 or in_channels != channels:
+      self.shortcut = torch.nn.Sequential(
+          torch.nn.Conv2d(in_channels, channels, 1, stride=stride,
+                          bias=False),
+          torch.nn.BatchNorm2d(channels))
+
+  def forward(self, x):
+    y = torch.relu(self.bn1(self.conv1(x)))
+    return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def build_resnet8(input_shape, num_classes: int) -> torch.nn.Module:
+  """FedDF's ResNet-8 (module docstring) for `input_shape` (H, W, C)."""
+  channels = input_shape[-1]
+  return torch.nn.Sequential(
+      torch.nn.Conv2d(channels, 16, 3, padding=1, bias=False),
+      torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+      _BasicBlock(16, 16, 1), _BasicBlock(16, 32, 2), _BasicBlock(32, 64, 2),
+      torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+      torch.nn.Linear(64, num_classes),
+  )
+
+
+MODELS = {'cnn': build_cnn, 'resnet8': build_resnet8}
+
+
 class FedAvg:
   """The server model and every client's data; `run_round` runs a round."""
 
   def __init__(self, clients, num_classes: int, *, epochs: int,
                batch_size: int, learning_rate: float, seed: int = 0,
-               num_threads: int = 0):
+               num_threads: int = 0, model: str = 'cnn'):
     """Takes the clients' data and builds the models.
 
     Args:
@@ -94,6 +136,7 @@ class FedAvg:
       seed: of the initial model and the clients' batch orders.
       num_threads: if > 0, `torch.set_num_threads(num_threads)` (for the
         whole process); 0 keeps torch's default (one per core).
+      model: a key of `MODELS`: the peers' CNN or FedDF's ResNet-8.
     """
     if num_threads:
       torch.set_num_threads(num_threads)
@@ -105,8 +148,8 @@ class FedAvg:
          torch.from_numpy(np.asarray(y, np.int64)))
         for x, y in clients]
     input_shape = np.shape(clients[0][0])[1:]
-    self.model = build_cnn(input_shape, num_classes)
-    self._client_model = build_cnn(input_shape, num_classes)
+    self.model = MODELS[model](input_shape, num_classes)
+    self._client_model = MODELS[model](input_shape, num_classes)
     self._optimizer = torch.optim.SGD(
         self._client_model.parameters(), lr=learning_rate)
     self._epochs, self._batch_size = epochs, batch_size

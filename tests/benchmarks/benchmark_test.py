@@ -28,17 +28,26 @@ _TORCH_PATH = flags.FLAGS['torch_path'].default
 _NO_TORCH = benchmark.torch_unavailable(_TORCH_PATH)
 
 
-def _clients():
+def _clients(shape=(8, 8, 1)):
   rng = np.random.default_rng(0)
-  return [(rng.random((n, 8, 8, 1), dtype=np.float32),
+  return [(rng.random((n,) + shape, dtype=np.float32),
            rng.integers(0, 10, n)) for n in (40, 7, 33)]
+
+
+def _resnet8_weights():
+  """The Keras ResNet-8's trainable weights' sizes (built in a graph)."""
+  with tf.Graph().as_default():
+    model = benchmark.resnet8_keras_model((32, 32, 3), 10)
+    return sorted(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
 class BenchmarkTest(tf.test.TestCase):
 
   def test_writes_a_report_with_every_row(self):
     output = self.create_tempfile().full_path
+    # One repeat, and ResNet-8 clients of one batch each, keep it short.
     with flagsaver.flagsaver(output=output, warmup_rounds=0, timed_rounds=1,
+                             repeats=1, resnet8_examples=20,
                              bench_algorithms=['fedavg', 'feddf'],
                              bench_distill_steps=2,
                              worker_settings=['mccc=1'], process_rounds=2,
@@ -47,20 +56,32 @@ class BenchmarkTest(tf.test.TestCase):
     with open(output) as f:
       report = f.read()
     if _NO_TORCH:
-      torch_rows = ['Skipped: no PyTorch in', 'PyTorch: Skipped']
+      torch_rows = ['Skipped: no PyTorch in', 'PyTorch: Skipped',
+                    'tiny CNN: not measured (no PyTorch)',
+                    'ResNet-8: not measured (no PyTorch)']
     else:
       torch_rows = ['| plain PyTorch, in its own process',
-                    '**Targets of issue 19** (ratios of this run\'s '
-                    'interleaved rounds): ours / PyTorch per round ',
+                    '(target <= 1.2): ', '(target <= 1.0): ',
                     '`torch.get_num_threads()` = 1',
                     '| PyTorch: phase | seconds |', '| import numpy, torch |',
                     'Ours / PyTorch, whole process: ']
+      counts = re.search(
+          r'Trainable parameters: ours ([0-9,]+); PyTorch\'s ([0-9,]+) '
+          r'\(checked equal\)', report)
+      self.assertIsNotNone(counts)
+      self.assertEqual(counts[1], counts[2])
+      self.assertEqual(counts[1], f'{sum(_resnet8_weights()):,}')
     for row in ['Load average (1, 5, 15 min) at the start: ',
                 '## Against PyTorch',
                 '| `tff_kd` `build_fedavg`, TFF C++ worker |',
                 '| the same before the tf.data fix',
                 '| plain `tf.function` loop, no TFF',
-                'TFF round / plain loop ', 'Same numbers: after the 1 rounds',
+                '**Targets** (this run\'s interleaved rounds; median over '
+                'the repeats): ours / PyTorch per round, tiny CNN',
+                'TFF round / plain loop (tiny CNN) ',
+                'Same numbers: after the 1 rounds', '### Tiny CNN',
+                '### ResNet-8', 'Trainable parameters: ours 78,042; ',
+                '| FedAvg round, ResNet-8 | seconds per round |',
                 '| tf.data\'s default graph optimizations and autotuning off',
                 '| TFF, no client work |', '| TFF, datasets iterated, no SGD |',
                 '| max concurrent calls 1 |',
@@ -74,6 +95,31 @@ class BenchmarkTest(tf.test.TestCase):
                 '| `tf.function` (one `tf.while_loop`) |', '| eager |',
                 '## Population scale', '](POPULATION.md)'] + torch_rows:
       self.assertIn(row, report)
+    self.assertEqual(report.count('| `tff_kd` `build_fedavg`, TFF C++ '
+                                  'worker |'), 2)  # Tiny CNN and ResNet-8.
+    self.assertNotIn('earlier version', report.lower())
+    first_minute = float(re.search(
+        r'Load average \(1, 5, 15 min\) at the start: ([0-9.]+)',
+        report)[1])
+    self.assertEqual(
+        'The machine was not idle at the start' in report, first_minute > 0.5)
+
+  def test_resnet8_has_feddf_parameter_count(self):
+    self.assertEqual(sum(_resnet8_weights()), 78_042)
+
+  def test_targets_say_whether_met_with_the_spread(self):
+    targets = benchmark._targets  # pylint: disable=protected-access
+    paragraph = targets(
+        {'ours / PyTorch': [1.3, 1.1, 1.25], 'TFF / plain': [1.0, 1.1, 1.2]},
+        [0.9, 0.8, 1.4])
+    self.assertIn('tiny CNN 1.25 [1.10, 1.30] (target <= 1.2): not met',
+                  paragraph)
+    self.assertIn('ResNet-8 0.90 [0.80, 1.40] (target <= 1.0): met',
+                  paragraph)
+    self.assertIn('(tiny CNN) 1.10 [1.00, 1.20] (target <= 1.2): met',
+                  paragraph)
+    self.assertIn('ResNet-8: not measured (no PyTorch)', targets(
+        {'ours / PyTorch': None, 'TFF / plain': [1.0]}, None))
 
   def test_without_torch_the_pytorch_rows_are_skipped_with_a_reason(self):
     missing = self.create_tempdir().full_path
@@ -124,6 +170,16 @@ class TorchProcessTest(tf.test.TestCase):
         torch.call('bogus')
       self.assertEqual(torch.run_round([0])['steps'], 4)  # Still serving.
     self.assertIsNotNone(torch._process.poll())  # pylint: disable=protected-access
+
+  def test_resnet8_matches_the_keras_model(self):
+    with benchmark.TorchProcess(_TORCH_PATH) as torch:
+      torch.start(clients=_clients((32, 32, 3)), num_classes=10, epochs=1,
+                  batch_size=16, learning_rate=0.05, num_threads=1,
+                  model='resnet8')
+      weights = torch.weights()
+      self.assertEqual(sorted(w.size for w in weights), _resnet8_weights())
+      self.assertEqual(torch.run_round([0, 1, 2])['steps'], 2 + 0 + 2)
+      self.assertNotAllClose(weights, torch.weights())
 
   def test_averaging_equal_models_keeps_them(self):
     with benchmark.TorchProcess(_TORCH_PATH) as torch:
