@@ -407,7 +407,26 @@ def _peer_keras_model(input_shape, num_classes):
   ])
 
 
-class _PeerWorkload:
+class _Workload:
+  """A FedAvg workload for both sides: `datasets`, `schedule` (each round's
+  client ids), `steps` (each round's SGD steps) and `keras_model()`."""
+
+  def model_fn(self):
+    return tff.learning.models.from_keras_model(
+        self.keras_model(),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        input_spec=self.datasets[0].element_spec)
+
+  def build_fedavg(self):
+    return algorithms.build_fedavg(
+        self.model_fn, tff.learning.optimizers.build_sgdm(learning_rate=_LR))
+
+  def rounds(self):
+    """A fresh iterator over the rounds' datasets."""
+    return _Rounds(self.schedule, self.datasets)
+
+
+class _PeerWorkload(_Workload):
   """The PyTorch peers' workload: split, datasets, schedule, model."""
 
   def __init__(self, rounds: int):
@@ -431,25 +450,14 @@ class _PeerWorkload:
         .shuffle(max(sizes), seed=k).batch(_PEER_BATCH, drop_remainder=True)
         .repeat(_PEER_EPOCHS) for k in range(_PEER_CLIENTS)]
 
-  def model_fn(self):
-    return tff.learning.models.from_keras_model(
-        _peer_keras_model(self.task.input_shape, self.task.num_classes),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        input_spec=self.datasets[0].element_spec)
-
-  def build_fedavg(self):
-    return algorithms.build_fedavg(
-        self.model_fn, tff.learning.optimizers.build_sgdm(learning_rate=_LR))
+  def keras_model(self):
+    return _peer_keras_model(self.task.input_shape, self.task.num_classes)
 
   def clients(self):
     """Per client, its (x, y) arrays, for the PyTorch side."""
     arrays = self.task.arrays
     return [(arrays.x_train[i], arrays.y_train[i])
             for i in self.task.client_indices]
-
-  def rounds(self):
-    """A fresh iterator over the rounds' datasets."""
-    return _Rounds(self.schedule, self.datasets)
 
 
 class _Rounds:
@@ -515,7 +523,7 @@ def trainable_parameters(keras_model_fn) -> int:
                for v in keras_model_fn().trainable_variables)
 
 
-class _ResNet8Workload:
+class _ResNet8Workload(_Workload):
   """Section 2's workload: synthetic CIFAR-size clients, FedDF's ResNet-8."""
 
   input_shape, num_classes = (32, 32, 3), 10
@@ -545,23 +553,9 @@ class _ResNet8Workload:
   def keras_model(self):
     return resnet8_keras_model(self.input_shape, self.num_classes)
 
-  def model_fn(self):
-    return tff.learning.models.from_keras_model(
-        self.keras_model(),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        input_spec=self.datasets[0].element_spec)
-
-  def build_fedavg(self):
-    return algorithms.build_fedavg(
-        self.model_fn, tff.learning.optimizers.build_sgdm(learning_rate=_LR))
-
   def clients(self):
     """Per client, its (x, y) arrays, for the PyTorch side."""
     return self._arrays
-
-  def rounds(self):
-    """A fresh iterator over the rounds' datasets."""
-    return _Rounds(self.schedule, self.datasets)
 
 
 def torch_unavailable(torch_path: str):
@@ -1367,7 +1361,6 @@ def _process_step_fn(process, datasets):
     state[0] = process.next(state[0], datasets).state
 
   return step
-
 
 
 def main(argv):
