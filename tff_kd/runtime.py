@@ -46,12 +46,9 @@ process_util.cc`; unset, each is one per core. `intra_op_threads` and
 worker inherits this process's). `max_concurrent_computation_calls` is the
 worker binary's flag of that name: at most that many calls of one
 computation at once, e.g. the clients of a `federated_map` (default: no
-limit, so a round's clients train concurrently, sharing the cores). On the
-2-core machine of docs/PERFORMANCE.md none of them made a FedAvg round of
-small clients faster in every run (intra-op and inter-op threads 1: 0.89x,
-1.03x and 2.0x the default's round in three runs), and
-`max_concurrent_computation_calls=1` (clients one after the other) made it
-1.08-1.4x slower; `benchmarks.benchmark` measures them (`--worker_settings`).
+limit, so a round's clients train concurrently, sharing the cores).
+`benchmarks.benchmark` measures them against the defaults
+(`--worker_settings`, docs/PERFORMANCE.md).
 The concurrency settings keep a round's numbers bit for bit; the intra-op
 thread count decides how some kernels split their float sums, so a count
 other than another run's changes the last bits (FedAvg weights, intra-op
