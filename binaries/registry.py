@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping
 import dataclasses
 from typing import Any, Optional
 
-import tensorflow_federated as tff
-
 import tasks
 
 from tff_kd import algorithms
@@ -77,9 +75,9 @@ def _flags_of(prefix: str, config: type) -> dict[str, Hparam]:
 
 def _values(prefix: str, config: type, hparams: Mapping[str, Any]) -> Any:
   """`config` from the flags' values."""
+  names = _flags_of(prefix, config)
   return config(**{name[len(prefix) + 1:]: value
-                   for name, value in hparams.items()
-                   if name in _flags_of(prefix, config)})
+                   for name, value in hparams.items() if name in names})
 
 
 class Algorithm:

@@ -50,14 +50,18 @@ ABLATIONS = dict(noise=NOISES, client_batchnorm=CLIENT_BATCHNORMS,
                  client_draws=CLIENT_DRAWS, sampled_labels=SAMPLED_LABELS)
 
 
-def check_option(name: str, value: str) -> None:
-  if value not in ABLATIONS[name]:
-    raise ValueError(f'{name} must be one of {ABLATIONS[name]}; got '
-                     f'{value!r}.')
+def check_options(**options: str) -> None:
+  """Raises `ValueError` naming the first of `ABLATIONS`' options given a
+  value outside its choices."""
+  for name, value in options.items():
+    if value not in ABLATIONS[name]:
+      raise ValueError(f'{name} must be one of {ABLATIONS[name]}; got '
+                       f'{value!r}.')
 
 
 def draw_noise(shape, seed, noise: str = 'uniform') -> tf.Tensor:
   """z: uniform on [0, 1) (`torch.rand`) or standard normal."""
+  check_options(noise=noise)
   if noise == 'uniform':
     return tf.random.stateless_uniform(shape, seed)
   return tf.random.stateless_normal(shape, seed)
@@ -335,10 +339,8 @@ def make_client_loss(
   `sampled_labels` are the `ABLATIONS`; with `sampled_labels=
   'label_distribution'`, `extra['label_probs']` is the broadcast p(y).
   """
-  for name, value in (('noise', noise), ('client_batchnorm', client_batchnorm),
-                      ('client_draws', client_draws),
-                      ('sampled_labels', sampled_labels)):
-    check_option(name, value)
+  check_options(noise=noise, client_batchnorm=client_batchnorm,
+                client_draws=client_draws, sampled_labels=sampled_labels)
   batch_statistics = client_batchnorm == 'batch'
 
   def loss_fn(labels, student_logits, teacher_logits, extra):

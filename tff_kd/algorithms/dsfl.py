@@ -93,8 +93,7 @@ def build_dsfl(
     subset_size: int = DSFLConfig.subset_size,
     distill_epochs: int = DSFLConfig.distill_epochs,
     distill_batch_size: int = DSFLConfig.distill_batch_size,
-    distill_learning_rate: float = (
-        DSFLConfig.distill_learning_rate),
+    distill_learning_rate: float = DSFLConfig.distill_learning_rate,
     server_distillation: Optional[server_distillation_lib.DistillationConfig
                                   ] = None,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,

@@ -200,10 +200,9 @@ def build_fedgen(
                       ('generator_weight_decay', generator_weight_decay)):
     if value < 0:
       raise ValueError(f'{name} must be >= 0; got {value}.')
-  for name, value in (('noise', noise), ('client_batchnorm', client_batchnorm),
-                      ('client_draws', client_draws),
-                      ('sampled_labels', sampled_labels)):
-    generator_lib.check_option(name, value)
+  generator_lib.check_options(
+      noise=noise, client_batchnorm=client_batchnorm,
+      client_draws=client_draws, sampled_labels=sampled_labels)
   if teacher_loss not in generator_lib.TEACHER_LOSSES:
     raise ValueError(f'teacher_loss must be one of '
                      f'{generator_lib.TEACHER_LOSSES}; got {teacher_loss!r}.')
