@@ -164,8 +164,8 @@ REPEATS = flags.DEFINE_integer(
 RESNET8_TORCH_THREADS = flags.DEFINE_integer(
     'resnet8_torch_threads', 0, 'Threads of the PyTorch reference for '
     'ResNet-8, as --torch_threads; 0: torch\'s default, one per core, as our '
-    'TFF worker uses (its best on an idle 2-core machine: its round 0.36 s '
-    'against 0.51 s with 1 thread).', lower_bound=0,
+    'TFF worker uses (for ResNet-8, faster than 1 thread on an idle 2-core '
+    'machine).', lower_bound=0,
 )
 RESNET8_EXAMPLES = flags.DEFINE_integer(
     'resnet8_examples', 50, 'Mean examples per client of the ResNet-8 '
