@@ -21,23 +21,16 @@ final round's difference is printed beside it.
 """
 
 from collections.abc import Mapping, Sequence
-import concurrent.futures
-import csv
 import dataclasses
 import os
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
 import numpy as np
-from scipy import stats
 
-import binaries
+from benchmarks import runs as stored_runs
+from benchmarks.runs import final, interval, read_store, selected
 from tasks import data
-from tff_kd import experiment
-from tff_kd import run_directory
-from tff_kd import privacy
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_HERE)
@@ -265,115 +258,16 @@ def write_public(root: str) -> None:
   os.replace(path + '.tmp.npz', path)
 
 
-def command(setting: str, variant: str, seed: int, root: str) -> list[str]:
-  return ([sys.executable, '-m', 'binaries.train']
-          + run_flags(setting, variant, seed, root)
-          + [f'--root_output_dir={root}', '--resume',
-             f'--experiment_name={setting}_{variant}_seed{seed}'])
-
-
-def curves(rows: Sequence[Mapping[str, str]]) -> list[dict]:
-  """A run's evaluated rounds: test and validation accuracy, MB so far."""
-  validation_key = (f'evaluation/test/{experiment.VALIDATION_PREFIX}'
-                    'accuracy')
-  mb, out = 0.0, []
-  for row in rows:
-    if row.get(experiment.BYTES_UPLOADED_KEY):
-      mb += (privacy.bytes_uploaded(row, experiment.BYTES_UPLOADED_KEY)
-             + float(row[experiment.BYTES_DOWNLOADED_KEY])) / 1e6
-    if row.get(experiment.ACCURACY_KEY):
-      out.append(dict(round=int(row['round_num']),
-                      test_accuracy=float(row[experiment.ACCURACY_KEY]),
-                      validation_accuracy=float(row[validation_key]),
-                      mb=round(mb, 4)))
-  return out
-
-
-def read_store(path: str) -> dict:
-  """(setting, variant, seed) -> its rows, from the store."""
-  runs = {}
-  if os.path.exists(path):
-    with open(path, newline='') as f:
-      for row in csv.DictReader(f):
-        key = (row['setting'], row['variant'], int(row['seed']))
-        runs.setdefault(key, []).append(row)
-  return runs
-
-
-def _run(setting, variant, seed, root):
-  name = f'{setting}_{variant}_seed{seed}'
-  log = os.path.join(root, f'{name}.log')
-  with open(log, 'w') as f:
-    done = subprocess.run(command(setting, variant, seed, root), cwd=_REPO,
-                          stdout=f, stderr=subprocess.STDOUT)
-  if done.returncode:
-    raise RuntimeError(f'Run {name} failed (exit {done.returncode}); see '
-                       f'{log}.')
-  return run_directory.read_metrics(
-      run_directory.output_paths(root, name)['metrics_csv'])
-
-
 def run_missing(root: str, seeds: Sequence[int], only: Sequence[str],
                 store: str, jobs: int) -> None:
   """Makes the runs the claims need that the store lacks; stores each."""
-  needed = sorted({(c.setting, v, s) for c in CLAIMS + VARIATIONS + ABLATION
-                   for v in (c.a, c.b) for s in seeds})
-  stored = read_store(store)
-  missing = sorted(
-      (k for k in needed if k not in stored
-       and (not only or k[0] in only or k[1] in only)),
+  needed = sorted(
+      {(c.setting, v, s) for c in CLAIMS + VARIATIONS + ABLATION
+       for v in (c.a, c.b) for s in seeds
+       if not only or c.setting in only or v in only},
       key=lambda k: (list(VARIANTS).index(k[1]), k[2], k[0]))
-  print(f'{len(missing)} runs to make ({len(needed) - len(missing)} '
-        'stored).', flush=True)
-  os.makedirs(root, exist_ok=True)
-  write_public(root)
-  commit = binaries.git_commit()
-  new_file = not os.path.exists(store)
-  os.makedirs(os.path.dirname(store), exist_ok=True)
-  with concurrent.futures.ThreadPoolExecutor(jobs) as pool, \
-      open(store, 'a', newline='') as f:
-    writer = csv.DictWriter(f, FIELDS)
-    if new_file:
-      writer.writeheader()
-    futures = {pool.submit(_run, *key, root): key for key in missing}
-    for future in concurrent.futures.as_completed(futures):
-      setting, variant, seed = futures[future]
-      try:
-        rows = future.result()
-      except RuntimeError as e:  # The others go on; a rerun retries it.
-        print(e, flush=True)
-        continue
-      for point in curves(rows):
-        writer.writerow(dict(point, setting=setting, variant=variant,
-                             seed=seed, commit=commit))
-      f.flush()
-      print(f'stored {setting} {variant} seed {seed}', flush=True)
-
-
-def _curve(rows, key):
-  return {int(r['round']): float(r[key]) for r in rows}
-
-
-def selected(rows, max_mb=None) -> float:
-  """The selected test accuracy, over the rounds within `max_mb`."""
-  rows = [r for r in rows if max_mb is None or float(r['mb']) <= max_mb]
-  value = experiment.selected_accuracy(_curve(rows, 'test_accuracy'),
-                                    _curve(rows, 'validation_accuracy'))
-  if value is None:
-    return _curve(rows, 'test_accuracy')[0]  # Only round 0 fits the budget.
-  return value
-
-
-def final(rows) -> float:
-  return float(max(rows, key=lambda r: int(r['round']))['test_accuracy'])
-
-
-def interval(differences) -> tuple[float, float, float]:
-  """Mean and 95% t-interval of paired differences."""
-  d = np.asarray(differences, float)
-  half = (stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-          if len(d) > 1 else np.inf)
-  return d.mean(), d.mean() - half, d.mean() + half
+  stored_runs.run_missing({key: run_flags(*key, root) for key in needed}, root,
+                          store, FIELDS, jobs, prepare=write_public)
 
 
 def _pct(x) -> str:

@@ -58,8 +58,6 @@ in two runs).
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import ipaddress
 import os
 import re
@@ -105,24 +103,45 @@ _LOG_TAIL_LINES = 20
 
 set_default_context.set_no_default_context()
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = (ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
-         if sys.platform.startswith('linux') else None)
+# Starts the worker binary (argv[3:]) from a fresh Python process, so no
+# code runs between fork and exec in this process: its gRPC threads make a
+# forked copy of it unsafe (a `preexec_fn` forks, and gRPC's fork handlers
+# crashed workers at start), while `subprocess` without one uses vfork. The
+# worker dies of SIGKILL when its parent dies (PR_SET_PDEATHSIG, kept across
+# exec; a parent already gone is caught by the getppid check) and of SIGTERM
+# even when the parent ignores SIGTERM. It ignores SIGINT: a Ctrl-C reaches
+# the whole process group, and the parent, which owns the worker, handles it
+# (it stops cleanly, then stops its workers); a worker that died of it first
+# would turn the clean stop into a gRPC error.
+_LAUNCHER = """
+import ctypes, os, signal, sys
+parent, started = int(sys.argv[1]), int(sys.argv[2])
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.platform.startswith('linux'):
+  ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  if os.getppid() != parent:
+    sys.exit('the parent of the TFF worker exited before it started')
+os.set_inheritable(started, False)  # Closed by the exec: the parent's EOF.
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
 
-def _prepare_worker() -> None:
-  """Runs in the forked worker before exec.
+def start_owned(command: Sequence[str], **popen_kwargs) -> subprocess.Popen:
+  """Starts `command` (a worker binary's) so that it dies with this process.
 
-  The kernel SIGKILLs the worker when its parent dies, and SIGTERM (which
-  `close()` sends) kills it even if the parent ignores SIGTERM. SIGINT is
-  ignored: a Ctrl-C reaches the whole process group, and the parent, which
-  owns the worker, handles it (it stops cleanly, then stops its workers); a
-  worker that died of it first would turn the clean stop into a gRPC error.
+  Returns once the command runs (the launcher has exec'ed it, or failed).
   """
-  signal.signal(signal.SIGTERM, signal.SIG_DFL)
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  if _LIBC is not None:
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  read_end, write_end = os.pipe()
+  try:
+    process = subprocess.Popen(
+        [sys.executable, '-I', '-S', '-c', _LAUNCHER, str(os.getpid()),
+         str(write_end), *command], pass_fds=(write_end,), **popen_kwargs)
+  finally:
+    os.close(write_end)
+  with os.fdopen(read_end, 'rb') as started:
+    started.read()  # EOF: the exec closed the launcher's end.
+  return process
 
 
 def _exit_on_sigterm() -> None:
@@ -268,13 +287,12 @@ class LocalWorker:
     self.log_path = os.path.join(self.log_dir, f'worker_{self.port}.log')
     self._keep_log = False
     with open(self.log_path, 'xb') as log:  # 'x': O_EXCL, follows no symlink.
-      self.process = subprocess.Popen(
+      self.process = start_owned(
           command + [f'--port={self.port}'],
           env=environment,
           stdin=subprocess.DEVNULL,
           stdout=log,
           stderr=subprocess.STDOUT,
-          preexec_fn=_prepare_worker,
       )
     _LOCAL_WORKERS[self.address] = self
     atexit.register(self.close)

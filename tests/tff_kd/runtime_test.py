@@ -281,13 +281,11 @@ class WorkerLossTest(tf.test.TestCase):
     """A worker binary as a user starts one: `worker_binary --port=PORT`."""
     port = portpicker.pick_unused_port()
     log = self.create_tempfile()
-    # Dies with this process (PR_SET_PDEATHSIG), as `LocalWorker`s do.
-    prepare = runtime._prepare_worker  # pylint: disable=protected-access
+    # Dies with this process, as `LocalWorker`s do.
     with open(log.full_path, 'wb') as output:
-      worker = subprocess.Popen(
+      worker = runtime.start_owned(
           [runtime.worker_binary_path(), f'--port={port}'],
-          stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-          preexec_fn=prepare)
+          stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
     self.addCleanup(worker.wait)
     self.addCleanup(worker.kill)  # Also ends a stopped (SIGSTOP) worker.
     return worker, f'localhost:{port}'
