@@ -29,7 +29,7 @@ from absl import flags
 import numpy as np
 
 from benchmarks import runs as stored_runs
-from benchmarks.runs import final, interval, read_store, selected
+from benchmarks.runs import final, interval, points, read_store, selected
 from tasks import data
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,6 +129,9 @@ VARIANTS = {
     **{f'fedgen_{name}': ('fedgen', {flag: value})
        for name, (flag, value) in FEDGEN_UNDONE.items()},
     'fedgen_all_undone': ('fedgen', dict(FEDGEN_UNDONE.values())),
+    'dsfl_like_clients': ('dsfl', {'dsfl_server_distillation': 'clients'}),
+    'fedgen_latent32': ('fedgen', {'model': 'cnn_latent32'}),
+    'fedavg_latent32': ('fedavg', {'model': 'cnn_latent32'}),
     'fd_beta_10': ('fd', {'fd_beta': 10.0}),
     'fd_tau_4': ('fd', {'fd_temperature': 4.0}),
 }
@@ -196,8 +199,9 @@ CLAIMS = (
           'MNIST, IID devices', 'iid', 'fd', 'fd_alone'),
 )
 # Settings against each other, read by the same rule: the references' own
-# where ours differ (A: the reference's, B: ours), and FD's weight and
-# temperature (A) against the paper's (B).
+# where ours differ (A: the reference's, B: ours; FedGen on the reference's
+# model also against FedAvg on it), and FD's weight and temperature (A)
+# against the paper's (B).
 VARIATIONS = (
     Claim('FedNTD', 'its client optimizer (lr 0.01, momentum 0.9, weight '
           'decay 1e-5, lr x0.99 per round) against ours (SGD lr 0.1)',
@@ -212,6 +216,15 @@ VARIATIONS = (
     Claim('FedGen', 'the official teacher loss (mean weight x mean CE) '
           'against the paper\'s per-sample weighting', 'serverpFedGen.py',
           'label_skew', 'fedgen_official_loss', 'fedgen'),
+    Claim('DS-FL', 'its server model distilled as its clients distill (SGD '
+          '0.1, 5 epochs of batches of 100) against our server loop (Adam '
+          '1e-3, cosine, 200 steps)', 'SCARLET\'s dsfl.py', 'shards',
+          'dsfl_like_clients', 'dsfl'),
+    Claim('FedGen', 'the official MNIST model\'s linear 32-d latent before '
+          'the head (the generator\'s output) against our 128-d features',
+          'trainmodel/models.py', 'label_skew', 'fedgen_latent32', 'fedgen'),
+    Claim('FedGen', 'above FedAvg, both with the 32-d latent', '-',
+          'label_skew', 'fedgen_latent32', 'fedavg_latent32'),
     Claim('FD', 'distillation weight 10 against the paper\'s 1', '-',
           'shards', 'fd_beta_10', 'fd'),
     Claim('FD', 'temperature 4 against the paper\'s 1 (softer per-label '
@@ -270,10 +283,6 @@ def run_missing(root: str, seeds: Sequence[int], only: Sequence[str],
                           store, FIELDS, jobs, prepare=write_public)
 
 
-def _pct(x) -> str:
-  return f'{100 * x:+.1f}'
-
-
 def claim_row(claim: Claim, runs: Mapping) -> str:
   seeds = sorted({s for (st, v, s) in runs if st == claim.setting
                   and v == claim.a}
@@ -305,8 +314,8 @@ def claim_row(claim: Claim, runs: Mapping) -> str:
   return (f'| {claim.paper} | {claim.claim} | {claim.reference} | '
           f'{claim.setting} | {claim.a} {np.mean(a):.3f} vs {claim.b} '
           f'{np.mean(b):.3f}{what}, {len(seeds)} seeds | '
-          f'{_pct(mean)} [{_pct(low)}, {_pct(high)}] | '
-          f'{_pct(f_mean)} [{_pct(f_low)}, {_pct(f_high)}] | {verdict} |')
+          f'{points(mean)} [{points(low)}, {points(high)}] | '
+          f'{points(f_mean)} [{points(f_low)}, {points(f_high)}] | {verdict} |')
 
 
 def setting_table(setting: str, runs: Mapping) -> str:
@@ -366,7 +375,8 @@ def write_page(store: str, page: str) -> None:
       'By the same rule. Where our defaults differ from a reference\'s code '
       '(docs/FIDELITY.md), the reference\'s setting (A) against ours (B): '
       '"holds" means the reference\'s setting is better here, "the opposite '
-      'holds" that ours is. For FD, other distillation weights and '
+      'holds" that ours is; FedGen on the reference\'s model is also '
+      'compared with FedAvg on it. For FD, other distillation weights and '
       'temperatures (A) against the paper\'s (B).',
       '',
       '| algorithm | A against B | reference | setting | ours (selected) | '

@@ -187,3 +187,8 @@ def interval(differences) -> tuple[float, float, float]:
   half = (stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
           if len(d) > 1 else np.inf)
   return d.mean(), d.mean() - half, d.mean() + half
+
+
+def points(x) -> str:
+  """A difference of accuracies in accuracy points, signed."""
+  return f'{100 * x:+.1f}'

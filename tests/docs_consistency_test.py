@@ -1,13 +1,24 @@
-"""A hand-written page quotes a generated table's figures as that table has
-them: FIDELITY.md's before-and-after table against RESULTS.md's summary, for
-the settings RESULTS.md generates."""
+"""The pages tell what their commands write: a generated page names its
+command and, where its runs are stored, is exactly what that command writes
+from them; a hand-written page copies no figure of a generated table."""
 
 import os
 import re
 
+from absl.testing import parameterized
 import pytest
+import tensorflow as tf
 
-_DOCS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'docs')
+from benchmarks import claims
+from benchmarks import privacy
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DOCS = os.path.join(_REPO, 'docs')
+HAND_WRITTEN = ('README.md', 'docs/DESIGN.md', 'docs/FIDELITY.md')
+# What a generated table's figures look like in prose: a mean +- std, a
+# difference with its interval, a difference in accuracy points.
+_COPIED_FIGURE = re.compile(
+    r'\d\.\d{3} \+- \d\.\d{3}|[+-]\d+\.\d \[[+-]\d|\d+(?:\.\d+)? points')
 
 
 @pytest.fixture(autouse=True)
@@ -16,44 +27,38 @@ def tff_runtime():
   yield None
 
 
-def _read(name: str) -> str:
-  with open(os.path.join(_DOCS, name)) as f:
+def _read(path: str) -> str:
+  with open(path) as f:
     return f.read()
 
 
-def _rows(table: str) -> list[list[str]]:
-  """The cells of a markdown table's body rows."""
-  return [[cell.strip() for cell in line.strip().strip('|').split('|')]
-          for line in table.strip().splitlines()[2:]]
+class DocsConsistencyTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(
+      ('CLAIMS.md', 'claims', claims.write_page),
+      ('PRIVACY.md', 'privacy', privacy.write_page))
+  def test_page_is_what_its_command_writes_from_the_store(self, page, store,
+                                                          write_page):
+    written = os.path.join(self.create_tempdir().full_path, page)
+    write_page(os.path.join(_DOCS, store, 'curves.csv'), written)
+    self.assertEqual(_read(written), _read(os.path.join(_DOCS, page)))
+
+  def test_every_generated_page_names_its_command(self):
+    for name in sorted(os.listdir(_DOCS)):
+      path = os.path.join('docs', name)
+      if name.endswith('.md') and path not in HAND_WRITTEN:
+        head = '\n'.join(_read(os.path.join(_REPO, path)).splitlines()[:20])
+        self.assertRegex(head, r'python -m (benchmarks|binaries)\.\w+', path)
+
+  def test_hand_written_pages_copy_no_generated_figure(self):
+    for path in HAND_WRITTEN:
+      for number, line in enumerate(
+          _read(os.path.join(_REPO, path)).splitlines(), 1):
+        self.assertIsNone(
+            _COPIED_FIGURE.search(line),
+            f'{path}:{number} quotes a figure of a generated table; link the '
+            f'page instead: {line}')
 
 
-def _results_summary() -> dict[tuple[str, str], str]:
-  """(algorithm, setting) -> 'mean +- std' of RESULTS.md's first table."""
-  text = _read('RESULTS.md')
-  table = re.search(r'\n(\| algorithm \|.*?)\n\n', text, re.DOTALL).group(1)
-  header = [c.strip() for c in table.splitlines()[0].strip('|').split('|')]
-  return {(row[0], setting): value for row in _rows(table)
-          for setting, value in zip(header[1:], row[1:])}
-
-
-def _fidelity_after() -> dict[tuple[str, str], str]:
-  """(algorithm, setting) -> FIDELITY.md's 'after' figure."""
-  text = _read('FIDELITY.md')
-  table = text.split('<!-- before-after -->', 1)[1].split(
-      '<!-- /before-after -->', 1)[0]
-  header = [c.strip() for c in table.strip().splitlines()[0].strip(
-      '|').split('|')]
-  settings = [re.match(r'(\w+) alpha ([\d.]+) before', c).groups()
-              for c in header[1::2]]
-  return {(row[0], f'{task}_alpha{alpha}'): after for row in _rows(table)
-          for (task, alpha), after in zip(settings, row[2::2])}
-
-
-def test_fidelity_quotes_results_as_generated():
-  summary, after = _results_summary(), _fidelity_after()
-  shared = sorted(key for key in after if key in summary)
-  assert len(shared) >= 20, shared  # Both tasks at alpha 0.1, every row.
-  for key in shared:
-    assert after[key] == summary[key], (
-        f'FIDELITY.md quotes {key} as {after[key]}; RESULTS.md has '
-        f'{summary[key]}')
+if __name__ == '__main__':
+  tf.test.main()
