@@ -1,11 +1,17 @@
-"""Keras classifiers for the tasks: `mlp`, `cnn`, `resnet8` (logits out).
+"""Keras classifiers for the tasks: `mlp`, `cnn`, `resnet8`, `cnn_latent32`
+(logits out).
+
+`cnn_latent32` is `cnn` with a linear 32-d layer (`latent`) before its head,
+as FedGen's official MNIST model (`encode_fc1`, hidden -> latent 32, no
+activation): FedGen's generator then produces 32-d latents, not the 128-d
+post-ReLU features of `cnn`.
 
 Every model works on images (H, W, C) and on 1-D signals (L,) (reshaped to
 (L, 1) and convolved with Conv1D). Conventions other code relies on:
 
 - the last layer is a Dense layer named `head` with `num_classes` units; its
   input is the feature vector (feature extractor = model up to `head`'s input);
-- CNN-type models (`cnn`, `resnet8`) name the output of their last
+- CNN-type models (`cnn`, `resnet8`, `cnn_latent32`) name the output of their last
   convolutional block `feature_map` (for attention maps); `mlp` has none.
 
 No BatchNorm: averaging batch statistics across non-IID clients is a known
@@ -17,7 +23,8 @@ import itertools
 
 import tensorflow as tf
 
-MODEL_NAMES = ('mlp', 'cnn', 'resnet8')
+MODEL_NAMES = ('mlp', 'cnn', 'resnet8', 'cnn_latent32')
+_LATENT_DIM = 32
 
 
 class _Init:
@@ -104,8 +111,12 @@ def build_keras_model(
   x = tf.keras.layers.Reshape(input_shape + (1,))(inputs) if signal else inputs
   if name == 'mlp':
     features = _mlp(x, init)
-  elif name == 'cnn':
+  elif name in ('cnn', 'cnn_latent32'):
     features = _cnn(x, init, signal)
+    if name == 'cnn_latent32':
+      features = tf.keras.layers.Dense(
+          _LATENT_DIM, kernel_initializer=init.kernel(), name='latent'
+      )(features)
   else:
     features = _resnet8(x, init, signal)
   logits = tf.keras.layers.Dense(

@@ -2,7 +2,8 @@
 
 FedDF's and FedAUX's server step (the guide's Algorithm 3), also DS-FL's
 server model and FedAD's: starting from the fused (averaged) model, take up
-to `steps` Adam steps on minibatches of the distillation inputs, minimizing
+to `steps` optimizer steps on minibatches of the distillation inputs,
+minimizing
 
     tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))
 
@@ -11,6 +12,8 @@ for FedAD, beta times the squared L2 distance between the student's attention
 map and a target map (`model_parts.attention_maps`). Each algorithm picks the
 rest to match its reference:
 
+- `optimizer`: `adam` (FedDF, FedAUX) or `sgd` (DS-FL's server model
+  distilled as its clients distill, `--dsfl_server_distillation=clients`);
 - learning-rate `schedule`: `cosine` (FedDF's CosineAnnealingLR over the
   step budget) or `constant` (FedAUX);
 - `clip_norm`: global gradient-norm clip (FedDF's code: 5) or None (FedAUX);
@@ -26,7 +29,7 @@ rest to match its reference:
   improvement, and the best weights seen (including the starting point) are
   kept: FedDF's early stopping. Without one, all steps run.
 
-The Adam state starts afresh at every call (FedAUX's code keeps one Adam
+The optimizer state starts afresh at every call (FedAUX's code keeps one Adam
 optimizer across rounds; FedDF's creates one per round).
 
 The whole loop is one `tf.function` (a `tf.while_loop`, no Python per step),
@@ -52,6 +55,7 @@ from tff_kd import settings
 
 SAMPLINGS = ('uniform', 'shuffled', 'ordered')
 SCHEDULES = ('cosine', 'constant')
+OPTIMIZERS = ('adam', 'sgd')
 
 
 def noise_inputs(
@@ -94,7 +98,7 @@ class DistillationConfig:
   Attributes:
     steps: the most distillation steps (>= 0).
     batch_size: distillation minibatch size (>= 1).
-    learning_rate: (peak) Adam learning rate.
+    learning_rate: (peak) learning rate.
     schedule: `cosine` (decayed to 0 over the steps run: `steps` capped by
       `max_steps`) or `constant`.
     temperature: tau > 0.
@@ -103,6 +107,7 @@ class DistillationConfig:
     sampling: `uniform`, `shuffled` or `ordered` (module docstring).
     eval_every: steps between validation evaluations (>= 1).
     patience: evaluations without improvement before stopping (>= 1).
+    optimizer: `adam` or `sgd` (plain SGD).
   """
 
   # The fields with help are the binaries' shared --distill_* flags.
@@ -129,6 +134,7 @@ class DistillationConfig:
   patience: int = settings.setting(
       5, 'Server distillation: evaluations without improvement before '
       'distillation stops.', **settings.count(1, 1_000_000))
+  optimizer: str = 'adam'
 
   def __post_init__(self):
     for name, low in (('steps', 0), ('batch_size', 1), ('eval_every', 1),
@@ -143,6 +149,9 @@ class DistillationConfig:
     if self.schedule not in SCHEDULES:
       raise ValueError(
           f'schedule must be one of {SCHEDULES}; got {self.schedule!r}.')
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(
+          f'optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}.')
     if self.sampling not in SAMPLINGS:
       raise ValueError(
           f'sampling must be one of {SAMPLINGS}; got {self.sampling!r}.')
@@ -184,8 +193,10 @@ def build_server_distillation(
     raise ValueError(f'attention_weight must be >= 0; got {attention_weight}.')
   (steps, batch_size, learning_rate, schedule, temperature,
    scale_by_temperature_squared, clip_norm, sampling, eval_every,
-   patience) = dataclasses.astuple(config)
-  optimizer = tff.learning.optimizers.build_adam(learning_rate=learning_rate)
+   patience, optimizer_name) = dataclasses.astuple(config)
+  optimizer = (tff.learning.optimizers.build_adam if optimizer_name == 'adam'
+               else tff.learning.optimizers.build_sgdm)(
+                   learning_rate=learning_rate)
   variables = tuple(model.trainable_variables)
   if attention_weight > 0:
     two_outputs = model_parts.logits_and_feature_map(

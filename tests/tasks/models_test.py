@@ -29,6 +29,14 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
       rank = len(model.get_layer('feature_map').output.shape)
       self.assertEqual(rank, 3 if kind == 'signal' else 4)
 
+  def test_latent32_feeds_the_head_a_linear_32_d_layer(self):
+    model = models.build_keras_model(
+        'cnn_latent32', input_shape=(40,), num_classes=10, seed=0)
+    latent = model.get_layer('latent')
+    self.assertIs(model.get_layer('head').input, latent.output)
+    self.assertEqual(latent.output.shape[-1], 32)
+    self.assertIs(latent.activation, tf.keras.activations.linear)
+
   @parameterized.parameters(*models.MODEL_NAMES)
   def test_same_seed_same_weights(self, name):
     build = lambda seed: models.build_keras_model(

@@ -1,7 +1,7 @@
 """Server distillation: one Adam step by hand (with FedAD's attention term
 too), epochs of batches (shuffled or in order) with a constant learning rate
-and optional clipping against numpy Adam, the KL falls, early stopping,
-FedDF's batch-scaled noise."""
+and optional clipping against numpy Adam, plain SGD against numpy, the KL
+falls, early stopping, FedDF's batch-scaled noise."""
 
 import numpy as np
 import tensorflow as tf
@@ -182,6 +182,21 @@ class ServerDistillationTest(tf.test.TestCase):
           result.trainable,
           _np_adam(self.weights.trainable, batches, x, teacher, 0.01,
                    clip_norm), atol=1e-5)
+
+  def test_sgd_epochs_match_numpy_sgd(self):
+    # DS-FL's server model distilled as its clients: plain SGD, constant.
+    x, teacher = self.inputs[:5], self.teacher[:5]
+    kernel, bias = [np.array(w, np.float64) for w in self.weights.trainable]
+    for index in [np.arange(3), np.arange(3, 5)] * 2:
+      dz = (tiny.np_softmax(x[index] @ kernel + bias)
+            - tiny.np_softmax(teacher[index])) / len(index)
+      kernel, bias = kernel - 0.5 * x[index].T @ dz, bias - 0.5 * dz.sum(0)
+    result, metrics = _run(self.weights, x, teacher, steps=4, batch_size=3,
+                           learning_rate=0.5, schedule='constant',
+                           clip_norm=None, sampling='ordered',
+                           optimizer='sgd')
+    self.assertEqual(metrics['steps'], 4)
+    self.assertAllClose(result.trainable, [kernel, bias], atol=1e-5)
 
   def test_shuffled_epochs_are_fresh_permutations(self):
     x, teacher = self.inputs[:5], self.teacher[:5]

@@ -23,8 +23,9 @@ steps of the guide, for round t:
    softmax(mean / T)); they are S_{t+1}'s global soft labels for round t+1.
 Optionally the server keeps a model of the first prototype's architecture,
 distilled every round on (S_{t+1}, global soft labels) with
-`tff_kd.server_distillation` (from its previous weights) and evaluated like
-the clients' models.
+`tff_kd.server_distillation` (from its previous weights; by the server loop
+of the `--distill_*` settings, or as the clients distill:
+`distillation_like_clients`) and evaluated like the clients' models.
 
 A client that drops out of a round (no data) neither distills nor sends: its
 model is unchanged. Upload per client: m x C probabilities plus the fusion's
@@ -56,6 +57,9 @@ from tff_kd.algorithms import spec as spec_lib
 
 # DS-FL's fusion: entropy reduction (ERA) or simple averaging (SA).
 AGGREGATIONS = ('era', 'sa')
+# How the server model is distilled: by the server loop of the --distill_*
+# settings, or as the clients distill (SCARLET's dsfl.py, by a co-author).
+SERVER_DISTILLATIONS = ('loop', 'clients')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +86,28 @@ class DSFLConfig:
   validation: bool = settings.setting(
       False, 'DS-FL: early stopping of the server model on the labelled'
       ' validation split (the paper uses no labelled server data).')
+  server_distillation: str = settings.choice(
+      SERVER_DISTILLATIONS, 'DS-FL: how the server model distills: loop (the'
+      ' server loop of the --distill_* flags) or clients (as the clients:'
+      ' SGD epochs of the --dsfl_distill_* flags, as SCARLET\'s dsfl.py).')
+
+
+def distillation_like_clients(
+    config: DSFLConfig, num_public: int
+) -> server_distillation_lib.DistillationConfig:
+  """The server loop set to distill as DS-FL's clients do.
+
+  Plain SGD at the clients' distillation learning rate, constant, no
+  clipping, over `distill_epochs` shuffled epochs of the round's subset in
+  batches of `distill_batch_size` (the last one smaller), KL at tau = 1.
+  """
+  subset = min(config.subset_size, num_public)
+  batches = -(-subset // config.distill_batch_size)
+  return server_distillation_lib.DistillationConfig(
+      steps=config.distill_epochs * batches,
+      batch_size=config.distill_batch_size,
+      learning_rate=config.distill_learning_rate, schedule='constant',
+      temperature=1.0, clip_norm=None, sampling='shuffled', optimizer='sgd')
 
 
 def build_dsfl(
@@ -314,10 +340,14 @@ def _build(
   # ERA sharpens what the soft labels' aggregator (mean, DP, secure,
   # compressed) fused; SA is that aggregator alone.
   fused = (context.fusion_aggregator or {}).get('soft_labels')
+  public_inputs = spec_lib.distillation_inputs(task, context.distill_data)
+  distillation = (
+      context.distillation if config.server_distillation == 'loop'
+      else distillation_like_clients(config, len(public_inputs)))
   return build_dsfl(
       spec_lib.prototype_model_fns(task), context.client_optimizer.build(),
       client_prototypes=task.client_prototypes,
-      public_inputs=spec_lib.distillation_inputs(task, context.distill_data),
+      public_inputs=public_inputs,
       subset_size=config.subset_size,
       fusion_aggregator=(
           entropy_reduction.EntropyReductionFactory(config.era_temperature,
@@ -327,8 +357,7 @@ def _build(
       distill_epochs=config.distill_epochs,
       distill_batch_size=config.distill_batch_size,
       distill_learning_rate=config.distill_learning_rate,
-      server_distillation=(context.distillation if config.server_model
-                           else None),
+      server_distillation=distillation if config.server_model else None,
       validation=spec_lib.validation(task, config.validation),
       seed=task.seed, server_step=context.server_step)
 

@@ -1,5 +1,6 @@
 """DS-FL: two rounds by hand in numpy (ERA soft labels, the clients'
-distillation step), SA, the server model, heterogeneous clients, dropout."""
+distillation step), SA, the server model (and its distillation as the
+clients'), heterogeneous clients, dropout."""
 
 import collections
 
@@ -10,6 +11,7 @@ import tiny
 from tff_kd import aggregators
 from tff_kd import algorithms
 from tff_kd import server_distillation
+from tff_kd.algorithms import dsfl
 
 L = tiny.NUM_CLASSES
 
@@ -115,6 +117,21 @@ class DSFLTest(tf.test.TestCase):
             bytes_downloaded=3 * (m * L * 4 + 1 + 2 * m * 4 + 4),
             bytes_uploaded_per_client=m * L * 4 + m * 4,
             bytes_downloaded_per_client=m * L * 4 + 1 + 2 * m * 4 + 4))
+
+  def test_server_model_distilled_like_the_clients(self):
+    # SCARLET's dsfl.py: the clients' SGD, epochs and batches, over the
+    # round's subset (at most the public split).
+    config = dsfl.DSFLConfig(subset_size=250, distill_epochs=3,
+                             distill_batch_size=100,
+                             distill_learning_rate=0.2)
+    like_clients = dsfl.distillation_like_clients(config, num_public=1000)
+    self.assertEqual(like_clients, server_distillation.DistillationConfig(
+        steps=9, batch_size=100, learning_rate=0.2, schedule='constant',
+        temperature=1.0, clip_norm=None, sampling='shuffled',
+        optimizer='sgd'))
+    # 120 public inputs: a subset of 120, two batches an epoch.
+    self.assertEqual(
+        dsfl.distillation_like_clients(config, num_public=120).steps, 6)
 
   def test_rejects_bad_arguments(self):
     with self.assertRaisesRegex(TypeError, 'fusion aggregator of .*soft_labels'
