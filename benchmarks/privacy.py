@@ -18,6 +18,7 @@ t-interval of the mean difference must exclude zero.
 
 from collections.abc import Mapping, Sequence
 import os
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -124,8 +125,12 @@ def _accuracy(rows, model: str, measure: str) -> float:
   return (final if measure == 'final' else selected)(rows, model=model)
 
 
-def _epsilon(rows) -> float:
-  return float(max(rows, key=lambda r: int(r['round']))['epsilon'])
+def _epsilon(runs: Mapping, setting: str, variant: str) -> Optional[float]:
+  """The epsilon spent by the runs' last round (the most over the seeds: a
+  run stopped early spent less); None without runs."""
+  return max((float(max(runs[setting, variant, s],
+                        key=lambda r: int(r['round']))['epsilon'])
+              for s in _seeds(runs, setting, variant)), default=None)
 
 
 def cell(runs: Mapping, setting: str, variant: str, model: str = 'global',
@@ -152,12 +157,9 @@ def level_epsilons(runs: Mapping, task: str) -> dict[str, dict[str, float]]:
   """Level -> variant -> the epsilon its runs spent by the last round."""
   out = {}
   for level, settings in LEVELS.items():
-    out[level] = {}
-    for variant, aggregator in settings.items():
-      seeds = _seeds(runs, f'{task}_{aggregator}', variant)
-      if seeds:
-        out[level][variant] = _epsilon(
-            runs[f'{task}_{aggregator}', variant, seeds[0]])
+    spent = {variant: _epsilon(runs, f'{task}_{aggregator}', variant)
+             for variant, aggregator in settings.items()}
+    out[level] = {v: e for v, e in spent.items() if e is not None}
   return out
 
 
@@ -170,7 +172,7 @@ def _level_name(epsilons: Mapping[str, float]) -> str:
 
 def accuracy_table(runs: Mapping, task: str, measure: str) -> str:
   levels = level_epsilons(runs, task)
-  others = [_epsilon_of(runs, task, a) for a in ('dp0.3', 'dp1.0')]
+  others = [_epsilon(runs, f'{task}_{a}', 'feddf') for a in ('dp0.3', 'dp1.0')]
   header = (['algorithm', 'no DP']
             + [_level_name(levels[level]) for level in LEVELS]
             + ['FedDF at the others\' z' + (
@@ -197,11 +199,8 @@ def accuracy_table(runs: Mapping, task: str, measure: str) -> str:
   return _markdown(header, rows)
 
 
-def _epsilon_of(runs: Mapping, task: str, aggregator: str):
-  """The epsilon of FedDF's runs under `aggregator`; None without runs."""
-  seeds = _seeds(runs, f'{task}_{aggregator}', 'feddf')
-  return (_epsilon(runs[f'{task}_{aggregator}', 'feddf', seeds[0]])
-          if seeds else None)
+def _z(aggregator: str) -> float:
+  return AGGREGATORS[aggregator]['dp_noise_multiplier']
 
 
 def _markdown(header, rows) -> str:
@@ -241,11 +240,15 @@ def _comparison_row(label, result) -> list[str]:
 
 def knowledge_rows(runs: Mapping) -> list[tuple]:
   """(task, level, algorithm, result): each knowledge algorithm against
-  FedAvg at the same epsilon (and without DP)."""
+  FedAvg at the same epsilon (and without DP); a level is named with the
+  epsilon its runs spent."""
   out = []
   for task in TASKS:
-    for level, settings in [('no DP', {v: 'mean' for v in ALGORITHMS})] + [
-        (level, LEVELS[level]) for level in LEVELS]:
+    epsilons = level_epsilons(runs, task)
+    levels = [('no DP', {v: 'mean' for v in ALGORITHMS})] + [
+        (f'{level}, {_level_name(epsilons[level])}', LEVELS[level])
+        for level in LEVELS]
+    for level, settings in levels:
       for algorithm in ALGORITHMS[1:]:
         out.append((task, level, algorithm, compare(
             runs, (f'{task}_{settings[algorithm]}', algorithm),
@@ -336,6 +339,8 @@ def write_page(store: str, page: str) -> None:
   os.makedirs(assets, exist_ok=True)
   plot(runs, os.path.join(assets, 'accuracy_vs_epsilon.png'))
   common = ' '.join(f'--{k}={v}' for k, v in sorted(COMMON.items()))
+  clients = COMMON['num_clients']
+  rate = COMMON['clients_per_round'] / clients
   lines = [
       '# Private and compressed knowledge: DP, secure aggregation and '
       'compression on what KD sends',
@@ -344,8 +349,8 @@ def write_page(store: str, page: str) -> None:
       'outputs instead of weights. This page puts differential privacy '
       '(DP), secure aggregation and compression on what each algorithm '
       'sends (`--aggregator`; the mechanisms, their bounds and the privacy '
-      'accounting are in docs/DESIGN.md, "Private and compressed '
-      'aggregation") and asks: **at the same epsilon, does sending '
+      'accounting are in docs/DESIGN.md, "Privacy and compression") and '
+      'asks: **at the same epsilon, does sending '
       'knowledge beat sending weights?**',
       '',
       answer(knowledge),
@@ -361,11 +366,15 @@ def write_page(store: str, page: str) -> None:
       f'`{common}` with its algorithm and aggregator, every other flag at '
       'its default, seeds ' + ', '.join(
           str(s) for s in sorted({k[2] for k in runs})) + '. '
-      'The sampling rate is 0.5 and delta = 1/20 (the default, 1/N). '
+      f'The sampling rate is {rate:g} and delta = 1/{clients} (the '
+      'default, 1/N). '
       'FedAvg, FD and DS-FL release one noisy sum a round; FedDF releases '
       'two (model and logits), so it runs at z sqrt(2) to spend the '
       'epsilon the others spend at z, and its runs at the others\' z are '
-      'listed beside. FedDF uses the labelled validation split for early '
+      'listed beside. The noise levels: ' + '; '.join(
+          f'{level}: z = {_z(settings["fedavg"])} (FedDF '
+          f'{_z(settings["feddf"])})' for level, settings in LEVELS.items())
+      + '. FedDF uses the labelled validation split for early '
       'stopping (its default, as its code). Runs under `dp` and '
       '`compression` are not reproducible bit for bit: TF Privacy\'s noise '
       'and TFF\'s stochastic quantization are unseeded.',

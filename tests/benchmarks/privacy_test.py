@@ -73,12 +73,13 @@ class PrivacyTest(tf.test.TestCase):
     mean, low, high = runs.interval(
         [dsfl[s] - 0.05 - (fedavg[s] - 0.05) for s in fedavg])
     row = [line for line in text.splitlines()
-           if line.startswith('| digits | low noise | dsfl |')][0]
+           if line.startswith('| digits | low noise, epsilon 84.8 | dsfl |')][0]
     self.assertIn(f'{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] '
                   '(3 seeds)', row)
     self.assertTrue(row.endswith('| below |'))
     self.assertIn('**No.** Of the 2 comparisons', text)
-    self.assertIn('below in 1 (DS-FL on digits at low noise)', text)
+    self.assertIn('below in 1 (DS-FL on digits at low noise, epsilon 84.8)',
+                  text)
     self.assertIn('abc1234', text)
     self.assertIn('epsilon 84.8', text)
 
