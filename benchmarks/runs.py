@@ -26,7 +26,11 @@ import binaries
 from tff_kd import experiment
 from tff_kd import privacy
 from tff_kd import run_directory
+from tff_kd import runtime  # pylint: disable=unused-import
 
+# `runtime` is imported for its effect: it replaces TFF's default context,
+# whose worker object's finalizer fails at exit in a program that only reads
+# metrics.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _VALIDATION_KEY = f'evaluation/test/{experiment.VALIDATION_PREFIX}accuracy'
 _CLIENTS_VALIDATION_KEY = (
