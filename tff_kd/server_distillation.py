@@ -157,6 +157,12 @@ class DistillationConfig:
           f'sampling must be one of {SAMPLINGS}; got {self.sampling!r}.')
 
 
+def epoch_steps(num_inputs: int, epochs: int, batch_size: int) -> int:
+  """The steps of `epochs` passes over `num_inputs` in batches of
+  `batch_size`, the last batch of a pass smaller (`sampling='shuffled'`)."""
+  return epochs * -(-num_inputs // batch_size)
+
+
 def build_server_distillation(
     model: Any,
     config: DistillationConfig,

@@ -101,10 +101,10 @@ def distillation_like_clients(
   clipping, over `distill_epochs` shuffled epochs of the round's subset in
   batches of `distill_batch_size` (the last one smaller), KL at tau = 1.
   """
-  subset = min(config.subset_size, num_public)
-  batches = -(-subset // config.distill_batch_size)
   return server_distillation_lib.DistillationConfig(
-      steps=config.distill_epochs * batches,
+      steps=server_distillation_lib.epoch_steps(
+          min(config.subset_size, num_public), config.distill_epochs,
+          config.distill_batch_size),
       batch_size=config.distill_batch_size,
       learning_rate=config.distill_learning_rate, schedule='constant',
       temperature=1.0, clip_norm=None, sampling='shuffled', optimizer='sgd')

@@ -322,7 +322,8 @@ def build_fedaux(
   num_inputs = len(distillation_inputs)
   if not num_inputs:
     raise ValueError('distillation_inputs is empty.')
-  steps_per_epoch = -(-num_inputs // distill_batch_size)
+  steps_per_epoch = server_distillation.epoch_steps(
+      num_inputs, 1, distill_batch_size)
   return _build(
       prototype_model_fns, client_optimizer_fn,
       distillation_inputs=distillation_inputs, validation=validation,
