@@ -133,13 +133,13 @@ def start_owned(command: Sequence[str], **popen_kwargs) -> subprocess.Popen:
   Returns once the command runs (the launcher has exec'ed it, or failed).
   """
   read_end, write_end = os.pipe()
-  try:
-    process = subprocess.Popen(
-        [sys.executable, '-I', '-S', '-c', _LAUNCHER, str(os.getpid()),
-         str(write_end), *command], pass_fds=(write_end,), **popen_kwargs)
-  finally:
-    os.close(write_end)
   with os.fdopen(read_end, 'rb') as started:
+    try:
+      process = subprocess.Popen(
+          [sys.executable, '-I', '-S', '-c', _LAUNCHER, str(os.getpid()),
+           str(write_end), *command], pass_fds=(write_end,), **popen_kwargs)
+    finally:
+      os.close(write_end)
     started.read()  # EOF: the exec closed the launcher's end.
   return process
 
